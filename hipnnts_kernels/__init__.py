@@ -1,0 +1,13 @@
+"""hipnnts-kernels: fused kernels and a reference implementation of HIP-NN and HIP-NN-TS.
+
+- :mod:`hipnnts_kernels.ops`: the ops (envsum family, sensitivities, tensor factors, the fused
+  interaction), each with a ``backend=`` argument.
+- :class:`HipnnTS`: the model (lmax = 0 is plain HIP-NN), with its hierarchical energy head.
+- :mod:`hipnnts_kernels.reference`: the pure-PyTorch math every kernel is tested against.
+"""
+from . import backends, ops, reference
+from .checks import set_value_checks
+
+__version__ = "0.1.0"
+
+__all__ = ["ops", "reference", "backends", "set_value_checks", "__version__"]

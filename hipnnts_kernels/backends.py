@@ -1,0 +1,95 @@
+"""Backend registry: which implementation of each op runs for a given device.
+
+Each op has one schema (see :mod:`hipnnts_kernels.ops`) and one implementation per backend,
+registered here by name. ``backend="auto"`` picks the first available backend in
+:data:`PREFERENCE` for the tensors' device; when that is not the best backend for the device it
+warns once, so falling back is never silent. An explicitly requested backend that is unavailable
+is an error that says why.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Callable
+
+import torch
+
+#: Backends in order of preference for ``"auto"``.
+PREFERENCE = ("cuda", "triton", "reference")
+
+_IMPLEMENTATIONS: dict[tuple[str, str], Callable] = {}
+_AVAILABILITY: dict[str, Callable[[torch.device], str | None]] = {}
+_WARNED: set[tuple[str, str]] = set()
+
+
+def register_backend(name: str, availability: Callable[[torch.device], str | None]) -> None:
+    """Declare a backend. ``availability(device)`` returns None if usable there, else the reason."""
+    _AVAILABILITY[name] = availability
+
+
+def register(op: str, backend: str) -> Callable[[Callable], Callable]:
+    """Decorator: register ``fn`` as the ``backend`` implementation of ``op``."""
+
+    def decorator(fn: Callable) -> Callable:
+        _IMPLEMENTATIONS[(op, backend)] = fn
+        return fn
+
+    return decorator
+
+
+def implementation(op: str, backend: str) -> Callable:
+    """The registered implementation of ``op`` for a resolved backend name."""
+    try:
+        return _IMPLEMENTATIONS[(op, backend)]
+    except KeyError:
+        raise NotImplementedError(f"op {op!r} has no {backend!r} implementation") from None
+
+
+def unavailable_reason(backend: str, device: torch.device, op: str | None = None) -> str | None:
+    """None if ``backend`` can run ``op`` on ``device``, else a sentence saying why not."""
+    if backend not in _AVAILABILITY:
+        return f"unknown backend {backend!r}; known backends: {', '.join(available_backends())}"
+    reason = _AVAILABILITY[backend](device)
+    if reason is None and op is not None and (op, backend) not in _IMPLEMENTATIONS:
+        reason = f"the {backend!r} backend has no implementation of {op!r}"
+    return reason
+
+
+def available_backends() -> tuple[str, ...]:
+    """Names of all declared backends, in order of preference."""
+    return tuple(b for b in PREFERENCE if b in _AVAILABILITY) + tuple(b for b in _AVAILABILITY if b not in PREFERENCE)
+
+
+def resolve(op: str, backend: str, device: torch.device) -> str:
+    """Turn ``backend`` (a name or ``"auto"``) into the backend that runs ``op`` on ``device``.
+
+    Raises ``ValueError`` for an unknown name and ``RuntimeError`` for a known backend that cannot
+    run here. ``"auto"`` warns once per (op, device type) when it falls back to ``"reference"``
+    on a device where a fast backend is expected (CUDA).
+    """
+    if not isinstance(backend, str):
+        raise TypeError(f"backend must be a string, got {type(backend).__name__}")
+    if backend != "auto":
+        if backend not in _AVAILABILITY:
+            raise ValueError(f"backend must be 'auto' or one of {available_backends()}, got {backend!r}")
+        reason = unavailable_reason(backend, device, op)
+        if reason is not None:
+            raise RuntimeError(f"backend {backend!r} cannot run {op!r} on {device}: {reason}")
+        return backend
+    reasons = []
+    for name in available_backends():
+        reason = unavailable_reason(name, device, op)
+        if reason is None:
+            if name == "reference" and device.type == "cuda" and (op, device.type) not in _WARNED:
+                _WARNED.add((op, device.type))
+                warnings.warn(
+                    f"hipnnts_kernels: no fast backend for {op!r} on {device} ({'; '.join(reasons)}); "
+                    "falling back to the pure-PyTorch reference.",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+            return name
+        reasons.append(f"{name}: {reason}")
+    raise RuntimeError(f"no backend can run {op!r} on {device}: {'; '.join(reasons)}")
+
+
+register_backend("reference", lambda device: None)
