@@ -7,7 +7,12 @@
 """
 from . import backends, ops, reference
 from .checks import set_value_checks
+from .model import HipnnTS, ModelOutput
+from .pairs import flatten_padded, pairs_within_cutoff
 
 __version__ = "0.1.0"
 
-__all__ = ["ops", "reference", "backends", "set_value_checks", "__version__"]
+__all__ = [
+    "HipnnTS", "ModelOutput", "ops", "reference", "backends", "flatten_padded", "pairs_within_cutoff",
+    "set_value_checks", "__version__",
+]

@@ -54,7 +54,7 @@ def check_tensor(
     if like is not None:
         if value.device != like.device:
             raise ValueError(f"{name} is on {value.device} but the other inputs are on {like.device}")
-        if value.is_floating_point() and value.dtype != like.dtype:
+        if value.is_floating_point() and like.is_floating_point() and value.dtype != like.dtype:
             raise TypeError(
                 f"{name} has dtype {str(value.dtype).replace('torch.', '')} but the other floating inputs "
                 f"have {str(like.dtype).replace('torch.', '')}"
