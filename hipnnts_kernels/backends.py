@@ -8,13 +8,16 @@ is an error that says why.
 """
 from __future__ import annotations
 
+import importlib.util
+import os
 import warnings
 from typing import Callable
 
 import torch
 
-#: Backends in order of preference for ``"auto"``.
-PREFERENCE = ("cuda", "triton", "reference")
+#: Backends ``"auto"`` tries, in order, for each device type (others get ``"reference"``).
+#: The Triton interpreter (``TRITON_INTERPRET=1``) runs on CPU tensors only when asked for by name.
+PREFERENCE = {"cuda": ("cuda", "triton", "reference"), "cpu": ("reference",)}
 
 _IMPLEMENTATIONS: dict[tuple[str, str], Callable] = {}
 _AVAILABILITY: dict[str, Callable[[torch.device], str | None]] = {}
@@ -44,19 +47,24 @@ def implementation(op: str, backend: str) -> Callable:
         raise NotImplementedError(f"op {op!r} has no {backend!r} implementation") from None
 
 
+def has_implementation(op: str, backend: str) -> bool:
+    """Whether ``backend`` registers its own kernel for ``op`` (derivative ops may be absent)."""
+    return (op, backend) in _IMPLEMENTATIONS
+
+
 def unavailable_reason(backend: str, device: torch.device, op: str | None = None) -> str | None:
     """None if ``backend`` can run ``op`` on ``device``, else a sentence saying why not."""
     if backend not in _AVAILABILITY:
-        return f"unknown backend {backend!r}; known backends: {', '.join(available_backends())}"
+        return f"unknown backend {backend!r}; known backends: {', '.join(known_backends())}"
     reason = _AVAILABILITY[backend](device)
     if reason is None and op is not None and (op, backend) not in _IMPLEMENTATIONS:
         reason = f"the {backend!r} backend has no implementation of {op!r}"
     return reason
 
 
-def available_backends() -> tuple[str, ...]:
-    """Names of all declared backends, in order of preference."""
-    return tuple(b for b in PREFERENCE if b in _AVAILABILITY) + tuple(b for b in _AVAILABILITY if b not in PREFERENCE)
+def known_backends() -> tuple[str, ...]:
+    """Names of all declared backends."""
+    return tuple(_AVAILABILITY)
 
 
 def resolve(op: str, backend: str, device: torch.device) -> str:
@@ -70,13 +78,13 @@ def resolve(op: str, backend: str, device: torch.device) -> str:
         raise TypeError(f"backend must be a string, got {type(backend).__name__}")
     if backend != "auto":
         if backend not in _AVAILABILITY:
-            raise ValueError(f"backend must be 'auto' or one of {available_backends()}, got {backend!r}")
+            raise ValueError(f"backend must be 'auto' or one of {known_backends()}, got {backend!r}")
         reason = unavailable_reason(backend, device, op)
         if reason is not None:
             raise RuntimeError(f"backend {backend!r} cannot run {op!r} on {device}: {reason}")
         return backend
     reasons = []
-    for name in available_backends():
+    for name in PREFERENCE.get(device.type, ("reference",)):
         reason = unavailable_reason(name, device, op)
         if reason is None:
             if name == "reference" and device.type == "cuda" and (op, device.type) not in _WARNED:
@@ -92,4 +100,22 @@ def resolve(op: str, backend: str, device: torch.device) -> str:
     raise RuntimeError(f"no backend can run {op!r} on {device}: {'; '.join(reasons)}")
 
 
+def _triton_availability(device: torch.device) -> str | None:
+    if importlib.util.find_spec("triton") is None:
+        return "triton is not installed (pip install triton)"
+    if device.type == "cuda" or (device.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1"):
+        return None
+    return f"Triton kernels need CUDA tensors (or TRITON_INTERPRET=1 for CPU tensors), got {device.type} tensors"
+
+
+def _cuda_availability(device: torch.device) -> str | None:
+    if device.type != "cuda":
+        return f"the CUDA kernels need CUDA tensors, got {device.type} tensors"
+    if importlib.util.find_spec("hipnnts_kernels._C") is None:
+        return "the CUDA extension hipnnts_kernels._C is not built (reinstall with CUDA torch and nvcc present)"
+    return None
+
+
 register_backend("reference", lambda device: None)
+register_backend("triton", _triton_availability)
+register_backend("cuda", _cuda_availability)

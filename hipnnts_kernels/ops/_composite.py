@@ -1,8 +1,9 @@
 """Vector-Jacobian products of the pure-PyTorch reference functions.
 
 Used as the backward of ops whose backend has no dedicated derivative kernel, and for every
-derivative order beyond the ones the fast backends implement. ``torch.func.vjp`` keeps the
-result connected to the autograd graph, so what it returns is itself differentiable to any order.
+derivative order beyond the ones the fast backends implement. ``torch.func.vjp`` works both inside
+an op implementation (where autograd does not record) and in a backward formula, where its result
+stays connected to the graph of the arguments and is itself differentiable to any order.
 """
 from __future__ import annotations
 

@@ -6,9 +6,11 @@ Three custom ops, one per derivative level, each with one implementation per bac
 - ``hipnnts::interaction_backward``: its vector-Jacobian product (what forces need).
 - ``hipnnts::interaction_double_backward``: the VJP of the backward (what force training needs).
 
-The VJP of the double backward (third and higher derivative orders) is always the reference
-composite, differentiated by autograd: correct for any order, slow, and never needed for
-energy + force training.
+A backend implements the forward and may implement either derivative level; a level it does
+not implement (and every level beyond the double backward) is the vector-Jacobian product of the
+reference function of the level below, taken with autograd: correct to any order, slower.
+The reference backend implements the forward and an analytic backward; its double backward is
+that composite.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from .geometry import _check_cutoff
 Grads = tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]
 
 
-def _reference_double_backward(
+def _composite_double_backward(
     grad_out, Y, pair_coord, pair_first, pair_second, mu, sigma, vecscales, quadscales,
     v_Y, v_coord, v_mu, v_sigma, v_vecscales, v_quadscales, cutoff, cusp_reg, lmax,
 ):
@@ -33,12 +35,12 @@ def _reference_double_backward(
     args = (grad_out, Y, pair_coord, pair_first, pair_second, mu, sigma, vecscales, quadscales, cutoff, cusp_reg, lmax)
     cotangents = (v_Y, v_coord, v_mu, v_sigma, v_vecscales if lmax >= 1 else None, v_quadscales if lmax >= 2 else None)
     g = composite_vjp(reference.interaction_backward, args, cotangents)
-    return (g[0], g[1], g[2], g[5], g[6], *(grad_out.new_zeros(0) if x is None else x for x in g[7:9]))
+    wrt = (0, 1, 2, 5, 6, 7, 8)  # grad_out, Y, pair_coord, mu, sigma, vecscales, quadscales
+    return tuple(grad_out.new_zeros(0) if g[i] is None else g[i] for i in wrt)
 
 
 backends.register("interaction", "reference")(reference.interaction)
 backends.register("interaction_backward", "reference")(reference.interaction_backward)
-backends.register("interaction_double_backward", "reference")(_reference_double_backward)
 
 
 @torch.library.custom_op("hipnnts::interaction", mutates_args=())
@@ -118,25 +120,29 @@ def _no_grad_for_missing(grads, scales):
 
 def _interaction_vjp(ctx, grad):
     Y, coord, pf, ps, mu, sigma, vec, quad = ctx.saved_tensors
-    gY, gc, gmu, gsig, gvec, gquad = _interaction_backward(
-        grad, Y, coord, pf, ps, mu, sigma, vec, quad, ctx.cutoff, ctx.cusp_reg, ctx.lmax, ctx.backend
-    )
+    constants = (ctx.cutoff, ctx.cusp_reg, ctx.lmax)
+    if backends.has_implementation("interaction_backward", ctx.backend):
+        gY, gc, gmu, gsig, gvec, gquad = _interaction_backward(grad, *ctx.saved_tensors, *constants, ctx.backend)
+    else:
+        gY, gc, _, _, gmu, gsig, gvec, gquad, *_ = composite_vjp(
+            reference.interaction, (*ctx.saved_tensors, *constants), (grad,)
+        )
     return (gY, gc, None, None, gmu, gsig, *_no_grad_for_missing((gvec, gquad), (vec, quad)), None, None, None, None)
 
 
 def _interaction_backward_vjp(ctx, vY, vc, vmu, vsig, vvec, vquad):
     g, Y, coord, pf, ps, mu, sigma, vec, quad = ctx.saved_tensors
-    gg, gY, gc, gmu, gsig, gvec, gquad = _interaction_double_backward(
-        g, Y, coord, pf, ps, mu, sigma, vec, quad, vY, vc, vmu, vsig, vvec, vquad,
-        ctx.cutoff, ctx.cusp_reg, ctx.lmax, ctx.backend,
-    )
+    args = (*ctx.saved_tensors, vY, vc, vmu, vsig, vvec, vquad, ctx.cutoff, ctx.cusp_reg, ctx.lmax)
+    if backends.has_implementation("interaction_double_backward", ctx.backend):
+        gg, gY, gc, gmu, gsig, gvec, gquad = _interaction_double_backward(*args, ctx.backend)
+    else:
+        gg, gY, gc, gmu, gsig, gvec, gquad = _composite_double_backward(*args)
     return (gg, gY, gc, None, None, gmu, gsig, *_no_grad_for_missing((gvec, gquad), (vec, quad)), None, None, None, None)
 
 
 def _interaction_double_backward_vjp(ctx, *cotangents):
-    saved = ctx.saved_tensors
-    args = (*saved, ctx.cutoff, ctx.cusp_reg, ctx.lmax)
-    grads = composite_vjp(_reference_double_backward, args, cotangents)
+    args = (*ctx.saved_tensors, ctx.cutoff, ctx.cusp_reg, ctx.lmax)
+    grads = composite_vjp(_composite_double_backward, args, cotangents)
     return (*grads[:15], None, None, None, None)
 
 
