@@ -62,16 +62,20 @@ def check_tensor(
     return value
 
 
+def check_index_range(name: str, index: Tensor, size: int, what: str = "atom") -> None:
+    """Raise if an index tensor holds values outside [0, size) (a value check)."""
+    if value_checks_enabled() and index.numel() > 0:
+        low, high = int(index.min()), int(index.max())
+        if low < 0 or high >= size:
+            raise ValueError(f"{name} holds {what} index {low if low < 0 else high}, outside [0, {size})")
+
+
 def check_pairs(pair_first: object, pair_second: object, n_atoms: int, like: Tensor) -> int:
     """Check a pair list: two 1-D integer tensors of equal length with indices in [0, n_atoms)."""
     check_tensor("pair_first", pair_first, (None,), INDEX_DTYPES, like)
     check_tensor("pair_second", pair_second, (pair_first.shape[0],), INDEX_DTYPES, like)
-    if value_checks_enabled() and pair_first.numel() > 0:
-        for name, index in (("pair_first", pair_first), ("pair_second", pair_second)):
-            low, high = int(index.min()), int(index.max())
-            if low < 0 or high >= n_atoms:
-                bad = low if low < 0 else high
-                raise ValueError(f"{name} holds atom index {bad}, outside [0, {n_atoms}) for {n_atoms} atoms")
+    check_index_range("pair_first", pair_first, n_atoms)
+    check_index_range("pair_second", pair_second, n_atoms)
     return pair_first.shape[0]
 
 

@@ -6,6 +6,7 @@ a full directed pair list (``pair_first``, ``pair_second``), or padded batches t
 """
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -13,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from . import ops
-from .checks import INDEX_DTYPES, check_finite, check_tensor, value_checks_enabled
+from .checks import INDEX_DTYPES, check_finite, check_index_range, check_pairs, check_tensor, value_checks_enabled
 from .pairs import flatten_padded
 
 
@@ -210,7 +211,7 @@ class HipnnTS(nn.Module):
             pair_first, pair_second: (P,) full directed pair list (both i->j and j->i).
             n_molecules: B; inferred from ``mol_index`` (a host sync) if None.
             pair_shift: (P, 3) periodic image shift added to R[second] - R[first], or None.
-            forces: also return forces -dE/dR (N, 3).
+            forces: also return forces -dE/dR (N, 3), also under ``torch.no_grad()``.
             create_graph: keep the force graph for force training; defaults to ``self.training``.
         """
         check_tensor("positions", positions, (None, 3))
@@ -218,10 +219,23 @@ class HipnnTS(nn.Module):
         check_tensor("species", species, (n_atoms,), INDEX_DTYPES, like=positions)
         check_tensor("mol_index", mol_index, (n_atoms,), INDEX_DTYPES, like=positions)
         check_finite("positions", positions)
+        check_pairs(pair_first, pair_second, n_atoms, positions)
         if n_molecules is None:
             n_molecules = int(mol_index.max()) + 1 if n_atoms else 0
-        if forces and not positions.requires_grad:
-            positions = positions.detach().requires_grad_()
+        check_index_range("mol_index", mol_index, n_molecules, "molecule")
+        with torch.enable_grad() if forces else contextlib.nullcontext():
+            if forces and not positions.requires_grad:
+                positions = positions.detach().requires_grad_()
+            result = self._energy(species, positions, mol_index, pair_first, pair_second, n_molecules, pair_shift)
+            if forces:
+                create_graph = self.training if create_graph is None else create_graph
+                (grad,) = torch.autograd.grad(result.energy.sum(), positions, create_graph=create_graph)
+                result.forces = -grad
+        return result
+
+    def _energy(self, species: Tensor, positions: Tensor, mol_index: Tensor, pair_first: Tensor,
+                pair_second: Tensor, n_molecules: int, pair_shift: Tensor | None) -> ModelOutput:
+        n_atoms = positions.shape[0]
         pair_coord = positions.index_select(0, pair_second) - positions.index_select(0, pair_first)
         if pair_shift is not None:
             check_tensor("pair_shift", pair_shift, (pair_coord.shape[0], 3), like=positions)
@@ -235,12 +249,7 @@ class HipnnTS(nn.Module):
             upper_sq = upper.square()
             atom_hier = atom_hier + upper_sq / (upper_sq + lower.square())
         hierarchicality = atom_energy.new_zeros(n_molecules).index_add(0, mol_index, atom_hier)
-        result = ModelOutput(energy, atom_energy, hierarchicality, feats)
-        if forces:
-            create_graph = self.training if create_graph is None else create_graph
-            (grad,) = torch.autograd.grad(energy.sum(), positions, create_graph=create_graph)
-            result.forces = -grad
-        return result
+        return ModelOutput(energy, atom_energy, hierarchicality, feats)
 
     def forward_padded(self, species: Tensor, positions: Tensor, forces: bool = False,
                        create_graph: bool | None = None) -> ModelOutput:
