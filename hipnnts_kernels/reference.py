@@ -93,9 +93,30 @@ def featsum(env: Tensor, sens: Tensor, pair_first: Tensor, pair_second: Tensor) 
 # --------------------------------------------------------------------------------------------
 # Fused tensor-sensitivity interaction, Y-route (SPEC section 4.1)
 # --------------------------------------------------------------------------------------------
-def _radial(Y: Tensor, sens: Tensor, pair_second: Tensor) -> Tensor:
-    """t[p, o] = sum_nu sens[p, nu] Y[second(p), nu, o] -> (P, F_out)."""
-    return torch.bmm(sens.unsqueeze(1), Y.index_select(0, pair_second)).squeeze(1)
+class PairBlocks:
+    """Pairs grouped per atom into a padded (N, k_max) layout, k_max = most pairs of one atom.
+
+    ``pad`` scatters per-pair rows into (N, k_max, ...) blocks (zeros in unused slots) and
+    ``unpad`` gathers them back, so sums over an atom's pairs become dense batched matmuls
+    (``torch.bmm``) with no (P, nu, F) intermediate and no scatter-add.
+    """
+
+    def __init__(self, atom: Tensor, n_atoms: int):
+        order = torch.argsort(atom, stable=True)
+        counts = torch.bincount(atom, minlength=n_atoms)
+        starts = torch.cumsum(counts, 0) - counts
+        slot = torch.empty_like(atom)
+        slot[order] = torch.arange(atom.shape[0], device=atom.device) - starts[atom[order]]
+        self.index = (atom, slot)
+        self.shape = (n_atoms, counts.max().item() if atom.numel() else 0)
+
+    def pad(self, values: Tensor) -> Tensor:
+        """(P, ...) -> (N, k_max, ...)."""
+        return values.new_zeros(*self.shape, *values.shape[1:]).index_put(self.index, values)
+
+    def unpad(self, blocks: Tensor) -> Tensor:
+        """(N, k_max, ...) -> (P, ...)."""
+        return blocks[self.index]
 
 
 def _invariants(m: Tensor, vecscales: Tensor | None, quadscales: Tensor | None, cusp_reg: float, lmax: int):
@@ -110,6 +131,15 @@ def _invariants(m: Tensor, vecscales: Tensor | None, quadscales: Tensor | None, 
         a2 = torch.sqrt(2.0 * (q.square().sum(1) + q[:, 0] * q[:, 3]) + cusp_reg)
         out = out + quadscales * a2
     return out, a1, a2
+
+
+def _pair_geometry(pair_coord, pair_first, pair_second, n_atoms, lmax):
+    """Distances, unit vectors, angular factors, and the pairs blocked per sender and per receiver."""
+    dist = pair_coord.norm(dim=1)
+    unit = pair_coord / dist.unsqueeze(1)
+    factors = tensor_factors(unit, lmax)
+    by_sender, by_receiver = PairBlocks(pair_second, n_atoms), PairBlocks(pair_first, n_atoms)
+    return dist, unit, factors, by_sender, by_receiver
 
 
 def interaction(
@@ -127,15 +157,14 @@ def interaction(
 ) -> Tensor:
     """Fused interaction pre-activation a0 + l1 a1 + l2 a2 -> (N, F_out). See ``ops.interaction``.
 
-    Per pair it contracts the radial part first, t = sum_nu s_nu Y[j, nu], then scatters the
-    C angular components of t onto the receiver: (P, C, F) per-pair work, never (P, C nu) or
-    (N, C, nu, F).
+    Radial part first, per sender j: t_p = sum_nu s_nu(r_p) Y[j, nu] for j's pairs p, one batched
+    matmul; then angular, per receiver i: m[i, c] = sum_p Y_c(r_hat_p) t_p, another. Never builds
+    (P, C nu), (P, nu, F) or (N, C, nu, F) tensors.
     """
-    dist = pair_coord.norm(dim=1)
-    factors = tensor_factors(pair_coord / dist.unsqueeze(1), lmax)
-    t = _radial(Y, sensitivity(dist, mu, sigma, cutoff), pair_second)
-    m = Y.new_zeros(Y.shape[0], factors.shape[1], Y.shape[2])
-    m = m.index_add(0, pair_first, factors.unsqueeze(2) * t.unsqueeze(1))
+    dist, _, factors, by_sender, by_receiver = _pair_geometry(pair_coord, pair_first, pair_second, Y.shape[0], lmax)
+    sens = sensitivity(dist, mu, sigma, cutoff)
+    t = by_sender.unpad(torch.bmm(by_sender.pad(sens), Y))  # (P, F)
+    m = torch.bmm(by_receiver.pad(factors).transpose(1, 2), by_receiver.pad(t))  # (N, C, F)
     return _invariants(m, vecscales, quadscales, cusp_reg, lmax)[0]
 
 
@@ -191,15 +220,12 @@ def interaction_backward(
     grad_vecscales (F,) or (0,), grad_quadscales (F,) or (0,)). Written out step by step: it is
     the specification of the fused backward kernels.
     """
-    n_atoms = Y.shape[0]
-    dist = pair_coord.norm(dim=1)
-    unit = pair_coord / dist.unsqueeze(1)
-    factors = tensor_factors(unit, lmax)
+    dist, unit, factors, by_sender, by_receiver = _pair_geometry(pair_coord, pair_first, pair_second, Y.shape[0], lmax)
     s, ds_dr, ds_dmu, ds_dsigma = _sensitivity_partials(dist, mu, sigma, cutoff)
-    Yp = Y.index_select(0, pair_second)  # (P, nu, F)
-    t = torch.bmm(s.unsqueeze(1), Yp).squeeze(1)
-    m = Y.new_zeros(n_atoms, factors.shape[1], Y.shape[2])
-    m = m.index_add(0, pair_first, factors.unsqueeze(2) * t.unsqueeze(1))
+    s_blocks = by_sender.pad(s)  # (N, k, nu)
+    t = by_sender.unpad(torch.bmm(s_blocks, Y))  # (P, F)
+    a_blocks, t_blocks = by_receiver.pad(factors), by_receiver.pad(t)  # (N, k, C), (N, k, F)
+    m = torch.bmm(a_blocks.transpose(1, 2), t_blocks)  # (N, C, F)
     _, a1, a2 = _invariants(m, vecscales, quadscales, cusp_reg, lmax)
 
     # d out / d m, per component, and the scale gradients.
@@ -218,11 +244,13 @@ def interaction_backward(
         grad_quad = (grad_out * a2).sum(0)
     dm = torch.cat(parts, dim=1)  # (N, C, F)
 
-    dm_pair = dm.index_select(0, pair_first)  # (P, C, F)
-    dt = torch.bmm(factors.unsqueeze(1), dm_pair).squeeze(1)  # (P, F)
-    d_factors = torch.bmm(dm_pair, t.unsqueeze(2)).squeeze(2)  # (P, C)
-    grad_Y = Y.new_zeros(Y.shape).index_add(0, pair_second, s.unsqueeze(2) * dt.unsqueeze(1))
-    ds = torch.bmm(Yp, dt.unsqueeze(2)).squeeze(2)  # (P, nu)
+    # angular, per receiver: dt = A dm, dA = t dm^T
+    dt = by_receiver.unpad(torch.bmm(a_blocks, dm))  # (P, F)
+    d_factors = by_receiver.unpad(torch.bmm(t_blocks, dm.transpose(1, 2)))  # (P, C)
+    # radial, per sender: dY = S^T dT, dS = dT Y^T
+    dt_blocks = by_sender.pad(dt)  # (N, k, F)
+    grad_Y = torch.bmm(s_blocks.transpose(1, 2), dt_blocks)  # (N, nu, F)
+    ds = by_sender.unpad(torch.bmm(dt_blocks, Y.transpose(1, 2)))  # (P, nu)
 
     d_dist = (ds * ds_dr).sum(1)
     d_unit = _angular_backward(unit, d_factors, lmax)

@@ -1,0 +1,56 @@
+"""Backend resolution: explicit names, "auto" per device, the one-time fallback warning."""
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from hipnnts_kernels import backends, ops, set_value_checks
+
+
+def test_auto_on_cpu_is_the_reference_without_warning():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert backends.resolve("envsum", "auto", torch.device("cpu")) == "reference"
+
+
+def test_auto_on_cuda_falls_back_with_one_warning(monkeypatch):
+    monkeypatch.setattr(backends, "_WARNED", set())
+    cuda = torch.device("cuda", 0)
+    with pytest.warns(RuntimeWarning, match="falling back to the pure-PyTorch reference"):
+        assert backends.resolve("interaction", "auto", cuda) == "reference"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert backends.resolve("interaction", "auto", cuda) == "reference"
+
+
+@pytest.mark.parametrize("name, match", [
+    ("triton", "cannot run 'envsum' on cpu"),
+    ("cuda", "the CUDA kernels need CUDA tensors"),
+])
+def test_explicit_unavailable_backend_says_why(name, match):
+    x = torch.zeros(2, 3)
+    pairs = torch.tensor([0, 1])
+    with pytest.raises(RuntimeError, match=match):
+        ops.envsum(torch.zeros(2, 1), x, pairs, pairs, backend=name)
+
+
+def test_unknown_backend_and_wrong_type():
+    with pytest.raises(ValueError, match="backend must be 'auto' or one of"):
+        backends.resolve("envsum", "numba", torch.device("cpu"))
+    with pytest.raises(TypeError, match="backend must be a string"):
+        backends.resolve("envsum", None, torch.device("cpu"))
+
+
+def test_value_checks_can_be_switched_off():
+    sens, feat = torch.zeros(1, 2), torch.zeros(3, 4)
+    bad = torch.tensor([7])
+    with pytest.raises(ValueError, match="pair_first holds atom index 7"):
+        ops.envsum(sens, feat, bad, torch.tensor([0]))
+    set_value_checks(False)
+    try:
+        with pytest.raises((IndexError, RuntimeError)):  # no longer our message: the kernel's own error
+            ops.envsum(sens, feat, bad, torch.tensor([0]))
+    finally:
+        set_value_checks(True)
