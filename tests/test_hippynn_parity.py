@@ -36,6 +36,7 @@ def hippynn_energy_forces(network, head, species, positions, mol_index, pf, ps, 
 
 
 def relative(a, b):
+    a, b = a.detach(), b.detach()
     return float((a - b).abs().max() / b.abs().max())
 
 

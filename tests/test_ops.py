@@ -239,8 +239,8 @@ def test_opcheck_envsum_family_and_geometry():
     torch.library.opcheck(_envsum, (x["sens"], x["feat"], x["pf"], x["ps"], "reference"))
     torch.library.opcheck(_sensesum, (x["env"], x["feat"], x["pf"], x["ps"], "reference"))
     torch.library.opcheck(_featsum, (x["env"], x["sens"], x["pf"], x["ps"], "reference"))
-    dist = torch.rand(9, dtype=F64, requires_grad=True) + 0.5
-    mu = torch.rand(4, dtype=F64, requires_grad=True) + 1
+    dist = (torch.rand(9, dtype=F64) + 0.5).requires_grad_()
+    mu = (torch.rand(4, dtype=F64) + 1).requires_grad_()
     torch.library.opcheck(_sensitivity, (dist, mu, mu.detach().clone().requires_grad_(), CUTOFF, "reference"))
     unit = torch.nn.functional.normalize(torch.randn(9, 3, dtype=F64), dim=1).requires_grad_()
     torch.library.opcheck(_tensor_factors, (unit, 2, "reference"))
