@@ -30,7 +30,8 @@ def value_checks_enabled() -> bool:
 
 
 def _shape_str(shape: Sequence) -> str:
-    return "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
+    items = ["*" if s is None else str(s) for s in shape]
+    return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
 
 
 def check_tensor(

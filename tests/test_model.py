@@ -219,3 +219,18 @@ def test_bad_constructor_arguments():
         HipnnTS(species=(0, 1))
     with pytest.raises(ValueError, match="dist_soft_min"):
         HipnnTS(dist_soft_min=6.0, dist_soft_max=5.5)
+
+
+def test_model_energy_compiles_without_graph_breaks():
+    model = small_model(2)
+    species, positions, mol_index = batch(seed=8)
+    pf, ps = pairs_within_cutoff(positions, mol_index, model.cutoff)
+
+    def energy(positions):
+        return model(species, positions, mol_index, pf, ps, n_molecules=4).energy
+
+    compiled = torch.compile(energy, backend="aot_eager", fullgraph=True)
+    pos = positions.clone().requires_grad_()
+    got, want = compiled(pos), energy(pos)
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(torch.autograd.grad(got.sum(), pos)[0], torch.autograd.grad(want.sum(), pos)[0])

@@ -312,3 +312,33 @@ def test_torch_compile_traces_the_ops():
     torch.testing.assert_close(got, want)
     torch.testing.assert_close(torch.autograd.grad(got, list(leaves.values())),
                                torch.autograd.grad(want, list(leaves.values())))
+
+
+@pytest.mark.parametrize("change, error, match", [
+    (lambda x: x.update(Y=x["Y"][0]), ValueError, r"Y must have shape \(\*, \*, \*\)"),
+    (lambda x: x.update(Y=x["Y"].float()), TypeError, "pair_coord has dtype float64 but the other floating"),
+    (lambda x: x.update(mu=x["mu"][:2]), ValueError, r"mu must have shape \(3,\)"),
+    (lambda x: x.update(pair_coord=x["pair_coord"][:, :2]), ValueError, "pair_coord must have shape"),
+    (lambda x: x.update(quadscales=None), ValueError, "quadscales is required for lmax=2"),
+    (lambda x: x.update(vecscales=x["vecscales"][:2]), ValueError, r"vecscales must have shape \(4,\)"),
+    (lambda x: x.update(pair_second=x["pair_second"].float()), TypeError, "pair_second must have dtype int64"),
+    (lambda x: x["pair_coord"].__setitem__((3, 0), math.nan), ValueError, "pair_coord holds a non-finite"),
+    (lambda x: x["pair_coord"].__setitem__(2, 0.0), ValueError, r"pair_coord\[2\] is zero"),
+])
+def test_interaction_bad_inputs(change, error, match):
+    x = interaction_inputs(2, seed=70)
+    change(x)
+    with pytest.raises(error, match=match):
+        ops.interaction(**x, cutoff=CUTOFF, lmax=2)
+
+
+def test_interaction_bad_options():
+    x = interaction_inputs(1, seed=71)
+    with pytest.raises(ValueError, match="lmax must be one of"):
+        ops.interaction(**x, cutoff=CUTOFF, lmax=3)
+    with pytest.raises(ValueError, match="quadscales must be None for lmax=1"):
+        ops.interaction(**dict(x, quadscales=x["vecscales"]), cutoff=CUTOFF, lmax=1)
+    with pytest.raises(ValueError, match="cutoff must be a positive number"):
+        ops.interaction(**x, cutoff=-1.0, lmax=1)
+    with pytest.raises(ValueError, match="feat must have shape"):
+        ops.sensesum(torch.zeros(3, 2, 4), torch.zeros(3, 5), torch.tensor([0]), torch.tensor([1]))
