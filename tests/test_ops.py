@@ -47,9 +47,9 @@ def interaction_fn(inputs, lmax):
     keys = [k for k in FLOAT_KEYS if inputs[k] is not None]
     leaves = [inputs[k].clone().requires_grad_() for k in keys]
 
-    def fn(*xs):
+    def fn(*xs, backend="auto"):
         kwargs = dict(inputs, **dict(zip(keys, xs)))
-        return ops.interaction(**kwargs, cutoff=CUTOFF, lmax=lmax)
+        return ops.interaction(**kwargs, cutoff=CUTOFF, lmax=lmax, backend=backend)
 
     return fn, leaves
 

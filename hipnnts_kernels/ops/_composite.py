@@ -1,9 +1,10 @@
 """Vector-Jacobian products of the pure-PyTorch reference functions.
 
-Used as the backward of ops whose backend has no dedicated derivative kernel, and for every
-derivative order beyond the ones the fast backends implement. ``torch.func.vjp`` works both inside
-an op implementation (where autograd does not record) and in a backward formula, where its result
-stays connected to the graph of the arguments and is itself differentiable to any order.
+Used in backward formulas: as the backward of ops whose backend has no dedicated derivative
+kernel, and for every derivative order beyond the ones the fast backends implement. The result of
+``torch.func.vjp`` stays connected to the graph of the (saved) arguments, so it is itself
+differentiable to any order. (Inside an op implementation ``torch.func`` defeats
+``torch.library.opcheck``; implementations are plain tensor code.)
 """
 from __future__ import annotations
 
