@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from hipnnts_kernels import HipnnTS, backends, pairs_within_cutoff
 from hipnnts_kernels.hippynn_interop import to_hippynn
+from hipnnts_kernels.synthetic import random_molecules
 
 SPECIES = (1, 6, 7, 8)
 CONFIG = dict(species=SPECIES, n_features=128, n_sensitivities=20, dist_soft_min=0.75, dist_soft_max=5.5,
@@ -72,22 +73,13 @@ class Row:
     force_rel_diff: float
 
 
-def make_batch(n_molecules: int, dtype: torch.dtype, seed: int = 0, spacing: float = 1.25) -> Batch:
-    """Random molecules of 8-24 atoms on a jittered cubic grid (``spacing`` Å, so no close contacts)."""
-    g = torch.Generator().manual_seed(seed)
-    species, positions, mol_index = [], [], []
-    for m in range(n_molecules):
-        n = int(torch.randint(8, 25, (1,), generator=g))
-        side = round(n ** (1 / 3) + 1.5)
-        grid = torch.stack(torch.meshgrid(*[torch.arange(side)] * 3, indexing="ij"), -1).reshape(-1, 3)
-        cells = grid[torch.randperm(grid.shape[0], generator=g)[:n]].to(torch.float64)
-        positions.append(spacing * (cells + 0.25 * (torch.rand(n, 3, generator=g, dtype=torch.float64) - 0.5)))
-        species.append(torch.tensor(SPECIES)[torch.randint(0, len(SPECIES), (n,), generator=g)])
-        mol_index.append(torch.full((n,), m))
-    pos = torch.cat(positions).to(dtype)
-    mol = torch.cat(mol_index)
+def make_batch(n_molecules: int, dtype: torch.dtype, seed: int = 0) -> Batch:
+    """Random molecules of 8-24 atoms (1.25 Å grid), their pair list and random targets."""
+    species, pos, mol = random_molecules(n_molecules, 8, 24, seed=seed, species=SPECIES, spacing=1.25, jitter=0.25,
+                                         dtype=dtype)
     pair_first, pair_second = pairs_within_cutoff(pos, mol, CONFIG["cutoff"])
-    return Batch(torch.cat(species), pos, mol, n_molecules, pair_first, pair_second,
+    g = torch.Generator().manual_seed(seed + 1)
+    return Batch(species, pos, mol, n_molecules, pair_first, pair_second,
                  energy_target=torch.randn(n_molecules, generator=g, dtype=torch.float64).to(dtype),
                  force_target=torch.randn(pos.shape[0], 3, generator=g, dtype=torch.float64).to(dtype))
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -6,7 +6,6 @@ lazily: it is needed only by these two functions.
 """
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from .model import HipnnTS

@@ -5,9 +5,10 @@ import warnings
 
 import pytest
 import torch
+from conftest import shuffled_pairs
 
-from conftest import random_molecules, shuffled_pairs
 from hipnnts_kernels.hippynn_interop import from_hippynn, to_hippynn
+from hipnnts_kernels.synthetic import random_molecules
 
 hippynn = pytest.importorskip("hippynn")
 from hippynn.layers.targets import HEnergy  # noqa: E402

@@ -5,9 +5,10 @@ import math
 
 import pytest
 import torch
+from conftest import shuffled_pairs
 
-from conftest import random_molecules, shuffled_pairs
 from hipnnts_kernels import HipnnTS, flatten_padded, pairs_within_cutoff
+from hipnnts_kernels.synthetic import random_molecules
 
 F64 = torch.float64
 

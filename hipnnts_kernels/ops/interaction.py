@@ -137,7 +137,8 @@ def _interaction_backward_vjp(ctx, vY, vc, vmu, vsig, vvec, vquad):
         gg, gY, gc, gmu, gsig, gvec, gquad = _interaction_double_backward(*args, ctx.backend)
     else:
         gg, gY, gc, gmu, gsig, gvec, gquad = _composite_double_backward(*args)
-    return (gg, gY, gc, None, None, gmu, gsig, *_no_grad_for_missing((gvec, gquad), (vec, quad)), None, None, None, None)
+    scale_grads = _no_grad_for_missing((gvec, gquad), (vec, quad))
+    return (gg, gY, gc, None, None, gmu, gsig, *scale_grads, None, None, None, None)
 
 
 def _interaction_double_backward_vjp(ctx, *cotangents):
@@ -216,5 +217,6 @@ def interaction(
     check_pair_lengths(pair_coord)
     name = backends.resolve("interaction", backend, Y.device)
     return _interaction(
-        Y, pair_coord, pair_first, pair_second, mu, sigma, vecscales, quadscales, float(cutoff), float(cusp_reg), lmax, name
+        Y, pair_coord, pair_first, pair_second, mu, sigma, vecscales, quadscales, float(cutoff), float(cusp_reg),
+        lmax, name,
     )
