@@ -168,10 +168,16 @@ def interaction(
     return _invariants(m, vecscales, quadscales, cusp_reg, lmax)[0]
 
 
-def _sensitivity_partials(dist: Tensor, mu: Tensor, sigma: Tensor, cutoff: float):
-    """s (P, nu) and its partial derivatives with respect to r (P, nu), mu (P, nu), sigma (P, nu)."""
+def _sensitivity_partials(dist: Tensor, mu: Tensor, sigma: Tensor, cutoff: float, second: bool = False):
+    """s (P, nu) and its partial derivatives, each (P, nu).
+
+    Returns (s, s_r, s_mu, s_sigma), followed when ``second`` is set by
+    (s_rr, s_rmu, s_rsigma, s_mumu, s_musigma, s_sigmasigma). With d = 1/r - 1/mu,
+    G = exp(-sigma^2 d^2 / 2) and s = G phi(r).
+    """
     inv_r = dist.reciprocal().unsqueeze(1)
-    d = inv_r - mu.reciprocal()
+    inv_mu = mu.reciprocal()
+    d = inv_r - inv_mu
     gauss = torch.exp(-0.5 * (d * sigma) ** 2)
     k = math.pi / (2.0 * cutoff)
     inside = (dist <= cutoff).to(dist.dtype)
@@ -179,11 +185,41 @@ def _sensitivity_partials(dist: Tensor, mu: Tensor, sigma: Tensor, cutoff: float
     phi = (torch.cos(angle) ** 2 * inside).unsqueeze(1)
     dphi = (-k * torch.sin(2.0 * angle) * inside).unsqueeze(1)
     s = gauss * phi
-    sig2d = sigma * sigma * d
-    ds_dr = gauss * (sig2d * inv_r * inv_r * phi + dphi)
-    ds_dmu = -s * sig2d / (mu * mu)
-    ds_dsigma = -s * sigma * d * d
-    return s, ds_dr, ds_dmu, ds_dsigma
+    sig2 = sigma * sigma
+    g_r = gauss * sig2 * d * inv_r * inv_r  # dG/dr
+    g_mu = -gauss * sig2 * d * inv_mu * inv_mu  # dG/dmu
+    g_sigma = -gauss * sigma * d * d  # dG/dsigma
+    first = (s, g_r * phi + gauss * dphi, g_mu * phi, g_sigma * phi)
+    if not second:
+        return first
+    ddphi = (-2.0 * k * k * torch.cos(2.0 * angle) * inside).unsqueeze(1)
+    sd2 = sig2 * d * d
+    g_rr = gauss * sig2 * inv_r**3 * ((sd2 - 1.0) * inv_r - 2.0 * d)
+    g_rmu = gauss * sig2 * (inv_r * inv_mu) ** 2 * (1.0 - sd2)
+    g_rsigma = gauss * sigma * d * inv_r * inv_r * (2.0 - sd2)
+    g_mumu = gauss * sig2 * inv_mu**3 * ((sd2 - 1.0) * inv_mu + 2.0 * d)
+    g_musigma = gauss * sigma * d * inv_mu * inv_mu * (sd2 - 2.0)
+    g_sigmasigma = gauss * d * d * (sd2 - 1.0)
+    return (
+        *first,
+        g_rr * phi + 2.0 * g_r * dphi + gauss * ddphi,
+        g_rmu * phi + g_mu * dphi,
+        g_rsigma * phi + g_sigma * dphi,
+        g_mumu * phi,
+        g_musigma * phi,
+        g_sigmasigma * phi,
+    )
+
+
+def _quad_transpose(vector: Tensor, d_quad: Tensor) -> Tensor:
+    """sum_c d_quad[c] * grad_u Q_c evaluated at u = ``vector``: (P, 3).
+
+    Q_c is quadratic in u, so this is both the transposed Jacobian at u (times d_quad) and the
+    Hessian-vector product sum_c d_quad[c] H_c v.
+    """
+    x, y, z = vector.unbind(1)
+    dxx, dxy, dxz, dyy, dyz = d_quad.unbind(1)
+    return torch.stack([2.0 * x * dxx + y * dxy + z * dxz, x * dxy + 2.0 * y * dyy + z * dyz, x * dxz + y * dyz], 1)
 
 
 def _angular_backward(unit: Tensor, d_factors: Tensor, lmax: int) -> Tensor:
@@ -192,12 +228,28 @@ def _angular_backward(unit: Tensor, d_factors: Tensor, lmax: int) -> Tensor:
         return torch.zeros_like(unit)
     d_unit = d_factors[:, 1:4]
     if lmax == 2:
-        x, y, z = unit.unbind(1)
-        dxx, dxy, dxz, dyy, dyz = d_factors[:, 4:9].unbind(1)
-        d_unit = d_unit + torch.stack(
-            [2.0 * x * dxx + y * dxy + z * dxz, x * dxy + 2.0 * y * dyy + z * dyz, x * dxz + y * dyz], dim=1
-        )
+        d_unit = d_unit + _quad_transpose(unit, d_factors[:, 4:9])
     return d_unit
+
+
+def _angular_jvp(unit: Tensor, tangent: Tensor, lmax: int) -> Tensor:
+    """Directional derivative of the factors (P, C) along ``tangent`` (P, 3) of the unit vector."""
+    parts = [torch.zeros_like(unit[:, :1])]
+    if lmax >= 1:
+        parts.append(tangent)
+    if lmax == 2:
+        (x, y, z), (tx, ty, tz) = unit.unbind(1), tangent.unbind(1)
+        parts.append(torch.stack([2 * x * tx, x * ty + y * tx, x * tz + z * tx, 2 * y * ty, y * tz + z * ty], 1))
+    return torch.cat(parts, dim=1)
+
+
+def _quad_metric(q: Tensor) -> Tensor:
+    """K q for the 5-component quadrupole q (N, 5, F), where q^T K q = a2^2 - eps.
+
+    K = 2 I + e_xx e_yy^T + e_yy e_xx^T (symmetric).
+    """
+    kq = 2.0 * q
+    return torch.cat([kq[:, :1] + q[:, 3:4], kq[:, 1:3], kq[:, 3:4] + q[:, :1], kq[:, 4:]], dim=1)
 
 
 def interaction_backward(
@@ -235,12 +287,8 @@ def interaction_backward(
         parts.append((grad_out * vecscales / a1).unsqueeze(1) * m[:, 1:4])
         grad_vec = (grad_out * a1).sum(0)
     if lmax >= 2:
-        q = m[:, 4:9]
-        w = grad_out * quadscales / a2
-        # d a2^2 / d q_c = 2 (2 q_c + [c = xx] q_yy + [c = yy] q_xx); the 1/(2 a2) is in w.
-        dq = 2.0 * q
-        dq = torch.cat([dq[:, :1] + q[:, 3:4], dq[:, 1:3], dq[:, 3:4] + q[:, :1], dq[:, 4:]], dim=1)
-        parts.append(w.unsqueeze(1) * dq)
+        # d a2 / d q = K q / a2
+        parts.append((grad_out * quadscales / a2).unsqueeze(1) * _quad_metric(m[:, 4:9]))
         grad_quad = (grad_out * a2).sum(0)
     dm = torch.cat(parts, dim=1)  # (N, C, F)
 
@@ -259,3 +307,143 @@ def interaction_backward(
     grad_mu = (ds * ds_dmu).sum(0)
     grad_sigma = (ds * ds_dsigma).sum(0)
     return grad_Y, grad_coord, grad_mu, grad_sigma, grad_vec, grad_quad
+
+
+def interaction_double_backward(
+    grad_out: Tensor,
+    Y: Tensor,
+    pair_coord: Tensor,
+    pair_first: Tensor,
+    pair_second: Tensor,
+    mu: Tensor,
+    sigma: Tensor,
+    vecscales: Tensor | None,
+    quadscales: Tensor | None,
+    v_Y: Tensor | None,
+    v_coord: Tensor | None,
+    v_mu: Tensor | None,
+    v_sigma: Tensor | None,
+    v_vecscales: Tensor | None,
+    v_quadscales: Tensor | None,
+    cutoff: float,
+    cusp_reg: float,
+    lmax: int,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Analytic vector-Jacobian product of :func:`interaction_backward` (what force training needs).
+
+    The v_* are the cotangents of its outputs (grad_Y, grad_pair_coord, grad_mu, grad_sigma,
+    grad_vecscales, grad_quadscales); None stands for zero. Returns the gradients with respect to
+    (grad_out, Y, pair_coord, mu, sigma, vecscales, quadscales), the last two (0,) when absent.
+
+    Three passes: recompute the forward and backward intermediates; reverse the backward's steps
+    (geometry, angular, radial, invariants) to get the cotangents of the forward intermediates
+    m, t, factors, s, r_hat and r; then push those back through the forward. Written out step by
+    step as the specification of the fused double-backward kernels.
+    """
+    # -- recompute: forward and backward intermediates (as in interaction_backward) ----------------
+    dist, unit, factors, by_sender, by_receiver = _pair_geometry(pair_coord, pair_first, pair_second, Y.shape[0], lmax)
+    s, s_r, s_mu, s_sigma, s_rr, s_rmu, s_rsigma, s_mumu, s_musigma, s_sigmasigma = _sensitivity_partials(
+        dist, mu, sigma, cutoff, second=True
+    )
+    s_blocks = by_sender.pad(s)
+    t = by_sender.unpad(torch.bmm(s_blocks, Y))
+    a_blocks, t_blocks = by_receiver.pad(factors), by_receiver.pad(t)
+    m = torch.bmm(a_blocks.transpose(1, 2), t_blocks)
+    _, a1, a2 = _invariants(m, vecscales, quadscales, cusp_reg, lmax)
+    g = grad_out
+    dm_parts = [g.unsqueeze(1)]
+    if lmax >= 1:
+        dm_parts.append((g * vecscales / a1).unsqueeze(1) * m[:, 1:4])
+    if lmax >= 2:
+        km = _quad_metric(m[:, 4:9])
+        dm_parts.append((g * quadscales / a2).unsqueeze(1) * km)
+    dm = torch.cat(dm_parts, dim=1)
+    dt = by_receiver.unpad(torch.bmm(a_blocks, dm))
+    d_factors = by_receiver.unpad(torch.bmm(t_blocks, dm.transpose(1, 2)))
+    dt_blocks = by_sender.pad(dt)
+    ds = by_sender.unpad(torch.bmm(dt_blocks, Y.transpose(1, 2)))
+    d_dist = (ds * s_r).sum(1)
+    d_unit = _angular_backward(unit, d_factors, lmax)
+
+    # -- reverse the backward ---------------------------------------------------------------------
+    # geometry: grad_coord = (d_unit - (u.d_unit) u) / r + d_dist u
+    v_coord = torch.zeros_like(pair_coord) if v_coord is None else v_coord
+    inv_r = dist.reciprocal().unsqueeze(1)
+    v_radial = (v_coord * unit).sum(1, keepdim=True)  # cotangent of d_dist
+    u_dot_du = (unit * d_unit).sum(1, keepdim=True)
+    bar_d_unit = (v_coord - v_radial * unit) * inv_r
+    bar_unit = (-u_dot_du * v_coord - v_radial * d_unit) * inv_r + d_dist.unsqueeze(1) * v_coord
+    bar_dist = -(v_coord * (d_unit - u_dot_du * unit)).sum(1) * inv_r.squeeze(1) ** 2
+    # angular: d_unit = J_A(u)^T d_factors
+    bar_d_factors = _angular_jvp(unit, bar_d_unit, lmax)
+    if lmax == 2:
+        bar_unit = bar_unit + _quad_transpose(bar_d_unit, d_factors[:, 4:9])
+    # sensitivities: d_dist = sum_nu ds s_r; grad_mu = sum_p ds s_mu; grad_sigma = sum_p ds s_sigma
+    bar_ds = v_radial * s_r
+    second_r, second_mu, second_sigma = v_radial * s_rr, v_radial * s_rmu, v_radial * s_rsigma
+    if v_mu is not None:
+        bar_ds = bar_ds + v_mu * s_mu
+        second_r = second_r + v_mu * s_rmu
+        second_mu = second_mu + v_mu * s_mumu
+        second_sigma = second_sigma + v_mu * s_musigma
+    if v_sigma is not None:
+        bar_ds = bar_ds + v_sigma * s_sigma
+        second_r = second_r + v_sigma * s_rsigma
+        second_mu = second_mu + v_sigma * s_musigma
+        second_sigma = second_sigma + v_sigma * s_sigmasigma
+    bar_dist = bar_dist + (ds * second_r).sum(1)
+    grad_mu = (ds * second_mu).sum(0)
+    grad_sigma = (ds * second_sigma).sum(0)
+    # radial: grad_Y = S^T dT per sender; ds = dT Y^T per sender
+    bar_ds_blocks = by_sender.pad(bar_ds)
+    bar_dt_blocks = torch.bmm(bar_ds_blocks, Y)
+    grad_Y = torch.bmm(bar_ds_blocks.transpose(1, 2), dt_blocks)
+    bar_s = torch.zeros_like(s)
+    if v_Y is not None:
+        bar_dt_blocks = bar_dt_blocks + torch.bmm(s_blocks, v_Y)
+        bar_s = by_sender.unpad(torch.bmm(dt_blocks, v_Y.transpose(1, 2)))
+    bar_dt = by_sender.unpad(bar_dt_blocks)
+    # angular per receiver: dt = A dm; d_factors = t dm^T
+    bar_dt_r, bar_df_r = by_receiver.pad(bar_dt), by_receiver.pad(bar_d_factors)
+    bar_dm = torch.bmm(a_blocks.transpose(1, 2), bar_dt_r) + torch.bmm(bar_df_r.transpose(1, 2), t_blocks)
+    bar_factors = by_receiver.unpad(torch.bmm(bar_dt_r, dm.transpose(1, 2)))
+    bar_t = by_receiver.unpad(torch.bmm(bar_df_r, dm))
+    # invariants: dm = D(m, g, scales); grad_vecscales = sum g a1; grad_quadscales = sum g a2
+    grad_g = bar_dm[:, 0]
+    bar_m_parts = [torch.zeros_like(m[:, :1])]
+    grad_vec, grad_quad = g.new_zeros(0), g.new_zeros(0)
+    if lmax >= 1:
+        mv, bar_v = m[:, 1:4], bar_dm[:, 1:4]
+        proj = (bar_v * mv).sum(1)
+        grad_g = grad_g + vecscales * proj / a1
+        grad_vec = (g * proj / a1).sum(0)
+        coef = -g * vecscales * proj / a1**3
+        if v_vecscales is not None:
+            grad_g = grad_g + v_vecscales * a1
+            coef = coef + v_vecscales * g / a1
+        bar_m_parts.append((g * vecscales / a1).unsqueeze(1) * bar_v + coef.unsqueeze(1) * mv)
+    if lmax >= 2:
+        bar_q = bar_dm[:, 4:9]
+        proj = (bar_q * km).sum(1)
+        grad_g = grad_g + quadscales * proj / a2
+        grad_quad = (g * proj / a2).sum(0)
+        coef = -g * quadscales * proj / a2**3
+        if v_quadscales is not None:
+            grad_g = grad_g + v_quadscales * a2
+            coef = coef + v_quadscales * g / a2
+        bar_m_parts.append((g * quadscales / a2).unsqueeze(1) * _quad_metric(bar_q) + coef.unsqueeze(1) * km)
+    bar_m = torch.cat(bar_m_parts, dim=1)
+
+    # -- push the cotangents of m, t, factors, s, r_hat, r back through the forward ---------------
+    bar_factors = bar_factors + by_receiver.unpad(torch.bmm(t_blocks, bar_m.transpose(1, 2)))
+    bar_t = bar_t + by_receiver.unpad(torch.bmm(a_blocks, bar_m))
+    bar_t_blocks = by_sender.pad(bar_t)
+    bar_s = bar_s + by_sender.unpad(torch.bmm(bar_t_blocks, Y.transpose(1, 2)))
+    grad_Y = grad_Y + torch.bmm(s_blocks.transpose(1, 2), bar_t_blocks)
+    bar_unit = bar_unit + _angular_backward(unit, bar_factors, lmax)
+    bar_dist = bar_dist + (bar_s * s_r).sum(1)
+    grad_mu = grad_mu + (bar_s * s_mu).sum(0)
+    grad_sigma = grad_sigma + (bar_s * s_sigma).sum(0)
+    radial_unit = (bar_unit * unit).sum(1, keepdim=True)
+    grad_coord = (bar_unit - radial_unit * unit) * inv_r + bar_dist.unsqueeze(1) * unit
+    return grad_g, grad_Y, grad_coord, grad_mu, grad_sigma, grad_vec, grad_quad

@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from hipnnts_kernels import ops, reference
+from hipnnts_kernels.ops._composite import composite_vjp
 from hipnnts_kernels.ops.envsum import _envsum, _featsum, _sensesum
 from hipnnts_kernels.ops.geometry import _sensitivity, _tensor_factors
-from hipnnts_kernels.ops.interaction import _interaction, _interaction_backward
+from hipnnts_kernels.ops.interaction import _interaction, _interaction_backward, _interaction_double_backward
 
 F64 = torch.float64
 CUTOFF = 3.5
@@ -220,6 +221,27 @@ def test_interaction_derivatives_match_reference_autograd(lmax):
 
 
 @pytest.mark.parametrize("lmax", [0, 1, 2])
+def test_analytic_double_backward_matches_autograd_of_the_backward(lmax):
+    """reference.interaction_double_backward == autograd VJP of reference.interaction_backward, for
+    every cotangent alone and all together."""
+    x = interaction_inputs(lmax, seed=90 + lmax)
+    args = (torch.randn(6, 4, dtype=F64), x["Y"], x["pair_coord"], x["pair_first"], x["pair_second"], x["mu"],
+            x["sigma"], x["vecscales"], x["quadscales"])
+    shapes = [x[k] for k in FLOAT_KEYS]
+    subsets = [list(range(6))] + [[k] for k in range(6) if shapes[k] is not None]
+    for subset in subsets:
+        cot = [torch.randn_like(v) if v is not None and k in subset else None for k, v in enumerate(shapes)]
+        got = reference.interaction_double_backward(*args, *cot, CUTOFF, 1e-6, lmax)
+        want = composite_vjp(reference.interaction_backward, (*args, CUTOFF, 1e-6, lmax), cot)
+        want = [want[i] for i in (0, 1, 2, 5, 6, 7, 8)]
+        for a, b in zip(got, want):
+            if b is None:
+                assert a.numel() == 0
+            else:
+                torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12 * float(b.abs().max()))
+
+
+@pytest.mark.parametrize("lmax", [0, 1, 2])
 def test_interaction_opcheck(lmax):
     x = interaction_inputs(lmax, seed=20 + lmax)
     for k in FLOAT_KEYS:
@@ -230,6 +252,8 @@ def test_interaction_opcheck(lmax):
     torch.library.opcheck(_interaction, args)
     grad_out = torch.randn(6, 4, dtype=F64, requires_grad=True)
     torch.library.opcheck(_interaction_backward, (grad_out, *args))
+    cotangents = [None if x[k] is None else torch.randn_like(x[k]).requires_grad_() for k in FLOAT_KEYS]
+    torch.library.opcheck(_interaction_double_backward, (grad_out, *args[:8], *cotangents, *args[8:]))
 
 
 def test_opcheck_envsum_family_and_geometry():

@@ -6,11 +6,11 @@ Three custom ops, one per derivative level, each with one implementation per bac
 - ``hipnnts::interaction_backward``: its vector-Jacobian product (what forces need).
 - ``hipnnts::interaction_double_backward``: the VJP of the backward (what force training needs).
 
-A backend implements the forward and may implement either derivative level; a level it does
-not implement (and every level beyond the double backward) is the vector-Jacobian product of the
-reference function of the level below, taken with autograd: correct to any order, slower.
-The reference backend implements the forward and an analytic backward; its double backward is
-that composite.
+A backend implements the forward and may implement either derivative level. A level it does not
+implement runs the reference implementation of that level inside the backward formula, where
+autograd records it; every level beyond the double backward is autograd through the reference
+double backward. Both are exact to any order, only slower than a fused kernel. The reference
+backend implements all three levels analytically (``hipnnts_kernels.reference``).
 """
 from __future__ import annotations
 
@@ -27,20 +27,9 @@ from .geometry import _check_cutoff
 Grads = tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]
 
 
-def _composite_double_backward(
-    grad_out, Y, pair_coord, pair_first, pair_second, mu, sigma, vecscales, quadscales,
-    v_Y, v_coord, v_mu, v_sigma, v_vecscales, v_quadscales, cutoff, cusp_reg, lmax,
-):
-    """VJP of ``reference.interaction_backward`` with cotangents v_* (None = zero)."""
-    args = (grad_out, Y, pair_coord, pair_first, pair_second, mu, sigma, vecscales, quadscales, cutoff, cusp_reg, lmax)
-    cotangents = (v_Y, v_coord, v_mu, v_sigma, v_vecscales if lmax >= 1 else None, v_quadscales if lmax >= 2 else None)
-    g = composite_vjp(reference.interaction_backward, args, cotangents)
-    wrt = (0, 1, 2, 5, 6, 7, 8)  # grad_out, Y, pair_coord, mu, sigma, vecscales, quadscales
-    return tuple(grad_out.new_zeros(0) if g[i] is None else g[i] for i in wrt)
-
-
 backends.register("interaction", "reference")(reference.interaction)
 backends.register("interaction_backward", "reference")(reference.interaction_backward)
+backends.register("interaction_double_backward", "reference")(reference.interaction_double_backward)
 
 
 @torch.library.custom_op("hipnnts::interaction", mutates_args=())
@@ -124,9 +113,7 @@ def _interaction_vjp(ctx, grad):
     if backends.has_implementation("interaction_backward", ctx.backend):
         gY, gc, gmu, gsig, gvec, gquad = _interaction_backward(grad, *ctx.saved_tensors, *constants, ctx.backend)
     else:
-        gY, gc, _, _, gmu, gsig, gvec, gquad, *_ = composite_vjp(
-            reference.interaction, (*ctx.saved_tensors, *constants), (grad,)
-        )
+        gY, gc, gmu, gsig, gvec, gquad = reference.interaction_backward(grad, *ctx.saved_tensors, *constants)
     return (gY, gc, None, None, gmu, gsig, *_no_grad_for_missing((gvec, gquad), (vec, quad)), None, None, None, None)
 
 
@@ -136,14 +123,14 @@ def _interaction_backward_vjp(ctx, vY, vc, vmu, vsig, vvec, vquad):
     if backends.has_implementation("interaction_double_backward", ctx.backend):
         gg, gY, gc, gmu, gsig, gvec, gquad = _interaction_double_backward(*args, ctx.backend)
     else:
-        gg, gY, gc, gmu, gsig, gvec, gquad = _composite_double_backward(*args)
+        gg, gY, gc, gmu, gsig, gvec, gquad = reference.interaction_double_backward(*args)
     scale_grads = _no_grad_for_missing((gvec, gquad), (vec, quad))
     return (gg, gY, gc, None, None, gmu, gsig, *scale_grads, None, None, None, None)
 
 
 def _interaction_double_backward_vjp(ctx, *cotangents):
     args = (*ctx.saved_tensors, ctx.cutoff, ctx.cusp_reg, ctx.lmax)
-    grads = composite_vjp(_composite_double_backward, args, cotangents)
+    grads = composite_vjp(reference.interaction_double_backward, args, cotangents)
     return (*grads[:15], None, None, None, None)
 
 
