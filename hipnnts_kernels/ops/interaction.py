@@ -94,7 +94,8 @@ def _(grad_out, Y, pair_coord, pair_first, pair_second, mu, sigma, vecscales, qu
 
 
 # ------------------------------------------------------------------------------------------
-# Autograd wiring: each level's backward is the next level's op.
+# Autograd wiring: each level's backward is the next level's op, or the reference implementation
+# of that level when the backend has no kernel for it.
 # ------------------------------------------------------------------------------------------
 def _setup(ctx, inputs, output):
     *tensors, cutoff, cusp_reg, lmax, backend = inputs
@@ -108,7 +109,7 @@ def _no_grad_for_missing(grads, scales):
 
 
 def _interaction_vjp(ctx, grad):
-    Y, coord, pf, ps, mu, sigma, vec, quad = ctx.saved_tensors
+    *_, vec, quad = ctx.saved_tensors
     constants = (ctx.cutoff, ctx.cusp_reg, ctx.lmax)
     if backends.has_implementation("interaction_backward", ctx.backend):
         gY, gc, gmu, gsig, gvec, gquad = _interaction_backward(grad, *ctx.saved_tensors, *constants, ctx.backend)
@@ -118,7 +119,7 @@ def _interaction_vjp(ctx, grad):
 
 
 def _interaction_backward_vjp(ctx, vY, vc, vmu, vsig, vvec, vquad):
-    g, Y, coord, pf, ps, mu, sigma, vec, quad = ctx.saved_tensors
+    *_, vec, quad = ctx.saved_tensors
     args = (*ctx.saved_tensors, vY, vc, vmu, vsig, vvec, vquad, ctx.cutoff, ctx.cusp_reg, ctx.lmax)
     if backends.has_implementation("interaction_double_backward", ctx.backend):
         gg, gY, gc, gmu, gsig, gvec, gquad = _interaction_double_backward(*args, ctx.backend)
