@@ -12,6 +12,7 @@ Shapes: ``N`` atoms, ``P`` pairs, ``nu`` sensitivities, ``F`` features, ``C`` an
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -252,6 +253,63 @@ def _quad_metric(q: Tensor) -> Tensor:
     return torch.cat([kq[:, :1] + q[:, 3:4], kq[:, 1:3], kq[:, 3:4] + q[:, :1], kq[:, 4:]], dim=1)
 
 
+@dataclass
+class _BackwardPass:
+    """Forward and backward intermediates of one interaction call (see :func:`_backward_pass`)."""
+
+    dist: Tensor  # (P,)
+    unit: Tensor  # (P, 3)
+    partials: tuple  # s and its partials, each (P, nu) (see _sensitivity_partials)
+    by_sender: PairBlocks
+    by_receiver: PairBlocks
+    s_blocks: Tensor  # (N, k, nu)
+    t: Tensor  # (P, F) radial contraction
+    a_blocks: Tensor  # (N, k, C) factors per receiver
+    t_blocks: Tensor  # (N, k, F) t per receiver
+    m: Tensor  # (N, C, F)
+    a1: Tensor | None  # (N, F)
+    a2: Tensor | None  # (N, F)
+    km: Tensor | None  # (N, 5, F) K q, lmax = 2
+    dm: Tensor  # (N, C, F) d loss / d m
+    dt_blocks: Tensor  # (N, k, F) d loss / d t per sender
+    d_factors: Tensor  # (P, C)
+    ds: Tensor  # (P, nu)
+    d_dist: Tensor  # (P,)
+    d_unit: Tensor  # (P, 3)
+
+
+def _backward_pass(grad_out, Y, pair_coord, pair_first, pair_second, mu, sigma, vecscales, quadscales, cutoff,
+                   cusp_reg, lmax, second=False) -> _BackwardPass:
+    """Recompute the forward, then run the backward down to the pair geometry (steps shared by the
+    backward and the double backward)."""
+    dist, unit, factors, by_sender, by_receiver = _pair_geometry(pair_coord, pair_first, pair_second, Y.shape[0], lmax)
+    partials = _sensitivity_partials(dist, mu, sigma, cutoff, second)
+    s_blocks = by_sender.pad(partials[0])
+    t = by_sender.unpad(torch.bmm(s_blocks, Y))
+    a_blocks, t_blocks = by_receiver.pad(factors), by_receiver.pad(t)
+    m = torch.bmm(a_blocks.transpose(1, 2), t_blocks)
+    _, a1, a2 = _invariants(m, vecscales, quadscales, cusp_reg, lmax)
+
+    # d out / d m, per component: 1 | l1 m_v / a1 | l2 K q / a2
+    parts, km = [grad_out.unsqueeze(1)], None
+    if lmax >= 1:
+        parts.append((grad_out * vecscales / a1).unsqueeze(1) * m[:, 1:4])
+    if lmax >= 2:
+        km = _quad_metric(m[:, 4:9])
+        parts.append((grad_out * quadscales / a2).unsqueeze(1) * km)
+    dm = torch.cat(parts, dim=1)
+
+    # angular, per receiver: dt = A dm, dA = t dm^T; radial, per sender: dS = dT Y^T
+    dt = by_receiver.unpad(torch.bmm(a_blocks, dm))
+    d_factors = by_receiver.unpad(torch.bmm(t_blocks, dm.transpose(1, 2)))
+    dt_blocks = by_sender.pad(dt)
+    ds = by_sender.unpad(torch.bmm(dt_blocks, Y.transpose(1, 2)))
+    d_dist = (ds * partials[1]).sum(1)
+    d_unit = _angular_backward(unit, d_factors, lmax)
+    return _BackwardPass(dist, unit, partials, by_sender, by_receiver, s_blocks, t, a_blocks, t_blocks, m, a1, a2, km,
+                         dm, dt_blocks, d_factors, ds, d_dist, d_unit)
+
+
 def interaction_backward(
     grad_out: Tensor,
     Y: Tensor,
@@ -272,40 +330,15 @@ def interaction_backward(
     grad_vecscales (F,) or (0,), grad_quadscales (F,) or (0,)). Written out step by step: it is
     the specification of the fused backward kernels.
     """
-    dist, unit, factors, by_sender, by_receiver = _pair_geometry(pair_coord, pair_first, pair_second, Y.shape[0], lmax)
-    s, ds_dr, ds_dmu, ds_dsigma = _sensitivity_partials(dist, mu, sigma, cutoff)
-    s_blocks = by_sender.pad(s)  # (N, k, nu)
-    t = by_sender.unpad(torch.bmm(s_blocks, Y))  # (P, F)
-    a_blocks, t_blocks = by_receiver.pad(factors), by_receiver.pad(t)  # (N, k, C), (N, k, F)
-    m = torch.bmm(a_blocks.transpose(1, 2), t_blocks)  # (N, C, F)
-    _, a1, a2 = _invariants(m, vecscales, quadscales, cusp_reg, lmax)
-
-    # d out / d m, per component, and the scale gradients.
-    parts = [grad_out.unsqueeze(1)]
-    grad_vec, grad_quad = grad_out.new_zeros(0), grad_out.new_zeros(0)
-    if lmax >= 1:
-        parts.append((grad_out * vecscales / a1).unsqueeze(1) * m[:, 1:4])
-        grad_vec = (grad_out * a1).sum(0)
-    if lmax >= 2:
-        # d a2 / d q = K q / a2
-        parts.append((grad_out * quadscales / a2).unsqueeze(1) * _quad_metric(m[:, 4:9]))
-        grad_quad = (grad_out * a2).sum(0)
-    dm = torch.cat(parts, dim=1)  # (N, C, F)
-
-    # angular, per receiver: dt = A dm, dA = t dm^T
-    dt = by_receiver.unpad(torch.bmm(a_blocks, dm))  # (P, F)
-    d_factors = by_receiver.unpad(torch.bmm(t_blocks, dm.transpose(1, 2)))  # (P, C)
-    # radial, per sender: dY = S^T dT, dS = dT Y^T
-    dt_blocks = by_sender.pad(dt)  # (N, k, F)
-    grad_Y = torch.bmm(s_blocks.transpose(1, 2), dt_blocks)  # (N, nu, F)
-    ds = by_sender.unpad(torch.bmm(dt_blocks, Y.transpose(1, 2)))  # (P, nu)
-
-    d_dist = (ds * ds_dr).sum(1)
-    d_unit = _angular_backward(unit, d_factors, lmax)
-    radial_unit = (d_unit * unit).sum(1, keepdim=True)
-    grad_coord = (d_unit - radial_unit * unit) / dist.unsqueeze(1) + d_dist.unsqueeze(1) * unit
-    grad_mu = (ds * ds_dmu).sum(0)
-    grad_sigma = (ds * ds_dsigma).sum(0)
+    b = _backward_pass(grad_out, Y, pair_coord, pair_first, pair_second, mu, sigma, vecscales, quadscales, cutoff,
+                       cusp_reg, lmax)
+    grad_Y = torch.bmm(b.s_blocks.transpose(1, 2), b.dt_blocks)  # per sender: dY = S^T dT
+    radial_unit = (b.d_unit * b.unit).sum(1, keepdim=True)
+    grad_coord = (b.d_unit - radial_unit * b.unit) / b.dist.unsqueeze(1) + b.d_dist.unsqueeze(1) * b.unit
+    grad_mu = (b.ds * b.partials[2]).sum(0)
+    grad_sigma = (b.ds * b.partials[3]).sum(0)
+    grad_vec = grad_out.new_zeros(0) if b.a1 is None else (grad_out * b.a1).sum(0)
+    grad_quad = grad_out.new_zeros(0) if b.a2 is None else (grad_out * b.a2).sum(0)
     return grad_Y, grad_coord, grad_mu, grad_sigma, grad_vec, grad_quad
 
 
@@ -340,30 +373,15 @@ def interaction_double_backward(
     m, t, factors, s, r_hat and r; then push those back through the forward. Written out step by
     step as the specification of the fused double-backward kernels.
     """
-    # -- recompute: forward and backward intermediates (as in interaction_backward) ----------------
-    dist, unit, factors, by_sender, by_receiver = _pair_geometry(pair_coord, pair_first, pair_second, Y.shape[0], lmax)
-    s, s_r, s_mu, s_sigma, s_rr, s_rmu, s_rsigma, s_mumu, s_musigma, s_sigmasigma = _sensitivity_partials(
-        dist, mu, sigma, cutoff, second=True
-    )
-    s_blocks = by_sender.pad(s)
-    t = by_sender.unpad(torch.bmm(s_blocks, Y))
-    a_blocks, t_blocks = by_receiver.pad(factors), by_receiver.pad(t)
-    m = torch.bmm(a_blocks.transpose(1, 2), t_blocks)
-    _, a1, a2 = _invariants(m, vecscales, quadscales, cusp_reg, lmax)
+    # -- recompute: forward and backward intermediates ----------------------------------------------
     g = grad_out
-    dm_parts = [g.unsqueeze(1)]
-    if lmax >= 1:
-        dm_parts.append((g * vecscales / a1).unsqueeze(1) * m[:, 1:4])
-    if lmax >= 2:
-        km = _quad_metric(m[:, 4:9])
-        dm_parts.append((g * quadscales / a2).unsqueeze(1) * km)
-    dm = torch.cat(dm_parts, dim=1)
-    dt = by_receiver.unpad(torch.bmm(a_blocks, dm))
-    d_factors = by_receiver.unpad(torch.bmm(t_blocks, dm.transpose(1, 2)))
-    dt_blocks = by_sender.pad(dt)
-    ds = by_sender.unpad(torch.bmm(dt_blocks, Y.transpose(1, 2)))
-    d_dist = (ds * s_r).sum(1)
-    d_unit = _angular_backward(unit, d_factors, lmax)
+    bp = _backward_pass(g, Y, pair_coord, pair_first, pair_second, mu, sigma, vecscales, quadscales, cutoff, cusp_reg,
+                        lmax, second=True)
+    dist, unit, by_sender, by_receiver = bp.dist, bp.unit, bp.by_sender, bp.by_receiver
+    s, s_r, s_mu, s_sigma, s_rr, s_rmu, s_rsigma, s_mumu, s_musigma, s_sigmasigma = bp.partials
+    s_blocks, t_blocks, a_blocks = bp.s_blocks, bp.t_blocks, bp.a_blocks
+    m, a1, a2, km, dm = bp.m, bp.a1, bp.a2, bp.km, bp.dm
+    dt_blocks, d_factors, ds, d_dist, d_unit = bp.dt_blocks, bp.d_factors, bp.ds, bp.d_dist, bp.d_unit
 
     # -- reverse the backward ---------------------------------------------------------------------
     # geometry: grad_coord = (d_unit - (u.d_unit) u) / r + d_dist u
