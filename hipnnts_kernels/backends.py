@@ -8,6 +8,7 @@ is an error that says why.
 """
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
 import warnings
@@ -37,6 +38,18 @@ def register(op: str, backend: str) -> Callable[[Callable], Callable]:
         return fn
 
     return decorator
+
+
+def register_lazy(op: str, backend: str, module: str, attr: str | None = None) -> None:
+    """Register ``module.attr`` (default ``attr = op``) as the ``backend`` implementation of ``op``,
+    importing ``module`` only when the implementation is first called."""
+
+    def load_and_call(*args):
+        fn = getattr(importlib.import_module(module), attr or op)
+        _IMPLEMENTATIONS[(op, backend)] = fn
+        return fn(*args)
+
+    _IMPLEMENTATIONS[(op, backend)] = load_and_call
 
 
 def implementation(op: str, backend: str) -> Callable:

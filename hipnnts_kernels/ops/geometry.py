@@ -14,6 +14,8 @@ from ._composite import composite_vjp
 
 backends.register("sensitivity", "reference")(reference.sensitivity)
 backends.register("tensor_factors", "reference")(reference.tensor_factors)
+for _op in ("sensitivity", "tensor_factors"):
+    backends.register_lazy(_op, "triton", "hipnnts_kernels.triton_kernels.geometry")
 
 
 @torch.library.custom_op("hipnnts::sensitivity", mutates_args=())

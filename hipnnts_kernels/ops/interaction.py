@@ -30,6 +30,8 @@ Grads = tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]
 backends.register("interaction", "reference")(reference.interaction)
 backends.register("interaction_backward", "reference")(reference.interaction_backward)
 backends.register("interaction_double_backward", "reference")(reference.interaction_double_backward)
+for _op in ("interaction", "interaction_backward", "interaction_double_backward"):
+    backends.register_lazy(_op, "triton", "hipnnts_kernels.triton_kernels.interaction")
 
 
 @torch.library.custom_op("hipnnts::interaction", mutates_args=())

@@ -1,0 +1,65 @@
+"""Sensitivities and angular tensor factors in Triton (elementwise over pairs).
+
+The backward of these ops is the reference composite (see :mod:`hipnnts_kernels.ops.geometry`);
+inside the fused interaction the same device functions run in registers instead.
+"""
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from .. import reference
+from ._common import angular_factors, constants, load_constants, load_sensitivity_params, pow2, sensitivity_first
+
+_BLOCK_P = 64
+
+
+@triton.jit
+def _sensitivity_kernel(dist, mu, sigma, consts, out, P, NU, BLOCK_P: tl.constexpr, NU_PAD: tl.constexpr):
+    p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
+    p_mask = p < P
+    n = tl.arange(0, NU_PAD)
+    nu_mask = n < NU
+    k, rc, _, _ = load_constants(consts)
+    inv_mu, sig = load_sensitivity_params(mu, sigma, n, nu_mask)
+    r = tl.load(dist + p, mask=p_mask, other=1.0)
+    s, _, _, _ = sensitivity_first(r[:, None], 1.0 / r[:, None], inv_mu[None, :], sig[None, :], nu_mask[None, :], k, rc)
+    tl.store(out + p[:, None] * NU + n[None, :], s, mask=p_mask[:, None] & nu_mask[None, :])
+
+
+@triton.jit
+def _factors_kernel(unit, consts, out, P, C, LMAX: tl.constexpr, BLOCK_P: tl.constexpr, C_PAD: tl.constexpr):
+    p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
+    p_mask = p < P
+    c = tl.arange(0, C_PAD)
+    _, _, _, third = load_constants(consts)
+    ux = tl.load(unit + p * 3, mask=p_mask, other=0.0)[:, None]
+    uy = tl.load(unit + p * 3 + 1, mask=p_mask, other=0.0)[:, None]
+    uz = tl.load(unit + p * 3 + 2, mask=p_mask, other=0.0)[:, None]
+    a = angular_factors(ux, uy, uz, third, c[None, :], LMAX)
+    tl.store(out + p[:, None] * C + c[None, :], a, mask=p_mask[:, None] & (c < C)[None, :])
+
+
+def sensitivity(dist: Tensor, mu: Tensor, sigma: Tensor, cutoff: float) -> Tensor:
+    """(P,) -> (P, nu); see :func:`hipnnts_kernels.reference.sensitivity`."""
+    n_pairs, nu = dist.shape[0], mu.shape[0]
+    out = dist.new_empty(n_pairs, nu)
+    if out.numel() == 0:
+        return out
+    _sensitivity_kernel[(triton.cdiv(n_pairs, _BLOCK_P),)](
+        dist.contiguous(), mu.contiguous(), sigma.contiguous(), constants(cutoff, 0.0, dist), out, n_pairs, nu,
+        BLOCK_P=_BLOCK_P, NU_PAD=pow2(nu))
+    return out
+
+
+def tensor_factors(unit: Tensor, lmax: int) -> Tensor:
+    """(P, 3) -> (P, C); see :func:`hipnnts_kernels.reference.tensor_factors`."""
+    n_pairs, n_comp = unit.shape[0], reference.N_COMPONENTS[lmax]
+    out = unit.new_empty(n_pairs, n_comp)
+    if n_pairs == 0:
+        return out
+    _factors_kernel[(triton.cdiv(n_pairs, _BLOCK_P),)](
+        unit.contiguous(), constants(1.0, 0.0, unit), out, n_pairs, n_comp, LMAX=lmax, BLOCK_P=_BLOCK_P,
+        C_PAD=pow2(n_comp))
+    return out
