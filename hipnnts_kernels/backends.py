@@ -43,11 +43,12 @@ def register(op: str, backend: str) -> Callable[[Callable], Callable]:
 def register_lazy(op: str, backend: str, module: str, attr: str | None = None) -> None:
     """Register ``module.attr`` (default ``attr = op``) as the ``backend`` implementation of ``op``,
     importing ``module`` only when the implementation is first called."""
+    loaded: list[Callable] = []
 
     def load_and_call(*args):
-        fn = getattr(importlib.import_module(module), attr or op)
-        _IMPLEMENTATIONS[(op, backend)] = fn
-        return fn(*args)
+        if not loaded:
+            loaded.append(getattr(importlib.import_module(module), attr or op))
+        return loaded[0](*args)
 
     _IMPLEMENTATIONS[(op, backend)] = load_and_call
 

@@ -15,8 +15,17 @@ def test_auto_on_cpu_is_the_reference_without_warning():
         assert backends.resolve("envsum", "auto", torch.device("cpu")) == "reference"
 
 
+def test_auto_on_cuda_picks_triton_when_installed():
+    pytest.importorskip("triton")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for op in ("envsum", "sensesum", "featsum", "sensitivity", "tensor_factors", "interaction"):
+            assert backends.resolve(op, "auto", torch.device("cuda", 0)) == "triton"
+
+
 def test_auto_on_cuda_falls_back_with_one_warning(monkeypatch):
     monkeypatch.setattr(backends, "_WARNED", set())
+    monkeypatch.setitem(backends._AVAILABILITY, "triton", lambda device: "triton is not installed")
     cuda = torch.device("cuda", 0)
     with pytest.warns(RuntimeWarning, match="falling back to the pure-PyTorch reference"):
         assert backends.resolve("interaction", "auto", cuda) == "reference"
@@ -29,7 +38,8 @@ def test_auto_on_cuda_falls_back_with_one_warning(monkeypatch):
     ("triton", "cannot run 'envsum' on cpu"),
     ("cuda", "the CUDA kernels need CUDA tensors"),
 ])
-def test_explicit_unavailable_backend_says_why(name, match):
+def test_explicit_unavailable_backend_says_why(name, match, monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     x = torch.zeros(2, 3)
     pairs = torch.tensor([0, 1])
     with pytest.raises(RuntimeError, match=match):

@@ -139,57 +139,42 @@ def angular_factors(ux, uy, uz, third, c, LMAX: tl.constexpr):
 
 
 @triton.jit
-def angular_jvp(ux, uy, uz, tx, ty, tz, c, LMAX: tl.constexpr):
-    """Directional derivative of the factors along (tx, ty, tz), as a (C_PAD,) vector."""
-    a = tl.zeros(c.shape, dtype=ux.dtype)
-    if LMAX >= 1:
-        a = tl.where(c == 1, tx, a)
-        a = tl.where(c == 2, ty, a)
-        a = tl.where(c == 3, tz, a)
-    if LMAX >= 2:
-        a = tl.where(c == 4, 2.0 * ux * tx, a)
-        a = tl.where(c == 5, ux * ty + uy * tx, a)
-        a = tl.where(c == 6, ux * tz + uz * tx, a)
-        a = tl.where(c == 7, 2.0 * uy * ty, a)
-        a = tl.where(c == 8, uy * tz + uz * ty, a)
-    return a
+def quad_jacobian(vx, vy, vz, c):
+    """Columns d/du_x, d/du_y, d/du_z of the quadrupole factors' Jacobian at u = v, as (C_PAD,)
+    vectors (zero outside rows 4-8). Linear in v, so evaluated at a tangent t it is the Hessian
+    of the factors applied to t."""
+    jx = tl.where(c == 4, 2.0 * vx, tl.where(c == 5, vy, tl.where(c == 6, vz, 0.0)))
+    jy = tl.where(c == 5, vx, tl.where(c == 7, 2.0 * vy, tl.where(c == 8, vz, 0.0)))
+    jz = tl.where(c == 6, vx, tl.where(c == 8, vy, 0.0))
+    return jx, jy, jz
 
 
 @triton.jit
-def component(v, c, index: tl.constexpr):
-    """Entry ``index`` of a (C_PAD,) vector, as a scalar."""
-    return tl.sum(tl.where(c == index, v, 0.0), axis=0)
+def factor_jacobian(ux, uy, uz, c, LMAX: tl.constexpr):
+    """Columns d(factors)/du_x, /du_y, /du_z at the unit vector u, as (C_PAD,) vectors.
+
+    The gradient with respect to u from a gradient g of the factors is (sum g jx, sum g jy,
+    sum g jz); the directional derivative of the factors along t is jx tx + jy ty + jz tz.
+    """
+    jx = tl.zeros(c.shape, dtype=ux.dtype)
+    jy = tl.zeros(c.shape, dtype=ux.dtype)
+    jz = tl.zeros(c.shape, dtype=ux.dtype)
+    if LMAX >= 1:
+        jx = tl.where(c == 1, 1.0, jx)
+        jy = tl.where(c == 2, 1.0, jy)
+        jz = tl.where(c == 3, 1.0, jz)
+    if LMAX >= 2:
+        qx, qy, qz = quad_jacobian(ux, uy, uz, c)
+        jx += qx
+        jy += qy
+        jz += qz
+    return jx, jy, jz
 
 
 @triton.jit
 def row(tile, c, index: tl.constexpr):
     """Row ``index`` of a (C_PAD, BLOCK_F) tile."""
     return tl.sum(tl.where(c[:, None] == index, tile, 0.0), axis=0)
-
-
-@triton.jit
-def quad_transpose(vx, vy, vz, dxx, dxy, dxz, dyy, dyz):
-    """sum_c d_c grad_u Q_c at u = v (both the transposed Jacobian and the Hessian product)."""
-    return 2.0 * vx * dxx + vy * dxy + vz * dxz, vx * dxy + 2.0 * vy * dyy + vz * dyz, vx * dxz + vy * dyz
-
-
-@triton.jit
-def unit_grad(d_factors, c, ux, uy, uz, LMAX: tl.constexpr):
-    """Gradient with respect to the unit vector from the gradient of the (C_PAD,) factors."""
-    gx = ux * 0.0
-    gy = ux * 0.0
-    gz = ux * 0.0
-    if LMAX >= 1:
-        gx = component(d_factors, c, 1)
-        gy = component(d_factors, c, 2)
-        gz = component(d_factors, c, 3)
-    if LMAX >= 2:
-        qx, qy, qz = quad_transpose(ux, uy, uz, component(d_factors, c, 4), component(d_factors, c, 5),
-                                    component(d_factors, c, 6), component(d_factors, c, 7), component(d_factors, c, 8))
-        gx += qx
-        gy += qy
-        gz += qz
-    return gx, gy, gz
 
 
 @triton.jit

@@ -21,7 +21,6 @@ reductions run over F); the forward splits F into blocks.
 """
 from __future__ import annotations
 
-import torch
 import triton
 import triton.language as tl
 from torch import Tensor
@@ -30,20 +29,18 @@ from .. import reference
 from ..pair_index import pair_index
 from ._common import (
     angular_factors,
-    angular_jvp,
     chain_to_coord,
-    component,
     constants,
+    factor_jacobian,
     load_constants,
     load_sensitivity_params,
     load_unit,
     pointer,
     pow2,
-    quad_transpose,
+    quad_jacobian,
     row,
     sensitivity_first,
     sensitivity_second,
-    unit_grad,
     warps_for,
 )
 
@@ -120,13 +117,17 @@ def _pair_backward(q, order, second, coord, Y, dm, inv_mu, sigma, n, nu_mask, f,
     d_factors = tl.sum(dm * t[None, :], axis=1)
     ds = tl.sum(y_j * dt[None, :], axis=1)
     d_dist = tl.sum(ds * s_r, axis=0)
-    dux, duy, duz = unit_grad(d_factors, c, ux, uy, uz, LMAX)
-    return p, j, ux, uy, uz, r, inv_r, s, s_r, s_mu, s_sigma, y_j, a, t, dt, d_factors, ds, d_dist, dux, duy, duz
+    jx, jy, jz = factor_jacobian(ux, uy, uz, c, LMAX)
+    dux = tl.sum(d_factors * jx, axis=0)
+    duy = tl.sum(d_factors * jy, axis=0)
+    duz = tl.sum(d_factors * jz, axis=0)
+    return (p, j, ux, uy, uz, r, inv_r, s, s_r, s_mu, s_sigma, y_j, a, t, dt, d_factors, ds, d_dist, dux, duy, duz, jx,
+            jy, jz)
 
 
 @triton.jit
-def _pair_reverse(p, j, v_coord, v_Y, ux, uy, uz, inv_r, dux, duy, duz, s, s_r, s_mu, s_sigma, v_mu, v_sigma, y_j, dt,
-                  n, nu_mask, f, f_mask, c, NU, F, LMAX: tl.constexpr, HAS_VY: tl.constexpr):
+def _pair_reverse(p, j, v_coord, v_Y, ux, uy, uz, inv_r, dux, duy, duz, jx, jy, jz, s, s_r, s_mu, s_sigma, v_mu,
+                  v_sigma, y_j, dt, n, nu_mask, f, f_mask, NU, F, HAS_VY: tl.constexpr):
     """The backward's geometry, sensitivity and radial steps in reverse for one pair: cotangents of
     d_unit (bar_d_unit), d_factors, ds and dt, plus v_Y[j] . dt (zero without v_Y)."""
     vcx = tl.load(v_coord + p * 3)
@@ -137,7 +138,7 @@ def _pair_reverse(p, j, v_coord, v_Y, ux, uy, uz, inv_r, dux, duy, duz, s, s_r, 
     bdux = (vcx - v_radial * ux) * inv_r
     bduy = (vcy - v_radial * uy) * inv_r
     bduz = (vcz - v_radial * uz) * inv_r
-    bar_d_factors = angular_jvp(ux, uy, uz, bdux, bduy, bduz, c, LMAX)
+    bar_d_factors = jx * bdux + jy * bduy + jz * bduz
     bar_ds = v_radial * s_r + v_mu * s_mu + v_sigma * s_sigma
     bar_dt = tl.sum(bar_ds[:, None] * y_j, axis=0)
     vy_dt = tl.zeros(s.shape, dtype=s.dtype)
@@ -203,9 +204,9 @@ def _backward_kernel(grad_out, Y, coord, second, order, ptr, mu, sigma, lam1, la
     g_mu = tl.zeros((NU_PAD,), dtype=m.dtype)
     g_sigma = tl.zeros((NU_PAD,), dtype=m.dtype)
     for q in range(start, end):
-        p, j, ux, uy, uz, r, inv_r, s, s_r, s_mu, s_sigma, y_j, a, t, dt, d_factors, ds, d_dist, dux, duy, duz = (
-            _pair_backward(q, order, second, coord, Y, dm, inv_mu, sig, n, nu_mask, f, f_mask, c, k, rc, third, NU, F,
-                           LMAX))
+        (p, j, ux, uy, uz, r, inv_r, s, s_r, s_mu, s_sigma, y_j, a, t, dt, d_factors, ds, d_dist, dux, duy, duz, jx, jy,
+         jz) = _pair_backward(q, order, second, coord, Y, dm, inv_mu, sig, n, nu_mask, f, f_mask, c, k, rc, third, NU,
+                              F, LMAX)
         tl.store(dt_out + p * F + f, dt, mask=f_mask)
         gx, gy, gz = chain_to_coord(dux, duy, duz, d_dist, ux, uy, uz, inv_r)
         tl.store(grad_coord + p * 3, gx)
@@ -248,12 +249,12 @@ def _double_backward_kernel(grad_out, Y, coord, second, order, ptr, mu, sigma, l
     # pass 2: the cotangent of dm, sum over pairs of Y_c bar_dt + bar_d_factors t
     bar_dm = tl.zeros((C_PAD, BLOCK_F), dtype=m.dtype)
     for q in range(start, end):
-        p, j, ux, uy, uz, r, inv_r, s, s_r, s_mu, s_sigma, y_j, a, t, dt, d_factors, ds, d_dist, dux, duy, duz = (
-            _pair_backward(q, order, second, coord, Y, dm, inv_mu, sig, n, nu_mask, f, f_mask, c, k, rc, third, NU, F,
-                           LMAX))
+        (p, j, ux, uy, uz, r, inv_r, s, s_r, s_mu, s_sigma, y_j, a, t, dt, d_factors, ds, d_dist, dux, duy, duz, jx, jy,
+         jz) = _pair_backward(q, order, second, coord, Y, dm, inv_mu, sig, n, nu_mask, f, f_mask, c, k, rc, third, NU,
+                              F, LMAX)
         _, _, _, _, _, _, _, _, bar_d_factors, _, bar_dt, _ = _pair_reverse(
-            p, j, v_coord, v_Y, ux, uy, uz, inv_r, dux, duy, duz, s, s_r, s_mu, s_sigma, vmu, vsig, y_j, dt, n, nu_mask,
-            f, f_mask, c, NU, F, LMAX, HAS_VY)
+            p, j, v_coord, v_Y, ux, uy, uz, inv_r, dux, duy, duz, jx, jy, jz, s, s_r, s_mu, s_sigma, vmu, vsig, y_j, dt,
+            n, nu_mask, f, f_mask, NU, F, HAS_VY)
         bar_dm += a[:, None] * bar_dt[None, :] + bar_d_factors[:, None] * t[None, :]
 
     # invariants in reverse: gradient of grad_out and of the scales, cotangent bar_m of m
@@ -282,25 +283,23 @@ def _double_backward_kernel(grad_out, Y, coord, second, order, ptr, mu, sigma, l
     g_mu = tl.zeros((NU_PAD,), dtype=m.dtype)
     g_sigma = tl.zeros((NU_PAD,), dtype=m.dtype)
     for q in range(start, end):
-        p, j, ux, uy, uz, r, inv_r, s, s_r, s_mu, s_sigma, y_j, a, t, dt, d_factors, ds, d_dist, dux, duy, duz = (
-            _pair_backward(q, order, second, coord, Y, dm, inv_mu, sig, n, nu_mask, f, f_mask, c, k, rc, third, NU, F,
-                           LMAX))
+        (p, j, ux, uy, uz, r, inv_r, s, s_r, s_mu, s_sigma, y_j, a, t, dt, d_factors, ds, d_dist, dux, duy, duz, jx, jy,
+         jz) = _pair_backward(q, order, second, coord, Y, dm, inv_mu, sig, n, nu_mask, f, f_mask, c, k, rc, third, NU,
+                              F, LMAX)
         vcx, vcy, vcz, v_radial, u_dot_du, bdux, bduy, bduz, bar_d_factors, bar_ds, bar_dt, vy_dt = _pair_reverse(
-            p, j, v_coord, v_Y, ux, uy, uz, inv_r, dux, duy, duz, s, s_r, s_mu, s_sigma, vmu, vsig, y_j, dt, n, nu_mask,
-            f, f_mask, c, NU, F, LMAX, HAS_VY)
+            p, j, v_coord, v_Y, ux, uy, uz, inv_r, dux, duy, duz, jx, jy, jz, s, s_r, s_mu, s_sigma, vmu, vsig, y_j, dt,
+            n, nu_mask, f, f_mask, NU, F, HAS_VY)
         s_rr, s_rmu, s_rsigma, s_mumu, s_musigma, s_sigmasigma = sensitivity_second(r, inv_r, inv_mu, sig, nu_mask,
                                                                                     k, rc)
         # geometry and sensitivity steps of the backward, reversed (terms that need no bar_m)
         bux = (-u_dot_du * vcx - v_radial * dux) * inv_r + d_dist * vcx
         buy = (-u_dot_du * vcy - v_radial * duy) * inv_r + d_dist * vcy
         buz = (-u_dot_du * vcz - v_radial * duz) * inv_r + d_dist * vcz
-        if LMAX >= 2:
-            qx, qy, qz = quad_transpose(bdux, bduy, bduz, component(d_factors, c, 4), component(d_factors, c, 5),
-                                        component(d_factors, c, 6), component(d_factors, c, 7),
-                                        component(d_factors, c, 8))
-            bux += qx
-            buy += qy
-            buz += qz
+        if LMAX >= 2:  # Hessian of the factors along bar_d_unit, contracted with d_factors
+            hx, hy, hz = quad_jacobian(bdux, bduy, bduz, c)
+            bux += tl.sum(d_factors * hx, axis=0)
+            buy += tl.sum(d_factors * hy, axis=0)
+            buz += tl.sum(d_factors * hz, axis=0)
         second_r = v_radial * s_rr + vmu * s_rmu + vsig * s_rsigma
         bar_dist = (-(vcx * (dux - u_dot_du * ux) + vcy * (duy - u_dot_du * uy) + vcz * (duz - u_dot_du * uz))
                     * inv_r * inv_r + tl.sum(ds * second_r, axis=0))
@@ -313,7 +312,9 @@ def _double_backward_kernel(grad_out, Y, coord, second, order, ptr, mu, sigma, l
         tl.store(dt_out + p * F + f, dt, mask=f_mask)
         tl.store(bar_t_out + p * F + f, bar_t, mask=f_mask)
         tl.store(bar_ds_out + p * NU + n, bar_ds, mask=nu_mask)
-        gux, guy, guz = unit_grad(bar_factors, c, ux, uy, uz, LMAX)
+        gux = tl.sum(bar_factors * jx, axis=0)
+        guy = tl.sum(bar_factors * jy, axis=0)
+        guz = tl.sum(bar_factors * jz, axis=0)
         bar_dist += tl.sum(bar_s * s_r, axis=0)
         g_mu += bar_s * s_mu
         g_sigma += bar_s * s_sigma
@@ -439,6 +440,7 @@ def interaction_double_backward(grad_out, Y, pair_coord, pair_first, pair_second
     L = _Launch(Y, pair_coord, pair_first, pair_second, mu, sigma, vecscales, quadscales, cutoff, cusp_reg, lmax)
     P, N, NU, F = L.n_pairs, L.n_atoms, L.nu, L.features
     zeros = lambda *shape: Y.new_zeros(*shape)  # noqa: E731
+    v_Y = None if v_Y is None else v_Y.contiguous()
     v_coord = zeros(P, 3) if v_coord is None else v_coord.contiguous()
     v_mu = zeros(NU) if v_mu is None else v_mu.contiguous()
     v_sigma = zeros(NU) if v_sigma is None else v_sigma.contiguous()
