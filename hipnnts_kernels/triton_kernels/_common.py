@@ -35,9 +35,10 @@ def pow2(n: int, minimum: int = 2) -> int:
     return max(minimum, triton.next_power_of_2(max(n, 1)))
 
 
-def warps_for(elements: int) -> int:
-    """Warps for a program whose largest tile has ``elements`` entries (about 32 per thread)."""
-    return int(min(8, max(1, elements // 1024)))
+def warps_for(elements: int, per_thread: int = 16) -> int:
+    """Warps (a power of two, 1 to 16) that give a program's largest tile of ``elements`` entries
+    about ``per_thread`` entries per thread."""
+    return int(min(16, max(1, triton.next_power_of_2(max(1, elements // (32 * per_thread))))))
 
 
 def pointer(t: Tensor | None, like: Tensor) -> Tensor:
@@ -73,6 +74,15 @@ def load_unit(coord_ptr, p):
     r = tl.sqrt(x * x + y * y + z * z)
     inv_r = 1.0 / r
     return x * inv_r, y * inv_r, z * inv_r, r, inv_r
+
+
+@triton.jit
+def sensitivity_value(r, inv_r, inv_mu, sigma, nu_mask, k, rc):
+    """s_nu(r) = exp(-sigma^2 (1/r - 1/mu)^2 / 2) cos^2(k r) for r <= r_c, as (NU_PAD,); zero on padded lanes."""
+    d = inv_r - inv_mu
+    cos_a = tl.cos(r * k)
+    gauss = tl.where(nu_mask, tl.exp(-0.5 * sigma * sigma * d * d), 0.0)
+    return tl.where(r <= rc, gauss * cos_a * cos_a, 0.0)
 
 
 @triton.jit

@@ -10,7 +10,7 @@ import triton.language as tl
 from torch import Tensor
 
 from .. import reference
-from ._common import angular_factors, constants, load_constants, load_sensitivity_params, pow2, sensitivity_first
+from ._common import angular_factors, constants, load_constants, load_sensitivity_params, pow2, sensitivity_value
 
 _BLOCK_P = 64
 
@@ -21,10 +21,10 @@ def _sensitivity_kernel(dist, mu, sigma, consts, out, P, NU, BLOCK_P: tl.constex
     p_mask = p < P
     n = tl.arange(0, NU_PAD)
     nu_mask = n < NU
-    k, rc, _, _ = load_constants(consts)
+    k, rc, eps, third = load_constants(consts)
     inv_mu, sig = load_sensitivity_params(mu, sigma, n, nu_mask)
     r = tl.load(dist + p, mask=p_mask, other=1.0)
-    s, _, _, _ = sensitivity_first(r[:, None], 1.0 / r[:, None], inv_mu[None, :], sig[None, :], nu_mask[None, :], k, rc)
+    s = sensitivity_value(r[:, None], 1.0 / r[:, None], inv_mu[None, :], sig[None, :], nu_mask[None, :], k, rc)
     tl.store(out + p[:, None] * NU + n[None, :], s, mask=p_mask[:, None] & nu_mask[None, :])
 
 
@@ -33,7 +33,7 @@ def _factors_kernel(unit, consts, out, P, C, LMAX: tl.constexpr, BLOCK_P: tl.con
     p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
     p_mask = p < P
     c = tl.arange(0, C_PAD)
-    _, _, _, third = load_constants(consts)
+    k, rc, eps, third = load_constants(consts)
     ux = tl.load(unit + p * 3, mask=p_mask, other=0.0)[:, None]
     uy = tl.load(unit + p * 3 + 1, mask=p_mask, other=0.0)[:, None]
     uz = tl.load(unit + p * 3 + 2, mask=p_mask, other=0.0)[:, None]
