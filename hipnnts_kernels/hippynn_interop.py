@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from .model import HipnnTS
+from .model import HipnnTS, InteractionLayer
 
 _LMAX_OF_CLASS = {"Hipnn": 0, "HipnnVec": 1, "HipnnQuad": 2}
 _SENSITIVITY_KEYS = ("sensitivity.mu", "sensitivity.sigma")
@@ -85,11 +85,33 @@ def to_hippynn(model: HipnnTS) -> tuple[nn.Module, nn.Module]:
     for key, value in model.state_dict().items():
         if key.startswith("energy_heads."):
             head_state[key.replace("energy_heads.", "layers.", 1)] = value
-            continue
-        if key.endswith((".mu", ".sigma")):
-            stem, name = key.rsplit(".", 1)
-            key, value = f"{stem}.sensitivity.{name}", value.reshape(1, -1)
-        net_state[key] = value
+        else:
+            net_state.update([_hippynn_entry(key, value)])
     network.load_state_dict(net_state, strict=True)
     head.load_state_dict(head_state, strict=True)
     return network, head
+
+
+def interaction_layer_to_hippynn(layer: InteractionLayer) -> nn.Module:
+    """The hippynn ``InteractLayer`` / ``InteractLayerVec`` / ``InteractLayerQuad`` holding the
+    weights of one :class:`~hipnnts_kernels.model.InteractionLayer`. The sensitivity centres are
+    the layer's own; hippynn's constructor arguments only initialise them (overwritten here)."""
+    from hippynn.layers.hiplayers import InteractLayer, InteractLayerQuad, InteractLayerVec, InverseSensitivityModule
+
+    mu = layer.mu.detach()
+    args = (layer.n_in, layer.n_out, layer.n_sensitivities, float(mu.min()), float(mu.max()), layer.cutoff,
+            InverseSensitivityModule)
+    hippynn_layer = (InteractLayer(*args) if layer.lmax == 0 else
+                     (InteractLayerVec, InteractLayerQuad)[layer.lmax - 1](*args, layer.cusp_reg))
+    hippynn_layer.to(dtype=mu.dtype, device=mu.device)
+    state = dict(_hippynn_entry(key, value) for key, value in layer.state_dict().items())
+    hippynn_layer.load_state_dict({**hippynn_layer.state_dict(), **state}, strict=True)
+    return hippynn_layer
+
+
+def _hippynn_entry(key: str, value):
+    """Our state-dict entry under hippynn's name and layout (mu, sigma -> sensitivity.*, (1, nu))."""
+    if key == "mu" or key == "sigma" or key.endswith((".mu", ".sigma")):
+        stem, _, name = key.rpartition(".")
+        return f"{stem + '.' if stem else ''}sensitivity.{name}", value.reshape(1, -1)
+    return key, value
