@@ -32,9 +32,8 @@ class PairIndex:
 
 def _csr(atom: Tensor, n_atoms: int) -> tuple[Tensor, Tensor]:
     order = torch.argsort(atom, stable=True)
-    ptr = torch.zeros(n_atoms + 1, dtype=torch.int64, device=atom.device)
-    torch.cumsum(torch.bincount(atom, minlength=n_atoms), 0, out=ptr[1:])
-    return order, ptr
+    bounds = torch.arange(n_atoms + 1, dtype=atom.dtype, device=atom.device)
+    return order, torch.searchsorted(atom[order], bounds)  # segment starts; no host sync, unlike bincount
 
 
 def build_pair_index(pair_first: Tensor, pair_second: Tensor, n_atoms: int) -> PairIndex:
