@@ -104,6 +104,39 @@ def _d_out_d_m(g, m, a1, a2, mxx, myy, lam1, lam2, c, LMAX: tl.constexpr):
 
 
 @triton.jit
+def _receiver_contract(i, f0, Y, coord, second, order, ptr, mu, sigma, consts, NU, F, LMAX: tl.constexpr,
+                       NU_PAD: tl.constexpr, C_PAD: tl.constexpr, BLOCK_F: tl.constexpr):
+    """Index vectors, constants and sensitivity parameters of receiver i for features f0 + [0, BLOCK_F),
+    its pair segment [start, end), and its contracted features m with the invariants."""
+    f = f0 + tl.arange(0, BLOCK_F)
+    f_mask = f < F
+    n = tl.arange(0, NU_PAD)
+    nu_mask = n < NU
+    c = tl.arange(0, C_PAD)
+    k, rc, eps, third = load_constants(consts)
+    inv_mu, sig = load_sensitivity_params(mu, sigma, n, nu_mask)
+    start = tl.load(ptr + i)
+    end = tl.load(ptr + i + 1)
+    m = _contract(Y, coord, second, order, start, end, inv_mu, sig, n, nu_mask, f, f_mask, c, k, rc, third, NU, F,
+                  LMAX, C_PAD, BLOCK_F)
+    a0, a1, a2, mxx, myy = _invariants(m, c, eps)
+    return f, f_mask, n, nu_mask, c, k, rc, third, inv_mu, sig, start, end, m, a0, a1, a2, mxx, myy
+
+
+@triton.jit
+def _receiver_d_out_d_m(i, grad_out, Y, coord, second, order, ptr, mu, sigma, lam1, lam2, consts, NU, F,
+                        LMAX: tl.constexpr, NU_PAD: tl.constexpr, C_PAD: tl.constexpr, BLOCK_F: tl.constexpr):
+    """:func:`_receiver_contract` over all F features, then grad_out, the scales and d(loss)/dm."""
+    f, f_mask, n, nu_mask, c, k, rc, third, inv_mu, sig, start, end, m, a0, a1, a2, mxx, myy = _receiver_contract(
+        i, 0, Y, coord, second, order, ptr, mu, sigma, consts, NU, F, LMAX, NU_PAD, C_PAD, BLOCK_F)
+    g = tl.load(grad_out + i * F + f, mask=f_mask, other=0.0)
+    l1 = tl.load(lam1 + f, mask=f_mask, other=0.0)
+    l2 = tl.load(lam2 + f, mask=f_mask, other=0.0)
+    dm = _d_out_d_m(g, m, a1, a2, mxx, myy, l1, l2, c, LMAX)
+    return f, f_mask, n, nu_mask, c, k, rc, third, inv_mu, sig, start, end, m, a1, a2, mxx, myy, g, l1, l2, dm
+
+
+@triton.jit
 def _pair_backward(q, order, second, coord, Y, dm, inv_mu, sigma, n, nu_mask, f, f_mask, c, k, rc, third, NU, F,
                    LMAX: tl.constexpr):
     """Backward of one pair of the segment, given dm of its receiver (see reference._backward_pass)."""
@@ -157,18 +190,9 @@ def _pair_reverse(p, j, v_coord, v_Y, ux, uy, uz, inv_r, dux, duy, duz, jx, jy, 
 def _forward_kernel(Y, coord, second, order, ptr, mu, sigma, lam1, lam2, consts, out, NU, F,
                     LMAX: tl.constexpr, NU_PAD: tl.constexpr, C_PAD: tl.constexpr, BLOCK_F: tl.constexpr):
     i = tl.program_id(0)
-    f = tl.program_id(1) * BLOCK_F + tl.arange(0, BLOCK_F)
-    f_mask = f < F
-    n = tl.arange(0, NU_PAD)
-    nu_mask = n < NU
-    c = tl.arange(0, C_PAD)
-    k, rc, eps, third = load_constants(consts)
-    inv_mu, sig = load_sensitivity_params(mu, sigma, n, nu_mask)
-    start = tl.load(ptr + i)
-    end = tl.load(ptr + i + 1)
-    m = _contract(Y, coord, second, order, start, end, inv_mu, sig, n, nu_mask, f, f_mask, c, k, rc, third, NU, F,
-                  LMAX, C_PAD, BLOCK_F)
-    a0, a1, a2, mxx, myy = _invariants(m, c, eps)
+    f, f_mask, n, nu_mask, c, k, rc, third, inv_mu, sig, start, end, m, a0, a1, a2, mxx, myy = _receiver_contract(
+        i, tl.program_id(1) * BLOCK_F, Y, coord, second, order, ptr, mu, sigma, consts, NU, F, LMAX, NU_PAD, C_PAD,
+        BLOCK_F)
     result = a0
     if LMAX >= 1:
         result += tl.load(lam1 + f, mask=f_mask, other=0.0) * a1
@@ -182,22 +206,9 @@ def _backward_kernel(grad_out, Y, coord, second, order, ptr, mu, sigma, lam1, la
                      dt_out, grad_coord, mu_part, sigma_part, lam1_part, lam2_part, NU, F,
                      LMAX: tl.constexpr, NU_PAD: tl.constexpr, C_PAD: tl.constexpr, BLOCK_F: tl.constexpr):
     i = tl.program_id(0)
-    f = tl.arange(0, BLOCK_F)
-    f_mask = f < F
-    n = tl.arange(0, NU_PAD)
-    nu_mask = n < NU
-    c = tl.arange(0, C_PAD)
-    k, rc, eps, third = load_constants(consts)
-    inv_mu, sig = load_sensitivity_params(mu, sigma, n, nu_mask)
-    start = tl.load(ptr + i)
-    end = tl.load(ptr + i + 1)
-    g = tl.load(grad_out + i * F + f, mask=f_mask, other=0.0)
-    l1 = tl.load(lam1 + f, mask=f_mask, other=0.0)
-    l2 = tl.load(lam2 + f, mask=f_mask, other=0.0)
-    m = _contract(Y, coord, second, order, start, end, inv_mu, sig, n, nu_mask, f, f_mask, c, k, rc, third, NU, F,
-                  LMAX, C_PAD, BLOCK_F)
-    a0, a1, a2, mxx, myy = _invariants(m, c, eps)
-    dm = _d_out_d_m(g, m, a1, a2, mxx, myy, l1, l2, c, LMAX)
+    (f, f_mask, n, nu_mask, c, k, rc, third, inv_mu, sig, start, end, m, a1, a2, mxx, myy, g, l1, l2, dm) = (
+        _receiver_d_out_d_m(i, grad_out, Y, coord, second, order, ptr, mu, sigma, lam1, lam2, consts, NU, F, LMAX,
+                            NU_PAD, C_PAD, BLOCK_F))
     if LMAX >= 1:
         tl.store(lam1_part + i * F + f, g * a1, mask=f_mask)
     if LMAX >= 2:
@@ -225,27 +236,13 @@ def _double_backward_kernel(grad_out, Y, coord, second, order, ptr, mu, sigma, l
                             dt_out, bar_t_out, bar_ds_out, grad_coord, mu_part, sigma_part, grad_g, lam1_part,
                             lam2_part, NU, F, LMAX: tl.constexpr, HAS_VY: tl.constexpr, NU_PAD: tl.constexpr,
                             C_PAD: tl.constexpr, BLOCK_F: tl.constexpr):
+    # recompute the forward and d(loss)/dm of the receiver
     i = tl.program_id(0)
-    f = tl.arange(0, BLOCK_F)
-    f_mask = f < F
-    n = tl.arange(0, NU_PAD)
-    nu_mask = n < NU
-    c = tl.arange(0, C_PAD)
-    k, rc, eps, third = load_constants(consts)
-    inv_mu, sig = load_sensitivity_params(mu, sigma, n, nu_mask)
+    (f, f_mask, n, nu_mask, c, k, rc, third, inv_mu, sig, start, end, m, a1, a2, mxx, myy, g, l1, l2, dm) = (
+        _receiver_d_out_d_m(i, grad_out, Y, coord, second, order, ptr, mu, sigma, lam1, lam2, consts, NU, F, LMAX,
+                            NU_PAD, C_PAD, BLOCK_F))
     vmu = tl.load(v_mu + n, mask=nu_mask, other=0.0)
     vsig = tl.load(v_sigma + n, mask=nu_mask, other=0.0)
-    start = tl.load(ptr + i)
-    end = tl.load(ptr + i + 1)
-    g = tl.load(grad_out + i * F + f, mask=f_mask, other=0.0)
-    l1 = tl.load(lam1 + f, mask=f_mask, other=0.0)
-    l2 = tl.load(lam2 + f, mask=f_mask, other=0.0)
-
-    # recompute the forward and d(loss)/dm of the receiver
-    m = _contract(Y, coord, second, order, start, end, inv_mu, sig, n, nu_mask, f, f_mask, c, k, rc, third, NU, F,
-                  LMAX, C_PAD, BLOCK_F)
-    a0, a1, a2, mxx, myy = _invariants(m, c, eps)
-    dm = _d_out_d_m(g, m, a1, a2, mxx, myy, l1, l2, c, LMAX)
 
     # pass 2: the cotangent of dm, sum over pairs of Y_c bar_dt + bar_d_factors t
     bar_dm = tl.zeros((C_PAD, BLOCK_F), dtype=m.dtype)
