@@ -16,7 +16,7 @@ from ._common import pow2, warps_for
 
 @triton.jit
 def _envsum_kernel(sens, feat, second, order, ptr, out, NU, F, BLOCK_NU: tl.constexpr, BLOCK_F: tl.constexpr):
-    i = tl.program_id(0)
+    i = tl.program_id(0).to(tl.int64)  # 64-bit row offsets
     n = tl.program_id(1) * BLOCK_NU + tl.arange(0, BLOCK_NU)
     f = tl.program_id(2) * BLOCK_F + tl.arange(0, BLOCK_F)
     nu_mask = n < NU
@@ -33,7 +33,7 @@ def _envsum_kernel(sens, feat, second, order, ptr, out, NU, F, BLOCK_NU: tl.cons
 
 @triton.jit
 def _sensesum_kernel(env, feat, first, second, out, NU, F, BLOCK_NU: tl.constexpr, BLOCK_F: tl.constexpr):
-    p = tl.program_id(0)
+    p = tl.program_id(0).to(tl.int64)  # 64-bit row offsets
     n = tl.program_id(1) * BLOCK_NU + tl.arange(0, BLOCK_NU)
     nu_mask = n < NU
     i = tl.load(first + p).to(tl.int64)
@@ -50,7 +50,7 @@ def _sensesum_kernel(env, feat, first, second, out, NU, F, BLOCK_NU: tl.constexp
 
 @triton.jit
 def _featsum_kernel(env, sens, first, order, ptr, out, NU, F, BLOCK_NU: tl.constexpr, BLOCK_F: tl.constexpr):
-    j = tl.program_id(0)
+    j = tl.program_id(0).to(tl.int64)  # 64-bit row offsets
     f = tl.program_id(1) * BLOCK_F + tl.arange(0, BLOCK_F)
     f_mask = f < F
     acc = tl.zeros((BLOCK_F,), dtype=env.dtype.element_ty)

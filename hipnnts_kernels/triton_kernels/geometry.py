@@ -17,7 +17,7 @@ _BLOCK_P = 64
 
 @triton.jit
 def _sensitivity_kernel(dist, mu, sigma, consts, out, P, NU, BLOCK_P: tl.constexpr, NU_PAD: tl.constexpr):
-    p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
+    p = tl.program_id(0).to(tl.int64) * BLOCK_P + tl.arange(0, BLOCK_P)
     p_mask = p < P
     n = tl.arange(0, NU_PAD)
     nu_mask = n < NU
@@ -30,7 +30,7 @@ def _sensitivity_kernel(dist, mu, sigma, consts, out, P, NU, BLOCK_P: tl.constex
 
 @triton.jit
 def _factors_kernel(unit, consts, out, P, C, LMAX: tl.constexpr, BLOCK_P: tl.constexpr, C_PAD: tl.constexpr):
-    p = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
+    p = tl.program_id(0).to(tl.int64) * BLOCK_P + tl.arange(0, BLOCK_P)
     p_mask = p < P
     c = tl.arange(0, C_PAD)
     k, rc, eps, third = load_constants(consts)

@@ -189,7 +189,7 @@ def _pair_reverse(p, j, v_coord, v_Y, ux, uy, uz, inv_r, dux, duy, duz, jx, jy, 
 @triton.jit
 def _forward_kernel(Y, coord, second, order, ptr, mu, sigma, lam1, lam2, consts, out, NU, F,
                     LMAX: tl.constexpr, NU_PAD: tl.constexpr, C_PAD: tl.constexpr, BLOCK_F: tl.constexpr):
-    i = tl.program_id(0)
+    i = tl.program_id(0).to(tl.int64)  # 64-bit row offsets
     f, f_mask, n, nu_mask, c, k, rc, third, inv_mu, sig, start, end, m, a0, a1, a2, mxx, myy = _receiver_contract(
         i, tl.program_id(1) * BLOCK_F, Y, coord, second, order, ptr, mu, sigma, consts, NU, F, LMAX, NU_PAD, C_PAD,
         BLOCK_F)
@@ -205,7 +205,7 @@ def _forward_kernel(Y, coord, second, order, ptr, mu, sigma, lam1, lam2, consts,
 def _backward_kernel(grad_out, Y, coord, second, order, ptr, mu, sigma, lam1, lam2, consts,
                      dt_out, grad_coord, mu_part, sigma_part, lam1_part, lam2_part, NU, F,
                      LMAX: tl.constexpr, NU_PAD: tl.constexpr, C_PAD: tl.constexpr, BLOCK_F: tl.constexpr):
-    i = tl.program_id(0)
+    i = tl.program_id(0).to(tl.int64)  # 64-bit row offsets
     (f, f_mask, n, nu_mask, c, k, rc, third, inv_mu, sig, start, end, m, a1, a2, mxx, myy, g, l1, l2, dm) = (
         _receiver_d_out_d_m(i, grad_out, Y, coord, second, order, ptr, mu, sigma, lam1, lam2, consts, NU, F, LMAX,
                             NU_PAD, C_PAD, BLOCK_F))
@@ -237,7 +237,7 @@ def _double_backward_kernel(grad_out, Y, coord, second, order, ptr, mu, sigma, l
                             lam2_part, NU, F, LMAX: tl.constexpr, HAS_VY: tl.constexpr, NU_PAD: tl.constexpr,
                             C_PAD: tl.constexpr, BLOCK_F: tl.constexpr):
     # recompute the forward and d(loss)/dm of the receiver
-    i = tl.program_id(0)
+    i = tl.program_id(0).to(tl.int64)  # 64-bit row offsets
     (f, f_mask, n, nu_mask, c, k, rc, third, inv_mu, sig, start, end, m, a1, a2, mxx, myy, g, l1, l2, dm) = (
         _receiver_d_out_d_m(i, grad_out, Y, coord, second, order, ptr, mu, sigma, lam1, lam2, consts, NU, F, LMAX,
                             NU_PAD, C_PAD, BLOCK_F))
@@ -328,7 +328,7 @@ def _double_backward_kernel(grad_out, Y, coord, second, order, ptr, mu, sigma, l
 def _sender_kernel(coord, order, ptr, mu, sigma, consts, X, B, Z, out, NU, F, HAS_B: tl.constexpr,
                    NU_PAD: tl.constexpr, BLOCK_F: tl.constexpr):
     """out[j] = sum over j's pairs p of s_p (x) X_p (+ B_p (x) Z_p): (NU, F) per sending atom."""
-    j = tl.program_id(0)
+    j = tl.program_id(0).to(tl.int64)  # 64-bit row offsets
     f = tl.program_id(1) * BLOCK_F + tl.arange(0, BLOCK_F)
     f_mask = f < F
     n = tl.arange(0, NU_PAD)
