@@ -1,0 +1,72 @@
+// C entry points of the host-emulated CUDA kernels, for the CPU test suite (loaded with ctypes by
+// tests/cuda_emulation.py). Floating arrays are float64 when `is_double`, else float32.
+#include "../kernels/launch.h"
+
+using hipnnts::index_t;
+using hipnnts::InteractionInputs;
+using hipnnts::Segments;
+
+namespace {
+
+template <class T>
+InteractionInputs<T> inputs(const void* Y, const void* coord, const index_t* second, const index_t* order,
+                            const index_t* ptr, const void* mu, const void* sigma, const void* lam1, const void* lam2,
+                            index_t n_atoms, int nu, int features, int lmax, double cutoff, double cusp_reg) {
+    return {static_cast<const T*>(Y), static_cast<const T*>(coord), second, Segments{order, ptr},
+            static_cast<const T*>(mu), static_cast<const T*>(sigma), static_cast<const T*>(lam1),
+            static_cast<const T*>(lam2), n_atoms, nu, features, lmax, cutoff, cusp_reg};
+}
+
+}  // namespace
+
+#define HIPNNTS_INPUT_ARGS                                                                                    \
+    const void *Y, const void *coord, const index_t *second, const index_t *order, const index_t *ptr,       \
+        const void *mu, const void *sigma, const void *lam1, const void *lam2, index_t n_atoms, int nu,       \
+        int features, int lmax, double cutoff, double cusp_reg
+#define HIPNNTS_INPUTS(T) inputs<T>(Y, coord, second, order, ptr, mu, sigma, lam1, lam2, n_atoms, nu, features, lmax, \
+                                    cutoff, cusp_reg)
+#define HIPNNTS_DISPATCH(call_float, call_double) (is_double ? (call_double) : (call_float))
+#define P(T, x) static_cast<T*>(x)
+#define CP(T, x) static_cast<const T*>(x)
+
+extern "C" {
+
+const char* hipnnts_emu_interaction_forward(int is_double, HIPNNTS_INPUT_ARGS, void* out) {
+    return HIPNNTS_DISPATCH(hipnnts::interaction_forward(HIPNNTS_INPUTS(float), P(float, out), nullptr),
+                            hipnnts::interaction_forward(HIPNNTS_INPUTS(double), P(double, out), nullptr));
+}
+
+const char* hipnnts_emu_interaction_backward(int is_double, HIPNNTS_INPUT_ARGS, const void* grad_out, void* dt,
+                                             void* grad_coord, void* mu_part, void* sigma_part, void* lam1_part,
+                                             void* lam2_part) {
+#define HIPNNTS_BACKWARD(T)                                                                                     \
+    hipnnts::interaction_backward(HIPNNTS_INPUTS(T), CP(T, grad_out), P(T, dt), P(T, grad_coord), P(T, mu_part), \
+                                  P(T, sigma_part), P(T, lam1_part), P(T, lam2_part), nullptr)
+    return HIPNNTS_DISPATCH(HIPNNTS_BACKWARD(float), HIPNNTS_BACKWARD(double));
+}
+
+const char* hipnnts_emu_sender_sum(int is_double, HIPNNTS_INPUT_ARGS, const index_t* sender_order,
+                                   const index_t* sender_ptr, const void* X, const void* B, const void* Z, void* out) {
+    const Segments senders{sender_order, sender_ptr};
+    return HIPNNTS_DISPATCH(
+        hipnnts::sender_sum(HIPNNTS_INPUTS(float), senders, CP(float, X), CP(float, B), CP(float, Z), P(float, out),
+                            nullptr),
+        hipnnts::sender_sum(HIPNNTS_INPUTS(double), senders, CP(double, X), CP(double, B), CP(double, Z),
+                            P(double, out), nullptr));
+}
+
+#define HIPNNTS_FAMILY(name)                                                                                       \
+    const char* hipnnts_emu_##name(int is_double, const void* a, const void* b, const index_t* atom,              \
+                                   const index_t* order, const index_t* ptr, index_t n_atoms, int nu, int features, \
+                                   void* out) {                                                                    \
+        return HIPNNTS_DISPATCH(hipnnts::name(CP(float, a), CP(float, b), atom, Segments{order, ptr}, n_atoms, nu, \
+                                              features, P(float, out), nullptr),                                  \
+                                hipnnts::name(CP(double, a), CP(double, b), atom, Segments{order, ptr}, n_atoms,  \
+                                              nu, features, P(double, out), nullptr));                            \
+    }
+
+HIPNNTS_FAMILY(envsum)
+HIPNNTS_FAMILY(sensesum)
+HIPNNTS_FAMILY(featsum)
+
+}  // extern "C"

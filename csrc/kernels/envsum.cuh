@@ -1,0 +1,95 @@
+// hippynn's kernel family, CSR path (SPEC section 8): one thread block per atom, one thread per
+// feature; each output row has one writer (no atomics, deterministic).
+#pragma once
+
+#include "interaction.cuh"
+
+namespace hipnnts {
+
+// env[i, n, f] = sum over receiver i's pairs p of sens[p, n] feat[second(p), f]; block (i, n-block).
+template <class T, int K, int NB>
+__global__ void envsum_kernel(const T* __restrict__ sens, const T* __restrict__ feat, const index_t* __restrict__ second,
+                              const index_t* __restrict__ order, const index_t* __restrict__ ptr, int nu, int features,
+                              T* __restrict__ env) {
+    __shared__ index_t partner_sh[K];
+    __shared__ T s_sh[K * NB];
+    const index_t i = blockIdx.x;
+    const int n0 = blockIdx.y * NB, nb = nu - n0 < NB ? nu - n0 : NB, f = threadIdx.x;
+    const index_t start = ptr[i], end = ptr[i + 1];
+    T acc[NB];
+    for (int n = 0; n < NB; ++n) acc[n] = T(0);
+    for (index_t c0 = start; c0 < end; c0 += K) {
+        const int count = int(min_index(K, end - c0));
+        for (int item = threadIdx.x; item < count * nb; item += blockDim.x) {
+            const int kk = item / nb, n = item - kk * nb;
+            s_sh[kk * NB + n] = sens[order[c0 + kk] * nu + n0 + n];
+        }
+        for (int kk = threadIdx.x; kk < count; kk += blockDim.x) partner_sh[kk] = second[order[c0 + kk]];
+        __syncthreads();
+        if (f < features) {
+            for (int kk = 0; kk < count; ++kk) {
+                const T x = feat[partner_sh[kk] * features + f];
+                for (int n = 0; n < NB; ++n)
+                    if (n < nb) acc[n] += s_sh[kk * NB + n] * x;
+            }
+        }
+        __syncthreads();
+    }
+    if (f < features)
+        for (int n = 0; n < nb; ++n) env[(i * nu + n0 + n) * features + f] = acc[n];
+}
+
+// sens[p, n] = sum_f env[first(p), n, f] feat[second(p), f]; block per receiver i, its pairs in
+// order, one thread per (pair, n) item.
+template <class T>
+__global__ void sensesum_kernel(const T* __restrict__ env, const T* __restrict__ feat,
+                                const index_t* __restrict__ second, const index_t* __restrict__ order,
+                                const index_t* __restrict__ ptr, int nu, int features, T* __restrict__ sens) {
+    const index_t i = blockIdx.x;
+    const index_t start = ptr[i], end = ptr[i + 1];
+    const T* env_i = env + i * nu * features;
+    for (index_t item = start * nu + threadIdx.x; item < end * nu; item += blockDim.x) {
+        const index_t q = item / nu;
+        const int n = int(item - q * nu);
+        const index_t p = order[q];
+        const T* e = env_i + index_t(n) * features;
+        const T* x = feat + second[p] * features;
+        T acc = T(0);
+        for (int f = 0; f < features; ++f) acc += e[f] * x[f];
+        sens[p * nu + n] = acc;
+    }
+}
+
+// feat[j, f] = sum over sender j's pairs p of sum_n env[first(p), n, f] sens[p, n].
+template <class T, int K>
+__global__ void featsum_kernel(const T* __restrict__ env, const T* __restrict__ sens, const index_t* __restrict__ first,
+                               const index_t* __restrict__ order, const index_t* __restrict__ ptr, int nu, int features,
+                               T* __restrict__ feat) {
+    HIPNNTS_DYNAMIC_SHARED(unsigned char, smem);
+    SharedCarver carver{smem};
+    index_t* partner_sh = carver.take<index_t>(K);
+    T* s_sh = carver.take<T>(K * nu);
+    const index_t j = blockIdx.x;
+    const int f = threadIdx.x;
+    const index_t start = ptr[j], end = ptr[j + 1];
+    T acc = T(0);
+    for (index_t c0 = start; c0 < end; c0 += K) {
+        const int count = int(min_index(K, end - c0));
+        for (int item = threadIdx.x; item < count * nu; item += blockDim.x) {
+            const int kk = item / nu, n = item - kk * nu;
+            s_sh[item] = sens[order[c0 + kk] * nu + n];
+        }
+        for (int kk = threadIdx.x; kk < count; kk += blockDim.x) partner_sh[kk] = first[order[c0 + kk]];
+        __syncthreads();
+        if (f < features) {
+            for (int kk = 0; kk < count; ++kk) {
+                const T* e = env + partner_sh[kk] * nu * features + f;
+                for (int n = 0; n < nu; ++n) acc += e[index_t(n) * features] * s_sh[kk * nu + n];
+            }
+        }
+        __syncthreads();
+    }
+    if (f < features) feat[j * features + f] = acc;
+}
+
+}  // namespace hipnnts

@@ -1,0 +1,305 @@
+// Fused tensor-sensitivity interaction, CSR path: one thread block per receiving atom, one
+// thread per output feature. Pairs are walked in chunks of K: the block stages each chunk's
+// sensitivities, angular factors and partner atoms in shared memory, then every feature thread
+// consumes them. No atomics, every output row has one writer; see docs/kernels.md.
+#pragma once
+
+#include "geometry.cuh"
+#include "launch.h"
+
+namespace hipnnts {
+
+// What the receiver kernels read: the inputs with the receiver segments unpacked and the
+// constants in the kernel's precision.
+template <class T>
+struct InteractionView {
+    const T* Y;              // (N, nu, F)
+    const T* coord;          // (P, 3)
+    const index_t* second;   // (P,) sender of each pair
+    const index_t* order;    // (P,) pair ids sorted by receiver
+    const index_t* ptr;      // (N + 1,) receiver segments in order
+    const T* mu;             // (nu,)
+    const T* sigma;          // (nu,)
+    const T* lam1;           // (F,) or null
+    const T* lam2;           // (F,) or null
+    int nu, features;
+    T k, rc, eps;            // pi / (2 r_c), r_c, cusp_reg
+
+    static InteractionView from(const InteractionInputs<T>& in) {
+        const double pi = 3.14159265358979323846;
+        return {in.Y, in.coord, in.second, in.receivers.order, in.receivers.ptr, in.mu, in.sigma, in.lam1, in.lam2,
+                in.nu, in.features, T(pi / (2.0 * in.cutoff)), T(in.cutoff), T(in.cusp_reg)};
+    }
+};
+
+HIPNNTS_HD index_t min_index(index_t a, index_t b) { return a < b ? a : b; }
+
+// Carves typed arrays out of the dynamic shared buffer; with a null base it only sums sizes, so
+// the host computes the launch's shared-memory size with the same code the kernel uses.
+struct SharedCarver {
+    unsigned char* base;
+    size_t offset = 0;
+    template <class U>
+    HIPNNTS_HD U* take(size_t count) {
+        U* ptr = reinterpret_cast<U*>(base + offset);
+        offset += aligned_bytes(count * sizeof(U));
+        return ptr;
+    }
+};
+
+// Shared arrays of the receiver kernels for chunks of K pairs.
+template <class T>
+struct ReceiverShared {
+    index_t *pair, *partner;
+    T *s, *s_r, *s_mu, *s_sigma;  // (K, nu)
+    T *factors;                   // (K, C)
+    T *t, *dt;                    // (K, F)
+    T *ds;                        // (K, nu)
+    T *d_factors;                 // (K, C)
+    T *dm;                        // (C, F)
+
+    // backward = false: only what the forward contraction needs.
+    HIPNNTS_HD static ReceiverShared carve(SharedCarver& c, int K, int nu, int n_comp, int features, bool backward) {
+        ReceiverShared sh{};
+        sh.pair = c.take<index_t>(K);
+        sh.partner = c.take<index_t>(K);
+        sh.s = c.take<T>(K * nu);
+        sh.factors = c.take<T>(K * n_comp);
+        if (backward) {
+            sh.s_r = c.take<T>(K * nu);
+            sh.s_mu = c.take<T>(K * nu);
+            sh.s_sigma = c.take<T>(K * nu);
+            sh.t = c.take<T>(K * features);
+            sh.dt = c.take<T>(K * features);
+            sh.ds = c.take<T>(K * nu);
+            sh.d_factors = c.take<T>(K * n_comp);
+            sh.dm = c.take<T>(n_comp * features);
+        }
+        return sh;
+    }
+};
+
+// m[c] = sum over receiver i's pairs of Y_c(r_hat) sum_nu s_nu(r) Y[j, nu, f] for this thread's
+// feature f (threads with f >= F take part in staging only).
+template <class T, int LMAX, int K>
+__device__ void contract_segment(const InteractionView<T>& v, index_t start, index_t end, ReceiverShared<T>& sh,
+                                 T* m) {
+    constexpr int C = n_components(LMAX);
+    const int f = threadIdx.x;
+    for (int c = 0; c < C; ++c) m[c] = T(0);
+    for (index_t c0 = start; c0 < end; c0 += K) {
+        const int count = int(min_index(K, end - c0));
+        for (int item = threadIdx.x; item < count * v.nu; item += blockDim.x) {
+            const int kk = item / v.nu, n = item - kk * v.nu;
+            const Pair<T> pr = load_pair(v.coord, v.order[c0 + kk]);
+            sh.s[item] = sensitivity(pr.inv_r, T(1) / v.mu[n], v.sigma[n], cutoff_terms(pr.r, v.k, v.rc)).s;
+        }
+        for (int kk = threadIdx.x; kk < count; kk += blockDim.x) {
+            const index_t p = v.order[c0 + kk];
+            const Pair<T> pr = load_pair(v.coord, p);
+            angular_factors<T, LMAX>(pr.ux, pr.uy, pr.uz, sh.factors + kk * C);
+            sh.partner[kk] = v.second[p];
+        }
+        __syncthreads();
+        if (f < v.features) {
+            for (int kk = 0; kk < count; ++kk) {
+                const T* y = v.Y + sh.partner[kk] * v.nu * v.features + f;
+                T t = T(0);
+                for (int n = 0; n < v.nu; ++n) t += sh.s[kk * v.nu + n] * y[index_t(n) * v.features];
+                for (int c = 0; c < C; ++c) m[c] += sh.factors[kk * C + c] * t;
+            }
+        }
+        __syncthreads();
+    }
+}
+
+// Invariants of one feature: a1 = |m_vec| (regularised), a2 = |Q(m)|_F (regularised).
+template <class T, int LMAX>
+HIPNNTS_HD void invariants(const T* m, T eps, T& a1, T& a2) {
+    a1 = a2 = T(0);
+    if (LMAX >= 1) a1 = sqrt(m[1] * m[1] + m[2] * m[2] + m[3] * m[3] + eps);
+    if (LMAX >= 2) {
+        T q2 = T(0);
+        for (int c = 4; c < 9; ++c) q2 += m[c] * m[c];
+        a2 = sqrt(T(2) * (q2 + m[4] * m[7]) + eps);
+    }
+}
+
+// K q on the 5 quadrupole entries (K = 2 I + e_xx e_yy^T + e_yy e_xx^T), written to out[4..8].
+template <class T>
+HIPNNTS_HD void quad_metric(const T* q, T* out) {
+    out[4] = T(2) * q[4] + q[7];
+    out[5] = T(2) * q[5];
+    out[6] = T(2) * q[6];
+    out[7] = T(2) * q[7] + q[4];
+    out[8] = T(2) * q[8];
+}
+
+// d(loss)/dm of one feature: g | g l1 m_v / a1 | g l2 K q / a2.
+template <class T, int LMAX>
+HIPNNTS_HD void d_out_d_m(const T* m, T g, T l1, T l2, T a1, T a2, T* dm) {
+    dm[0] = g;
+    if (LMAX >= 1)
+        for (int c = 1; c < 4; ++c) dm[c] = g * l1 / a1 * m[c];
+    if (LMAX >= 2) {
+        quad_metric(m, dm);
+        for (int c = 4; c < 9; ++c) dm[c] *= g * l2 / a2;
+    }
+}
+
+template <class T, int LMAX, int K>
+__global__ void interaction_forward_kernel(InteractionView<T> v, T* __restrict__ out) {
+    constexpr int C = n_components(LMAX);
+    HIPNNTS_DYNAMIC_SHARED(unsigned char, smem);
+    SharedCarver carver{smem};
+    ReceiverShared<T> sh = ReceiverShared<T>::carve(carver, K, v.nu, C, v.features, false);
+    const index_t i = blockIdx.x;
+    const int f = threadIdx.x;
+    T m[C];
+    contract_segment<T, LMAX, K>(v, v.ptr[i], v.ptr[i + 1], sh, m);
+    if (f >= v.features) return;
+    T a1, a2;
+    invariants<T, LMAX>(m, v.eps, a1, a2);
+    T result = m[0];
+    if (LMAX >= 1) result += v.lam1[f] * a1;
+    if (LMAX >= 2) result += v.lam2[f] * a2;
+    out[i * v.features + f] = result;
+}
+
+// Backward, receiver side: recompute m, form d(loss)/dm, then per pair write dt = A dm (for the
+// sender kernel) and the pair-vector gradient; per atom the partial gradients of mu, sigma
+// (nu,) and of the scales (F,).
+template <class T, int LMAX, int K>
+__global__ void interaction_backward_kernel(InteractionView<T> v, const T* __restrict__ grad_out, T* __restrict__ dt_out,
+                                            T* __restrict__ grad_coord, T* __restrict__ mu_part,
+                                            T* __restrict__ sigma_part, T* __restrict__ lam1_part,
+                                            T* __restrict__ lam2_part) {
+    constexpr int C = n_components(LMAX);
+    HIPNNTS_DYNAMIC_SHARED(unsigned char, smem);
+    SharedCarver carver{smem};
+    ReceiverShared<T> sh = ReceiverShared<T>::carve(carver, K, v.nu, C, v.features, true);
+    const index_t i = blockIdx.x;
+    const int tid = threadIdx.x, f = tid, F = v.features, nu = v.nu;
+    const index_t start = v.ptr[i], end = v.ptr[i + 1];
+    T m[C], dm[C];
+    contract_segment<T, LMAX, K>(v, start, end, sh, m);
+    if (f < F) {
+        T a1, a2;
+        invariants<T, LMAX>(m, v.eps, a1, a2);
+        const T g = grad_out[i * F + f];
+        d_out_d_m<T, LMAX>(m, g, LMAX >= 1 ? v.lam1[f] : T(0), LMAX >= 2 ? v.lam2[f] : T(0), a1, a2, dm);
+        for (int c = 0; c < C; ++c) sh.dm[c * F + f] = dm[c];
+        if (LMAX >= 1) lam1_part[i * F + f] = g * a1;
+        if (LMAX >= 2) lam2_part[i * F + f] = g * a2;
+    }
+    T g_mu = T(0), g_sigma = T(0);  // thread tid < nu owns sensitivity tid
+    for (index_t c0 = start; c0 < end; c0 += K) {
+        const int count = int(min_index(K, end - c0));
+        for (int item = tid; item < count * nu; item += blockDim.x) {
+            const int kk = item / nu, n = item - kk * nu;
+            const Pair<T> pr = load_pair(v.coord, v.order[c0 + kk]);
+            const Sensitivity<T> s = sensitivity(pr.inv_r, T(1) / v.mu[n], v.sigma[n], cutoff_terms(pr.r, v.k, v.rc));
+            sh.s[item] = s.s;
+            sh.s_r[item] = s.s_r;
+            sh.s_mu[item] = s.s_mu;
+            sh.s_sigma[item] = s.s_sigma;
+        }
+        for (int kk = tid; kk < count; kk += blockDim.x) {
+            const index_t p = v.order[c0 + kk];
+            const Pair<T> pr = load_pair(v.coord, p);
+            angular_factors<T, LMAX>(pr.ux, pr.uy, pr.uz, sh.factors + kk * C);
+            sh.pair[kk] = p;
+            sh.partner[kk] = v.second[p];
+        }
+        __syncthreads();
+        if (f < F) {  // t = s . Y[j] and dt = A . dm for every pair of the chunk, this feature
+            for (int kk = 0; kk < count; ++kk) {
+                const T* y = v.Y + sh.partner[kk] * nu * F + f;
+                T t = T(0), dt = T(0);
+                for (int n = 0; n < nu; ++n) t += sh.s[kk * nu + n] * y[index_t(n) * F];
+                for (int c = 0; c < C; ++c) dt += sh.factors[kk * C + c] * dm[c];
+                sh.t[kk * F + f] = t;
+                sh.dt[kk * F + f] = dt;
+                dt_out[sh.pair[kk] * F + f] = dt;
+            }
+        }
+        __syncthreads();
+        // reductions over features: ds = Y[j] . dt (nu per pair), d_factors = dm . t (C per pair)
+        for (int item = tid; item < count * (nu + C); item += blockDim.x) {
+            const int kk = item / (nu + C), x = item - kk * (nu + C);
+            T acc = T(0);
+            if (x < nu) {
+                const T* y = v.Y + (sh.partner[kk] * nu + x) * F;
+                for (int ff = 0; ff < F; ++ff) acc += y[ff] * sh.dt[kk * F + ff];
+                sh.ds[kk * nu + x] = acc;
+            } else {
+                const int c = x - nu;
+                for (int ff = 0; ff < F; ++ff) acc += sh.dm[c * F + ff] * sh.t[kk * F + ff];
+                sh.d_factors[kk * C + c] = acc;
+            }
+        }
+        __syncthreads();
+        if (tid < count) {  // geometry of pair tid
+            const index_t p = sh.pair[tid];
+            const Pair<T> pr = load_pair(v.coord, p);
+            T d_dist = T(0), d_unit[3], g[3];
+            for (int n = 0; n < nu; ++n) d_dist += sh.ds[tid * nu + n] * sh.s_r[tid * nu + n];
+            unit_gradient<T, LMAX>(pr.ux, pr.uy, pr.uz, sh.d_factors + tid * C, d_unit);
+            chain_to_coord(pr, d_unit, d_dist, g);
+            for (int x = 0; x < 3; ++x) grad_coord[3 * p + x] = g[x];
+        }
+        if (tid < nu) {
+            for (int kk = 0; kk < count; ++kk) {
+                g_mu += sh.ds[kk * nu + tid] * sh.s_mu[kk * nu + tid];
+                g_sigma += sh.ds[kk * nu + tid] * sh.s_sigma[kk * nu + tid];
+            }
+        }
+        __syncthreads();
+    }
+    if (tid < nu) {
+        mu_part[i * nu + tid] = g_mu;
+        sigma_part[i * nu + tid] = g_sigma;
+    }
+}
+
+// Sender side: out[j, n, f] = sum over j's pairs p of s_p[n] X_p[f] (+ B_p[n] Z_p[f]). One block
+// per (sender, block of NB sensitivities), one thread per feature.
+template <class T, int K, int NB>
+__global__ void sender_sum_kernel(const T* __restrict__ coord, const index_t* __restrict__ order,
+                                  const index_t* __restrict__ ptr, const T* __restrict__ mu,
+                                  const T* __restrict__ sigma, int nu, int features, T k, T rc, const T* __restrict__ X,
+                                  const T* __restrict__ B, const T* __restrict__ Z, T* __restrict__ out) {
+    __shared__ index_t pair_sh[K];
+    __shared__ T s_sh[K * NB], b_sh[K * NB];
+    const index_t j = blockIdx.x;
+    const int n0 = blockIdx.y * NB, nb = nu - n0 < NB ? nu - n0 : NB, f = threadIdx.x;
+    const index_t start = ptr[j], end = ptr[j + 1];
+    T acc[NB];
+    for (int n = 0; n < NB; ++n) acc[n] = T(0);
+    for (index_t c0 = start; c0 < end; c0 += K) {
+        const int count = int(min_index(K, end - c0));
+        for (int item = threadIdx.x; item < count * nb; item += blockDim.x) {
+            const int kk = item / nb, n = item - kk * nb;
+            const index_t p = order[c0 + kk];
+            const Pair<T> pr = load_pair(coord, p);
+            s_sh[kk * NB + n] = sensitivity(pr.inv_r, T(1) / mu[n0 + n], sigma[n0 + n], cutoff_terms(pr.r, k, rc)).s;
+            if (B != nullptr) b_sh[kk * NB + n] = B[p * nu + n0 + n];
+        }
+        for (int kk = threadIdx.x; kk < count; kk += blockDim.x) pair_sh[kk] = order[c0 + kk];
+        __syncthreads();
+        if (f < features) {
+            for (int kk = 0; kk < count; ++kk) {
+                const index_t p = pair_sh[kk];
+                const T x = X[p * features + f];
+                const T z = B != nullptr ? Z[p * features + f] : T(0);
+                for (int n = 0; n < NB; ++n)
+                    if (n < nb) acc[n] += s_sh[kk * NB + n] * x + (B != nullptr ? b_sh[kk * NB + n] * z : T(0));
+            }
+        }
+        __syncthreads();
+    }
+    if (f < features)
+        for (int n = 0; n < nb; ++n) out[(j * nu + n0 + n) * features + f] = acc[n];
+}
+
+}  // namespace hipnnts

@@ -1,0 +1,69 @@
+// Host API of the CUDA kernels: plain pointers and sizes, no torch. Compiled by nvcc for the GPU
+// and by a host C++ compiler with HIPNNTS_EMULATE for the emulator. Every function launches on
+// `stream` and returns nullptr on success or a message saying what failed.
+#pragma once
+
+#include <cstdint>
+
+#ifdef HIPNNTS_EMULATE
+using cudaStream_t = void*;
+#else
+#include <cuda_runtime.h>
+#endif
+
+namespace hipnnts {
+
+using index_t = int64_t;
+
+// Pairs grouped by atom: order (P,) pair ids, ptr (N + 1,) segment starts (see pair_index.py).
+struct Segments {
+    const index_t* order;
+    const index_t* ptr;
+};
+
+// Inputs of one interaction call (device pointers; lam1 / lam2 are null when lmax is lower).
+template <class T>
+struct InteractionInputs {
+    const T* Y;             // (N, nu, F)
+    const T* coord;         // (P, 3)
+    const index_t* second;  // (P,) sender of each pair
+    Segments receivers;
+    const T* mu;            // (nu,)
+    const T* sigma;         // (nu,)
+    const T* lam1;          // (F,) or null
+    const T* lam2;          // (F,) or null
+    index_t n_atoms;
+    int nu, features, lmax;
+    double cutoff, cusp_reg;
+};
+
+// Largest feature count (threads per block) the CSR kernels take.
+constexpr int kMaxFeatures = 1024;
+
+template <class T>
+const char* interaction_forward(const InteractionInputs<T>& in, T* out, cudaStream_t stream);
+
+// Receiver part of the backward: dt (P, F) scratch for sender_sum, grad_coord (P, 3), and per-atom
+// partial gradients mu_part, sigma_part (N, nu), lam1_part, lam2_part (N, F; unused below their lmax).
+template <class T>
+const char* interaction_backward(const InteractionInputs<T>& in, const T* grad_out, T* dt, T* grad_coord, T* mu_part,
+                                 T* sigma_part, T* lam1_part, T* lam2_part, cudaStream_t stream);
+
+// out[j] = sum over sender j's pairs p of s_p (x) X_p (+ B_p (x) Z_p when B is not null): (N, nu, F).
+template <class T>
+const char* sender_sum(const InteractionInputs<T>& in, Segments senders, const T* X, const T* B, const T* Z, T* out,
+                       cudaStream_t stream);
+
+template <class T>
+const char* envsum(const T* sens, const T* feat, const index_t* second, Segments receivers, index_t n_atoms, int nu,
+                   int features, T* env, cudaStream_t stream);
+
+template <class T>
+const char* sensesum(const T* env, const T* feat, const index_t* second, Segments receivers, index_t n_atoms, int nu,
+                     int features, T* sens, cudaStream_t stream);
+
+template <class T>
+const char* featsum(const T* env, const T* sens, const index_t* first, Segments senders, index_t n_atoms, int nu,
+                    int features, T* feat, cudaStream_t stream);
+
+}  // namespace hipnnts

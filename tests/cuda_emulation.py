@@ -1,0 +1,87 @@
+"""The CUDA kernels of csrc/ built for the host emulator (csrc/emulation) and driven through the
+"cuda" backend's own glue (hipnnts_kernels.cuda_backend.CudaKernels), for the CPU test suite.
+
+:func:`build` compiles csrc/kernels/launch.cu and csrc/emulation/capi.cpp with the host C++
+compiler into a shared library; :class:`EmulatedLaunchers` calls it through ctypes on CPU tensors.
+"""
+from __future__ import annotations
+
+import ctypes
+import shutil
+import subprocess
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCES = [ROOT / "csrc" / "kernels" / "launch.cu", ROOT / "csrc" / "emulation" / "capi.cpp"]
+
+
+def build(directory: Path) -> ctypes.CDLL:
+    """Compile the emulated kernels into ``directory`` and load them."""
+    compiler = shutil.which("g++") or shutil.which("c++")
+    if compiler is None:
+        raise RuntimeError("no host C++ compiler (g++) to build the emulated CUDA kernels")
+    library = directory / "libhipnnts_emulated.so"
+    command = [compiler, "-std=c++17", "-O2", "-DHIPNNTS_EMULATE", "-shared", "-fPIC", "-pthread", "-Wall", "-Werror"]
+    command += [arg for source in SOURCES for arg in ("-x", "c++", str(source))] + ["-o", str(library)]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"building the emulated kernels failed:\n{result.stderr}")
+    return ctypes.CDLL(str(library))
+
+
+def _ptr(t: torch.Tensor | None) -> ctypes.c_void_p:
+    if t is None:
+        return ctypes.c_void_p(None)
+    assert t.device.type == "cpu" and (t.is_contiguous() or t.numel() == 0)
+    return ctypes.c_void_p(t.data_ptr() if t.numel() else None)
+
+
+class EmulatedLaunchers:
+    """The launch primitives of hipnnts_kernels.cuda_backend.Launchers, run by the host emulator."""
+
+    def __init__(self, lib: ctypes.CDLL):
+        self.lib = lib
+        for name in ("interaction_forward", "interaction_backward", "sender_sum", "envsum", "sensesum", "featsum"):
+            getattr(lib, f"hipnnts_emu_{name}").restype = ctypes.c_char_p
+
+    def _call(self, name: str, *args):
+        message = getattr(self.lib, f"hipnnts_emu_{name}")(*args)
+        if message is not None:
+            raise RuntimeError(f"emulated {name}: {message.decode()}")
+
+    @staticmethod
+    def _inputs(Y, coord, second, order, ptr, mu, sigma, lam1, lam2, cutoff, cusp_reg, lmax):
+        n_atoms, nu, features = Y.shape
+        return (ctypes.c_int(Y.dtype == torch.float64), _ptr(Y), _ptr(coord), _ptr(second), _ptr(order), _ptr(ptr),
+                _ptr(mu), _ptr(sigma), _ptr(lam1), _ptr(lam2), ctypes.c_int64(n_atoms), ctypes.c_int(nu),
+                ctypes.c_int(features), ctypes.c_int(lmax), ctypes.c_double(cutoff), ctypes.c_double(cusp_reg))
+
+    def interaction_forward(self, *args):
+        *inputs, out = args
+        self._call("interaction_forward", *self._inputs(*inputs), _ptr(out))
+
+    def interaction_backward(self, *args):
+        inputs, outputs = args[:12], args[12:]
+        self._call("interaction_backward", *self._inputs(*inputs), *(_ptr(t) for t in outputs))
+
+    def sender_sum(self, coord, order, ptr, mu, sigma, cutoff, X, B, Z, out):
+        n_atoms, nu, features = out.shape
+        self._call("sender_sum", ctypes.c_int(out.dtype == torch.float64), _ptr(None), _ptr(coord), _ptr(None),
+                   _ptr(None), _ptr(None), _ptr(mu), _ptr(sigma), _ptr(None), _ptr(None), ctypes.c_int64(n_atoms),
+                   ctypes.c_int(nu), ctypes.c_int(features), ctypes.c_int(0), ctypes.c_double(cutoff),
+                   ctypes.c_double(0.0), _ptr(order), _ptr(ptr), _ptr(X), _ptr(B), _ptr(Z), _ptr(out))
+
+    def _family(self, name, a, b, atom, order, ptr, out, n_atoms, nu, features):
+        self._call(name, ctypes.c_int(out.dtype == torch.float64), _ptr(a), _ptr(b), _ptr(atom), _ptr(order),
+                   _ptr(ptr), ctypes.c_int64(n_atoms), ctypes.c_int(nu), ctypes.c_int(features), _ptr(out))
+
+    def envsum(self, sens, feat, second, order, ptr, out):
+        self._family("envsum", sens, feat, second, order, ptr, out, *out.shape)
+
+    def sensesum(self, env, feat, second, order, ptr, out):
+        self._family("sensesum", env, feat, second, order, ptr, out, *env.shape)
+
+    def featsum(self, env, sens, first, order, ptr, out):
+        self._family("featsum", env, sens, first, order, ptr, out, *env.shape)
