@@ -85,9 +85,8 @@ class CudaKernels:
         grad_Y = Y.new_empty(Y.shape)
         self.launch.sender_sum(inputs[1], index.sender_order, index.sender_ptr, inputs[5], inputs[6], inputs[9], dt,
                                None, None, grad_Y)
-        empty = Y.new_zeros(0)
-        return (grad_Y, grad_coord, mu_part.sum(0), sigma_part.sum(0), lam1_part.sum(0) if lmax >= 1 else empty,
-                lam2_part.sum(0) if lmax >= 2 else empty)
+        return (grad_Y, grad_coord, mu_part.sum(0), sigma_part.sum(0),
+                lam1_part.sum(0) if lmax >= 1 else Y.new_zeros(0), lam2_part.sum(0) if lmax >= 2 else Y.new_zeros(0))
 
     def envsum(self, sens, feat, pair_first, pair_second) -> Tensor:
         index = pair_index(pair_first, pair_second, feat.shape[0])
@@ -115,12 +114,22 @@ class CudaKernels:
 OPS = ("interaction", "interaction_backward", "envsum", "sensesum", "featsum")
 
 
+_PRIMITIVES = ("interaction_forward", "interaction_backward", "sender_sum", "envsum", "sensesum", "featsum")
+
+
 class _ExtensionLaunchers:
-    """The compiled extension's ``torch.ops.hipnnts_cuda`` primitives."""
+    """The compiled extension's ``torch.ops.hipnnts_cuda`` primitives, loaded on first use (with
+    fake kernels, so that they also trace under ``torch.compile``; they return nothing)."""
+
+    loaded = False
 
     def __getattr__(self, name):
-        import hipnnts_kernels._C  # noqa: F401  (registers torch.ops.hipnnts_cuda)
+        if not _ExtensionLaunchers.loaded:
+            import hipnnts_kernels._C  # noqa: F401  (registers torch.ops.hipnnts_cuda)
 
+            for primitive in _PRIMITIVES:
+                torch.library.register_fake(f"hipnnts_cuda::{primitive}")(lambda *args: None)
+            _ExtensionLaunchers.loaded = True
         return getattr(torch.ops.hipnnts_cuda, name)
 
 

@@ -14,7 +14,8 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-from hipnnts_kernels import pairs_within_cutoff
+from hipnnts_kernels import HipnnTS, pairs_within_cutoff
+from hipnnts_kernels.synthetic import random_molecules
 
 
 def shuffled_pairs(positions, mol_index, cutoff, *, seed: int):
@@ -22,6 +23,36 @@ def shuffled_pairs(positions, mol_index, cutoff, *, seed: int):
     pf, ps = pairs_within_cutoff(positions, mol_index, cutoff)
     perm = torch.randperm(pf.shape[0], generator=torch.Generator().manual_seed(seed))
     return pf[perm], ps[perm]
+
+
+def training_step(backend: str, device: torch.device, lmax: int, n_molecules: int, max_atoms: int, features: int,
+                  nu: int) -> tuple:
+    """One float64 force-training step of a small HipnnTS on ``backend``: energies, forces and the
+    gradient of energy + force + hierarchicality loss for every named parameter."""
+    species, positions, mol_index = random_molecules(n_molecules, 1, max_atoms, seed=lmax)
+    pf, ps = shuffled_pairs(positions, mol_index, 3.0, seed=lmax)
+    species, positions, mol_index, pf, ps = (t.to(device) for t in (species, positions, mol_index, pf, ps))
+    torch.manual_seed(0)
+    model = HipnnTS(n_features=features, n_sensitivities=nu, dist_soft_min=0.8, dist_soft_max=2.5, cutoff=3.0,
+                    n_interaction_layers=2, n_atom_layers=1, lmax=lmax, backend=backend).double().to(device)
+    model.train()
+    out = model(species, positions, mol_index, pf, ps, n_molecules=int(mol_index.max()) + 1, forces=True)
+    loss = out.energy.square().mean() + out.forces.square().mean() + out.hierarchicality.mean()
+    names, params = zip(*model.named_parameters())
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    return out.energy.detach(), out.forces.detach(), dict(zip(names, grads))
+
+
+def assert_same_training_step(got: tuple, want: tuple) -> None:
+    """Energies and forces to 1e-10, parameter gradients to 1e-9 (relative to their largest entry)."""
+    for a, b in zip(got[:2], want[:2]):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10 * float(b.abs().max()))
+    for name, b in want[2].items():
+        a = got[2][name]
+        assert (a is None) == (b is None), name
+        if b is not None:
+            torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9 * float(b.abs().max()) + 1e-300,
+                                       msg=lambda m, name=name: f"{name}: {m}")
 
 
 @pytest.fixture(autouse=True)

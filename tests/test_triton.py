@@ -6,14 +6,13 @@ GPU they run on CUDA tensors at realistic sizes.
 from __future__ import annotations
 
 import importlib.util
-import math
 
 import pytest
 import torch
-from conftest import shuffled_pairs
+from conftest import assert_same_training_step, shuffled_pairs, training_step
 from test_ops import CUTOFF, FLOAT_KEYS, envsum_inputs, interaction_fn, interaction_inputs
 
-from hipnnts_kernels import HipnnTS, backends, ops, reference
+from hipnnts_kernels import backends, ops, reference
 from hipnnts_kernels.ops.envsum import _envsum, _featsum, _sensesum
 from hipnnts_kernels.ops.geometry import _sensitivity, _tensor_factors
 from hipnnts_kernels.ops.interaction import _interaction, _interaction_backward, _interaction_double_backward
@@ -256,30 +255,5 @@ def test_torch_compile_traces_the_triton_backend():
 @pytest.mark.parametrize("lmax", [0, 2])
 def test_training_step_matches_reference(lmax):
     features, nu = (SIZE[3], SIZE[2]) if ON_GPU else (4, 3)
-    species, positions, mol_index = random_molecules(MOLECULES[0], 1, MOLECULES[1], seed=lmax)
-    positions = positions.to(DEVICE)
-    n_molecules = int(mol_index.max()) + 1
-    species, mol_index = species.to(DEVICE), mol_index.to(DEVICE)
-    pf, ps = shuffled_pairs(positions.cpu(), mol_index.cpu(), 3.0, seed=lmax)
-    pf, ps = pf.to(DEVICE), ps.to(DEVICE)
-    results = {}
-    for backend in ("reference", "triton"):
-        torch.manual_seed(0)
-        model = HipnnTS(n_features=features, n_sensitivities=nu, dist_soft_min=0.8, dist_soft_max=2.5, cutoff=3.0,
-                        n_interaction_layers=2, n_atom_layers=1, lmax=lmax, backend=backend).double().to(DEVICE)
-        model.train()
-        out = model(species, positions, mol_index, pf, ps, n_molecules=n_molecules, forces=True)
-        loss = out.energy.square().mean() + out.forces.square().mean() + out.hierarchicality.mean()
-        names, params = zip(*model.named_parameters())
-        grads = torch.autograd.grad(loss, params, allow_unused=True)
-        results[backend] = (out.energy.detach(), out.forces.detach(), dict(zip(names, grads)))
-    (e_ref, f_ref, g_ref), (e_tri, f_tri, g_tri) = results["reference"], results["triton"]
-    torch.testing.assert_close(e_tri, e_ref, rtol=1e-10, atol=1e-10 * float(e_ref.abs().max()))
-    torch.testing.assert_close(f_tri, f_ref, rtol=1e-10, atol=1e-10 * float(f_ref.abs().max()))
-    for name, want in g_ref.items():
-        got = g_tri[name]
-        assert (got is None) == (want is None), name
-        if want is not None:
-            torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9 * float(want.abs().max()) + 1e-300,
-                                       msg=lambda m, name=name: f"{name}: {m}")
-    assert math.isfinite(float(e_tri.sum()))
+    args = (DEVICE, lmax, *MOLECULES, features, nu)
+    assert_same_training_step(training_step("triton", *args), training_step("reference", *args))

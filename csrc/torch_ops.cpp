@@ -1,0 +1,214 @@
+// torch registration of the CUDA kernels: the hipnnts_cuda operator namespace holds launch
+// primitives that write into the tensors they are given (schemas in TORCH_LIBRARY, CUDA
+// implementations in TORCH_LIBRARY_IMPL). hipnnts_kernels/cuda_backend.py allocates the outputs
+// and calls them from the public ops, which own the autograd and fake kernels.
+#include <ATen/ATen.h>
+#include <Python.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include <optional>
+
+#include "kernels/launch.h"
+
+namespace {
+
+using hipnnts::index_t;
+using OptionalTensor = std::optional<at::Tensor>;
+
+void check_float(const at::Tensor& t, const char* name, const at::Tensor& like) {
+    TORCH_CHECK(t.is_cuda(), "hipnnts_cuda: ", name, " must be a CUDA tensor, got ", t.device());
+    TORCH_CHECK(t.device() == like.device(), "hipnnts_cuda: ", name, " is on ", t.device(), " but Y is on ",
+                like.device());
+    TORCH_CHECK(t.scalar_type() == like.scalar_type(), "hipnnts_cuda: ", name, " has dtype ", t.scalar_type(),
+                " but expected ", like.scalar_type());
+    TORCH_CHECK(t.is_contiguous(), "hipnnts_cuda: ", name, " must be contiguous");
+}
+
+void check_index(const at::Tensor& t, const char* name, const at::Tensor& like) {
+    TORCH_CHECK(t.is_cuda() && t.device() == like.device(), "hipnnts_cuda: ", name, " must be on ", like.device());
+    TORCH_CHECK(t.scalar_type() == at::kLong, "hipnnts_cuda: ", name, " must be int64, got ", t.scalar_type());
+    TORCH_CHECK(t.is_contiguous(), "hipnnts_cuda: ", name, " must be contiguous");
+}
+
+void raise_if(const char* error, const char* op) {
+    TORCH_CHECK(error == nullptr, "hipnnts_cuda::", op, " failed: ", error);
+}
+
+template <class T>
+const T* optional_ptr(const OptionalTensor& t) {
+    return t.has_value() ? t->data_ptr<T>() : nullptr;
+}
+
+template <class T>
+hipnnts::InteractionInputs<T> interaction_inputs(const at::Tensor& Y, const at::Tensor& coord, const at::Tensor& second,
+                                                 const at::Tensor& order, const at::Tensor& ptr, const at::Tensor& mu,
+                                                 const at::Tensor& sigma, const OptionalTensor& lam1,
+                                                 const OptionalTensor& lam2, double cutoff, double cusp_reg,
+                                                 int64_t lmax) {
+    return {Y.data_ptr<T>(), coord.data_ptr<T>(), second.data_ptr<index_t>(),
+            hipnnts::Segments{order.data_ptr<index_t>(), ptr.data_ptr<index_t>()}, mu.data_ptr<T>(),
+            sigma.data_ptr<T>(), optional_ptr<T>(lam1), optional_ptr<T>(lam2), Y.size(0), int(Y.size(1)),
+            int(Y.size(2)), int(lmax), cutoff, cusp_reg};
+}
+
+void check_interaction(const at::Tensor& Y, const at::Tensor& coord, const at::Tensor& second, const at::Tensor& order,
+                       const at::Tensor& ptr, const at::Tensor& mu, const at::Tensor& sigma, const OptionalTensor& lam1,
+                       const OptionalTensor& lam2, int64_t lmax) {
+    TORCH_CHECK(Y.dim() == 3, "hipnnts_cuda: Y must be (N, nu, F), got ", Y.sizes());
+    TORCH_CHECK(Y.scalar_type() == at::kFloat || Y.scalar_type() == at::kDouble,
+                "hipnnts_cuda: Y must be float32 or float64, got ", Y.scalar_type());
+    check_float(Y, "Y", Y);
+    check_float(coord, "pair_coord", Y);
+    check_float(mu, "mu", Y);
+    check_float(sigma, "sigma", Y);
+    check_index(second, "pair_second", Y);
+    check_index(order, "receiver_order", Y);
+    check_index(ptr, "receiver_ptr", Y);
+    TORCH_CHECK(ptr.numel() == Y.size(0) + 1, "hipnnts_cuda: receiver_ptr must have N + 1 entries");
+    TORCH_CHECK(lmax >= 0 && lmax <= 2, "hipnnts_cuda: lmax must be 0, 1 or 2, got ", lmax);
+    TORCH_CHECK(lam1.has_value() == (lmax >= 1), "hipnnts_cuda: vecscales must be given exactly when lmax >= 1");
+    TORCH_CHECK(lam2.has_value() == (lmax >= 2), "hipnnts_cuda: quadscales must be given exactly when lmax == 2");
+    if (lam1) check_float(*lam1, "vecscales", Y);
+    if (lam2) check_float(*lam2, "quadscales", Y);
+}
+
+cudaStream_t current_stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
+
+void interaction_forward(const at::Tensor& Y, const at::Tensor& coord, const at::Tensor& second,
+                         const at::Tensor& order, const at::Tensor& ptr, const at::Tensor& mu, const at::Tensor& sigma,
+                         const OptionalTensor& lam1, const OptionalTensor& lam2, double cutoff, double cusp_reg,
+                         int64_t lmax, at::Tensor& out) {
+    check_interaction(Y, coord, second, order, ptr, mu, sigma, lam1, lam2, lmax);
+    check_float(out, "out", Y);
+    const c10::cuda::CUDAGuard guard(Y.device());
+    AT_DISPATCH_FLOATING_TYPES(Y.scalar_type(), "interaction_forward", [&] {
+        raise_if(hipnnts::interaction_forward<scalar_t>(
+                     interaction_inputs<scalar_t>(Y, coord, second, order, ptr, mu, sigma, lam1, lam2, cutoff, cusp_reg,
+                                                  lmax),
+                     out.data_ptr<scalar_t>(), current_stream()),
+                 "interaction_forward");
+    });
+}
+
+void interaction_backward(const at::Tensor& Y, const at::Tensor& coord, const at::Tensor& second,
+                          const at::Tensor& order, const at::Tensor& ptr, const at::Tensor& mu,
+                          const at::Tensor& sigma, const OptionalTensor& lam1, const OptionalTensor& lam2,
+                          double cutoff, double cusp_reg, int64_t lmax, const at::Tensor& grad_out, at::Tensor& dt,
+                          at::Tensor& grad_coord, at::Tensor& mu_part, at::Tensor& sigma_part, at::Tensor& lam1_part,
+                          at::Tensor& lam2_part) {
+    check_interaction(Y, coord, second, order, ptr, mu, sigma, lam1, lam2, lmax);
+    for (const auto& [t, name] : {std::pair{&grad_out, "grad_out"}, {&dt, "dt"}, {&grad_coord, "grad_coord"},
+                                  {&mu_part, "mu_part"}, {&sigma_part, "sigma_part"}, {&lam1_part, "lam1_part"},
+                                  {&lam2_part, "lam2_part"}})
+        check_float(*t, name, Y);
+    const c10::cuda::CUDAGuard guard(Y.device());
+    AT_DISPATCH_FLOATING_TYPES(Y.scalar_type(), "interaction_backward", [&] {
+        raise_if(hipnnts::interaction_backward<scalar_t>(
+                     interaction_inputs<scalar_t>(Y, coord, second, order, ptr, mu, sigma, lam1, lam2, cutoff, cusp_reg,
+                                                  lmax),
+                     grad_out.data_ptr<scalar_t>(), dt.data_ptr<scalar_t>(), grad_coord.data_ptr<scalar_t>(),
+                     mu_part.data_ptr<scalar_t>(), sigma_part.data_ptr<scalar_t>(), lam1_part.data_ptr<scalar_t>(),
+                     lam2_part.data_ptr<scalar_t>(), current_stream()),
+                 "interaction_backward");
+    });
+}
+
+void sender_sum(const at::Tensor& coord, const at::Tensor& order, const at::Tensor& ptr, const at::Tensor& mu,
+                const at::Tensor& sigma, double cutoff, const at::Tensor& X, const OptionalTensor& B,
+                const OptionalTensor& Z, at::Tensor& out) {
+    TORCH_CHECK(out.dim() == 3, "hipnnts_cuda: out must be (N, nu, F), got ", out.sizes());
+    for (const auto& [t, name] : {std::pair{&coord, "pair_coord"}, {&mu, "mu"}, {&sigma, "sigma"}, {&X, "X"}})
+        check_float(*t, name, out);
+    TORCH_CHECK(B.has_value() == Z.has_value(), "hipnnts_cuda: B and Z go together");
+    if (B) check_float(*B, "B", out);
+    if (Z) check_float(*Z, "Z", out);
+    check_index(order, "sender_order", out);
+    check_index(ptr, "sender_ptr", out);
+    const c10::cuda::CUDAGuard guard(out.device());
+    AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "sender_sum", [&] {
+        hipnnts::InteractionInputs<scalar_t> in{};
+        in.coord = coord.data_ptr<scalar_t>();
+        in.mu = mu.data_ptr<scalar_t>();
+        in.sigma = sigma.data_ptr<scalar_t>();
+        in.n_atoms = out.size(0);
+        in.nu = int(out.size(1));
+        in.features = int(out.size(2));
+        in.cutoff = cutoff;
+        raise_if(hipnnts::sender_sum<scalar_t>(in, hipnnts::Segments{order.data_ptr<index_t>(), ptr.data_ptr<index_t>()},
+                                               X.data_ptr<scalar_t>(), optional_ptr<scalar_t>(B),
+                                               optional_ptr<scalar_t>(Z), out.data_ptr<scalar_t>(), current_stream()),
+                 "sender_sum");
+    });
+}
+
+// envsum / sensesum / featsum: (a, b) are (sens, feat), (env, feat), (env, sens); `atom` is the
+// partner index (pair_second for the first two, pair_first for featsum); `shape_of` holds (N, nu, F).
+template <class Launch>
+void family(const char* op, const at::Tensor& a, const at::Tensor& b, const at::Tensor& atom, const at::Tensor& order,
+            const at::Tensor& ptr, const at::Tensor& shape_of, at::Tensor& out, Launch launch) {
+    TORCH_CHECK(shape_of.dim() == 3, "hipnnts_cuda::", op, ": expected an (N, nu, F) tensor, got ", shape_of.sizes());
+    TORCH_CHECK(a.scalar_type() == at::kFloat || a.scalar_type() == at::kDouble, "hipnnts_cuda::", op,
+                ": float32 or float64 inputs expected, got ", a.scalar_type());
+    check_float(a, "a", a);
+    check_float(b, "b", a);
+    check_float(out, "out", a);
+    check_index(atom, "pair index", a);
+    check_index(order, "order", a);
+    check_index(ptr, "ptr", a);
+    const c10::cuda::CUDAGuard guard(a.device());
+    AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "hipnnts_cuda_envsum_family", [&] {
+        raise_if(launch(a.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(), atom.data_ptr<index_t>(),
+                        hipnnts::Segments{order.data_ptr<index_t>(), ptr.data_ptr<index_t>()}, shape_of.size(0),
+                        int(shape_of.size(1)), int(shape_of.size(2)), out.data_ptr<scalar_t>(), current_stream()),
+                 op);
+    });
+}
+
+void envsum(const at::Tensor& sens, const at::Tensor& feat, const at::Tensor& second, const at::Tensor& order,
+            const at::Tensor& ptr, at::Tensor& out) {
+    family("envsum", sens, feat, second, order, ptr, out, out, [](auto... args) { return hipnnts::envsum(args...); });
+}
+
+void sensesum(const at::Tensor& env, const at::Tensor& feat, const at::Tensor& second, const at::Tensor& order,
+              const at::Tensor& ptr, at::Tensor& out) {
+    family("sensesum", env, feat, second, order, ptr, env, out, [](auto... args) { return hipnnts::sensesum(args...); });
+}
+
+void featsum(const at::Tensor& env, const at::Tensor& sens, const at::Tensor& first, const at::Tensor& order,
+             const at::Tensor& ptr, at::Tensor& out) {
+    family("featsum", env, sens, first, order, ptr, env, out, [](auto... args) { return hipnnts::featsum(args...); });
+}
+
+}  // namespace
+
+TORCH_LIBRARY(hipnnts_cuda, m) {
+    m.def("interaction_forward(Tensor Y, Tensor pair_coord, Tensor pair_second, Tensor receiver_order, "
+          "Tensor receiver_ptr, Tensor mu, Tensor sigma, Tensor? vecscales, Tensor? quadscales, float cutoff, "
+          "float cusp_reg, int lmax, Tensor(a!) out) -> ()");
+    m.def("interaction_backward(Tensor Y, Tensor pair_coord, Tensor pair_second, Tensor receiver_order, "
+          "Tensor receiver_ptr, Tensor mu, Tensor sigma, Tensor? vecscales, Tensor? quadscales, float cutoff, "
+          "float cusp_reg, int lmax, Tensor grad_out, Tensor(a!) dt, Tensor(b!) grad_coord, Tensor(c!) mu_part, "
+          "Tensor(d!) sigma_part, Tensor(e!) lam1_part, Tensor(f!) lam2_part) -> ()");
+    m.def("sender_sum(Tensor pair_coord, Tensor sender_order, Tensor sender_ptr, Tensor mu, Tensor sigma, "
+          "float cutoff, Tensor X, Tensor? B, Tensor? Z, Tensor(a!) out) -> ()");
+    m.def("envsum(Tensor sens, Tensor feat, Tensor pair_second, Tensor order, Tensor ptr, Tensor(a!) out) -> ()");
+    m.def("sensesum(Tensor env, Tensor feat, Tensor pair_second, Tensor order, Tensor ptr, Tensor(a!) out) -> ()");
+    m.def("featsum(Tensor env, Tensor sens, Tensor pair_first, Tensor order, Tensor ptr, Tensor(a!) out) -> ()");
+}
+
+TORCH_LIBRARY_IMPL(hipnnts_cuda, CUDA, m) {
+    m.impl("interaction_forward", &interaction_forward);
+    m.impl("interaction_backward", &interaction_backward);
+    m.impl("sender_sum", &sender_sum);
+    m.impl("envsum", &envsum);
+    m.impl("sensesum", &sensesum);
+    m.impl("featsum", &featsum);
+}
+
+// Importable as hipnnts_kernels._C; importing it runs the registrations above.
+extern "C" PyObject* PyInit__C(void) {
+    static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+    return PyModule_Create(&module);
+}

@@ -1,0 +1,152 @@
+"""The CUDA kernels (csrc/) against the reference, on a GPU and in the host emulator.
+
+Every test runs twice: ``gpu`` (the built extension on CUDA tensors; skipped without a GPU or
+without ``hipnnts_kernels._C``) and ``emulated`` (the same sources compiled for the host
+emulator, on CPU tensors). The emulator runs each thread block as real threads meeting at
+__syncthreads(), with shared memory poisoned with NaN before each block
+(csrc/emulation/host_cuda.h): it checks the kernels' indexing, synchronisation structure and
+arithmetic without a GPU, though nothing about speed or the GPU memory model.
+"""
+from __future__ import annotations
+
+import importlib.util
+import shutil
+
+import pytest
+import torch
+from conftest import assert_same_training_step, training_step
+from cuda_emulation import EmulatedLaunchers, build
+from test_ops import CUTOFF, envsum_inputs, interaction_fn, interaction_inputs
+from test_triton import assert_close_f64, case_inputs, op_args
+
+from hipnnts_kernels import backends, ops, reference
+from hipnnts_kernels.cuda_backend import OPS, CudaKernels
+
+F64, F32 = torch.float64, torch.float32
+HAVE_GPU = torch.cuda.is_available() and importlib.util.find_spec("hipnnts_kernels._C") is not None
+HAVE_COMPILER = shutil.which("g++") is not None or shutil.which("c++") is not None
+
+
+@pytest.fixture(scope="module", params=[
+    pytest.param("gpu", marks=pytest.mark.skipif(not HAVE_GPU, reason="needs a GPU and the built extension")),
+    pytest.param("emulated", marks=pytest.mark.skipif(not HAVE_COMPILER, reason="needs a host C++ compiler")),
+])
+def target(request, tmp_path_factory) -> tuple[CudaKernels, torch.device]:
+    """(the "cuda" backend's implementations, the device their tensors live on)."""
+    if request.param == "gpu":
+        from hipnnts_kernels import cuda_backend
+
+        return cuda_backend._KERNELS, torch.device("cuda")
+    return CudaKernels(EmulatedLaunchers(build(tmp_path_factory.mktemp("cuda_emulated")))), torch.device("cpu")
+
+
+@pytest.fixture
+def kernels(target) -> CudaKernels:
+    return target[0]
+
+
+@pytest.fixture
+def cuda_backend(target, monkeypatch) -> str:
+    """A backend name for the public ops that runs these kernels on their device."""
+    impl, device = target
+    if device.type == "cuda":
+        return "cuda"
+    monkeypatch.setitem(backends._AVAILABILITY, "cuda-emulated", lambda device: None)
+    for op in OPS:
+        monkeypatch.setitem(backends._IMPLEMENTATIONS, (op, "cuda-emulated"), getattr(impl, op))
+    return "cuda-emulated"
+
+
+def on(target, x: dict, dtype=None) -> dict:
+    """The tensors of ``x`` on the target's device (floating ones cast to ``dtype`` if given)."""
+    device = target[1]
+    out = {}
+    for k, v in x.items():
+        if isinstance(v, torch.Tensor):
+            v = v.to(device=device, dtype=dtype if dtype is not None and v.is_floating_point() else v.dtype)
+        out[k] = v
+    return out
+
+
+def forward_backward(impl, x: dict, lmax: int, seed: int = 0) -> list[torch.Tensor]:
+    args = op_args(x, lmax)
+    out = impl.interaction(*args)
+    grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed), dtype=F64).to(out)
+    return [out, *impl.interaction_backward(grad_out, *args)]
+
+
+@pytest.mark.parametrize("case", ["random", "empty", "one_molecule", "many_molecules"])
+@pytest.mark.parametrize("lmax", [0, 1, 2])
+def test_interaction_forward_and_backward_match_reference(target, kernels, case, lmax):
+    x = on(target, case_inputs(case, lmax, seed=lmax))
+    assert_close_f64(forward_backward(kernels, x, lmax), forward_backward(reference, x, lmax))
+
+
+def test_int32_indices_and_wide_layers(target, kernels):
+    x = on(target, interaction_inputs(2, n_atoms=5, n_pairs=12, nu=37, features=70, seed=3))  # nu > 32, F % 32 != 0
+    want = forward_backward(reference, x, 2)
+    x = dict(x, pair_first=x["pair_first"].int(), pair_second=x["pair_second"].int())
+    assert_close_f64(forward_backward(kernels, x, 2), want)
+
+
+@pytest.mark.parametrize("lmax", [0, 2])
+def test_float32_error_is_within_a_small_factor_of_the_reference(target, kernels, lmax):
+    x64 = on(target, case_inputs("many_molecules", lmax, seed=11))
+    exact = forward_backward(reference, x64, lmax)
+    x32 = on(target, x64, F32)
+    for a, b, e in zip(forward_backward(kernels, x32, lmax), forward_backward(reference, x32, lmax), exact):
+        if e.numel():
+            err_fast, err_ref = (a.double() - e).abs().max(), (b.double() - e).abs().max()
+            assert err_fast <= 4 * err_ref + 2 * torch.finfo(F32).eps * e.abs().max()
+
+
+def test_results_are_bitwise_reproducible(target, kernels):
+    x = on(target, case_inputs("many_molecules", 2, seed=5))
+    first, second = forward_backward(kernels, x, 2), forward_backward(kernels, x, 2)
+    assert all(torch.equal(a, b) for a, b in zip(first, second))
+
+
+def test_gradcheck_through_the_op(target, cuda_backend):
+    """First derivatives from the kernels; the double backward runs the reference (no kernel yet)."""
+    x = on(target, interaction_inputs(2, n_atoms=4, n_pairs=8, nu=2, features=3, seed=6))
+    fn, leaves = interaction_fn(x, 2)
+    on_kernels = lambda *xs: fn(*xs, backend=cuda_backend)  # noqa: E731
+    assert torch.autograd.gradcheck(on_kernels, leaves, fast_mode=True)
+    assert torch.autograd.gradgradcheck(on_kernels, leaves, fast_mode=True)
+
+
+FAMILY = {"envsum": ("sens", "feat"), "sensesum": ("env", "feat"), "featsum": ("env", "sens")}
+
+
+@pytest.mark.parametrize("name", list(FAMILY))
+def test_envsum_family_matches_reference(target, kernels, cuda_backend, name):
+    x = on(target, envsum_inputs(seed=6, n_atoms=7, n_pairs=30, nu=20, features=40))
+    a, b = (x[k] for k in FAMILY[name])
+    want = getattr(reference, name)(a, b, x["pf"], x["ps"])
+    torch.testing.assert_close(getattr(kernels, name)(a, b, x["pf"], x["ps"]), want, rtol=1e-12, atol=1e-12)
+    small = on(target, envsum_inputs(seed=1, n_atoms=4, n_pairs=6, nu=2, features=3))
+    a, b = (small[k].requires_grad_() for k in FAMILY[name])
+    op = getattr(ops, name)
+    fn = lambda a, b: op(a, b, small["pf"], small["ps"], backend=cuda_backend)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (a, b), fast_mode=True)
+
+
+def test_too_many_features_is_a_clear_error(target, kernels):
+    x = on(target, interaction_inputs(0, n_atoms=3, n_pairs=4, nu=1, features=1025, seed=0))
+    with pytest.raises(RuntimeError, match="at most 1024 features"):
+        kernels.interaction(*op_args(x, 0))
+
+
+def test_cutoff_is_respected(target, kernels):
+    x = on(target, interaction_inputs(1, seed=8))  # its pair 0 lies beyond the cutoff
+    assert x["pair_coord"][0].norm() > CUTOFF
+    assert_close_f64(forward_backward(kernels, x, 1), forward_backward(reference, x, 1))
+
+
+@pytest.mark.parametrize("lmax", [0, 2])
+def test_training_step_matches_reference(target, cuda_backend, lmax):
+    """A HipnnTS force-training step: forward and backward on the kernels, double backward on the reference."""
+    device = target[1]
+    size = (24, 20, 32, 20) if device.type == "cuda" else (3, 4, 4, 3)
+    want = training_step("reference", device, lmax, *size)
+    assert_same_training_step(training_step(cuda_backend, device, lmax, *size), want)
