@@ -115,6 +115,40 @@ void interaction_backward(const at::Tensor& Y, const at::Tensor& coord, const at
     });
 }
 
+void interaction_double_backward(const at::Tensor& Y, const at::Tensor& coord, const at::Tensor& second,
+                                 const at::Tensor& order, const at::Tensor& ptr, const at::Tensor& mu,
+                                 const at::Tensor& sigma, const OptionalTensor& lam1, const OptionalTensor& lam2,
+                                 double cutoff, double cusp_reg, int64_t lmax, const OptionalTensor& v_Y,
+                                 const at::Tensor& v_coord, const at::Tensor& v_mu, const at::Tensor& v_sigma,
+                                 const OptionalTensor& v_lam1, const OptionalTensor& v_lam2, const at::Tensor& grad_out,
+                                 at::Tensor& dt, at::Tensor& bar_t, at::Tensor& bar_ds, at::Tensor& grad_coord,
+                                 at::Tensor& mu_part, at::Tensor& sigma_part, at::Tensor& grad_grad_out,
+                                 at::Tensor& lam1_part, at::Tensor& lam2_part) {
+    check_interaction(Y, coord, second, order, ptr, mu, sigma, lam1, lam2, lmax);
+    for (const auto& [t, name] :
+         {std::pair{&v_coord, "v_coord"}, {&v_mu, "v_mu"}, {&v_sigma, "v_sigma"}, {&grad_out, "grad_out"},
+          {&dt, "dt"}, {&bar_t, "bar_t"}, {&bar_ds, "bar_ds"}, {&grad_coord, "grad_coord"}, {&mu_part, "mu_part"},
+          {&sigma_part, "sigma_part"}, {&grad_grad_out, "grad_grad_out"}, {&lam1_part, "lam1_part"},
+          {&lam2_part, "lam2_part"}})
+        check_float(*t, name, Y);
+    for (const auto& [t, name] : {std::pair{&v_Y, "v_Y"}, {&v_lam1, "v_vecscales"}, {&v_lam2, "v_quadscales"}})
+        if (t->has_value()) check_float(**t, name, Y);
+    const c10::cuda::CUDAGuard guard(Y.device());
+    AT_DISPATCH_FLOATING_TYPES(Y.scalar_type(), "interaction_double_backward", [&] {
+        const hipnnts::Cotangents<scalar_t> cot{optional_ptr<scalar_t>(v_Y), v_coord.data_ptr<scalar_t>(),
+                                                v_mu.data_ptr<scalar_t>(), v_sigma.data_ptr<scalar_t>(),
+                                                optional_ptr<scalar_t>(v_lam1), optional_ptr<scalar_t>(v_lam2)};
+        raise_if(hipnnts::interaction_double_backward<scalar_t>(
+                     interaction_inputs<scalar_t>(Y, coord, second, order, ptr, mu, sigma, lam1, lam2, cutoff, cusp_reg,
+                                                  lmax),
+                     cot, grad_out.data_ptr<scalar_t>(), dt.data_ptr<scalar_t>(), bar_t.data_ptr<scalar_t>(),
+                     bar_ds.data_ptr<scalar_t>(), grad_coord.data_ptr<scalar_t>(), mu_part.data_ptr<scalar_t>(),
+                     sigma_part.data_ptr<scalar_t>(), grad_grad_out.data_ptr<scalar_t>(),
+                     lam1_part.data_ptr<scalar_t>(), lam2_part.data_ptr<scalar_t>(), current_stream()),
+                 "interaction_double_backward");
+    });
+}
+
 void sender_sum(const at::Tensor& coord, const at::Tensor& order, const at::Tensor& ptr, const at::Tensor& mu,
                 const at::Tensor& sigma, double cutoff, const at::Tensor& X, const OptionalTensor& B,
                 const OptionalTensor& Z, at::Tensor& out) {
@@ -191,6 +225,12 @@ TORCH_LIBRARY(hipnnts_cuda, m) {
           "Tensor receiver_ptr, Tensor mu, Tensor sigma, Tensor? vecscales, Tensor? quadscales, float cutoff, "
           "float cusp_reg, int lmax, Tensor grad_out, Tensor(a!) dt, Tensor(b!) grad_coord, Tensor(c!) mu_part, "
           "Tensor(d!) sigma_part, Tensor(e!) lam1_part, Tensor(f!) lam2_part) -> ()");
+    m.def("interaction_double_backward(Tensor Y, Tensor pair_coord, Tensor pair_second, Tensor receiver_order, "
+          "Tensor receiver_ptr, Tensor mu, Tensor sigma, Tensor? vecscales, Tensor? quadscales, float cutoff, "
+          "float cusp_reg, int lmax, Tensor? v_Y, Tensor v_coord, Tensor v_mu, Tensor v_sigma, Tensor? v_vecscales, "
+          "Tensor? v_quadscales, Tensor grad_out, Tensor(a!) dt, Tensor(b!) bar_t, Tensor(c!) bar_ds, "
+          "Tensor(d!) grad_coord, Tensor(e!) mu_part, Tensor(f!) sigma_part, Tensor(g!) grad_grad_out, "
+          "Tensor(h!) lam1_part, Tensor(i!) lam2_part) -> ()");
     m.def("sender_sum(Tensor pair_coord, Tensor sender_order, Tensor sender_ptr, Tensor mu, Tensor sigma, "
           "float cutoff, Tensor X, Tensor? B, Tensor? Z, Tensor(a!) out) -> ()");
     m.def("envsum(Tensor sens, Tensor feat, Tensor pair_second, Tensor order, Tensor ptr, Tensor(a!) out) -> ()");
@@ -201,6 +241,7 @@ TORCH_LIBRARY(hipnnts_cuda, m) {
 TORCH_LIBRARY_IMPL(hipnnts_cuda, CUDA, m) {
     m.impl("interaction_forward", &interaction_forward);
     m.impl("interaction_backward", &interaction_backward);
+    m.impl("interaction_double_backward", &interaction_double_backward);
     m.impl("sender_sum", &sender_sum);
     m.impl("envsum", &envsum);
     m.impl("sensesum", &sensesum);

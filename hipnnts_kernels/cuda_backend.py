@@ -10,8 +10,8 @@ fake kernels and autograd (:mod:`hipnnts_kernels.ops`).
 The same glue drives the host emulation of the kernels that the CPU test suite builds from the
 same sources (``tests/cuda_emulation.py``), so the kernels' logic is tested without a GPU.
 
-Implemented: the interaction forward and backward, and the envsum family. The interaction's double
-backward runs the reference inside the backward formula until its kernel lands.
+Implemented: the interaction forward, backward and double backward, and the envsum family
+(``sensitivity`` and ``tensor_factors`` are elementwise and left to the other backends).
 """
 from __future__ import annotations
 
@@ -32,6 +32,10 @@ class Launchers(Protocol):
 
     def interaction_backward(self, Y, coord, second, order, ptr, mu, sigma, lam1, lam2, cutoff, cusp_reg, lmax,
                              grad_out, dt, grad_coord, mu_part, sigma_part, lam1_part, lam2_part) -> None: ...
+
+    def interaction_double_backward(self, Y, coord, second, order, ptr, mu, sigma, lam1, lam2, cutoff, cusp_reg, lmax,
+                                    v_Y, v_coord, v_mu, v_sigma, v_lam1, v_lam2, grad_out, dt, bar_t, bar_ds,
+                                    grad_coord, mu_part, sigma_part, grad_grad_out, lam1_part, lam2_part) -> None: ...
 
     def sender_sum(self, coord, order, ptr, mu, sigma, cutoff, X, B, Z, out) -> None: ...
 
@@ -88,6 +92,33 @@ class CudaKernels:
         return (grad_Y, grad_coord, mu_part.sum(0), sigma_part.sum(0),
                 lam1_part.sum(0) if lmax >= 1 else Y.new_zeros(0), lam2_part.sum(0) if lmax >= 2 else Y.new_zeros(0))
 
+    def interaction_double_backward(self, grad_out, Y, pair_coord, pair_first, pair_second, mu, sigma, vecscales,
+                                    quadscales, v_Y, v_coord, v_mu, v_sigma, v_vecscales, v_quadscales, cutoff,
+                                    cusp_reg, lmax):
+        if Y.numel() == 0:
+            return reference.interaction_double_backward(
+                grad_out, Y, pair_coord, pair_first, pair_second, mu, sigma, vecscales, quadscales, v_Y, v_coord, v_mu,
+                v_sigma, v_vecscales, v_quadscales, cutoff, cusp_reg, lmax)
+        inputs, index = self._inputs(Y, pair_coord, pair_first, pair_second, mu, sigma, vecscales, quadscales, cutoff,
+                                     cusp_reg, lmax)
+        n_atoms, nu, features = Y.shape
+        n_pairs = pair_coord.shape[0]
+        given = lambda t, *shape: Y.new_zeros(shape) if t is None else t.contiguous()  # noqa: E731
+        optional = lambda t: None if t is None else t.contiguous()  # noqa: E731
+        cotangents = (optional(v_Y), given(v_coord, n_pairs, 3), given(v_mu, nu), given(v_sigma, nu),
+                      optional(v_vecscales), optional(v_quadscales))
+        dt, bar_t, bar_ds = Y.new_empty(n_pairs, features), Y.new_empty(n_pairs, features), Y.new_empty(n_pairs, nu)
+        grad_coord, grad_grad_out = Y.new_empty(n_pairs, 3), Y.new_empty(n_atoms, features)
+        mu_part, sigma_part = Y.new_empty(n_atoms, nu), Y.new_empty(n_atoms, nu)
+        lam1_part, lam2_part = Y.new_empty(n_atoms, features), Y.new_empty(n_atoms, features)
+        self.launch.interaction_double_backward(*inputs, *cotangents, grad_out.contiguous(), dt, bar_t, bar_ds,
+                                                grad_coord, mu_part, sigma_part, grad_grad_out, lam1_part, lam2_part)
+        grad_Y = Y.new_empty(Y.shape)
+        self.launch.sender_sum(inputs[1], index.sender_order, index.sender_ptr, inputs[5], inputs[6], inputs[9], bar_t,
+                               bar_ds, dt, grad_Y)
+        return (grad_grad_out, grad_Y, grad_coord, mu_part.sum(0), sigma_part.sum(0),
+                lam1_part.sum(0) if lmax >= 1 else Y.new_zeros(0), lam2_part.sum(0) if lmax >= 2 else Y.new_zeros(0))
+
     def envsum(self, sens, feat, pair_first, pair_second) -> Tensor:
         index = pair_index(pair_first, pair_second, feat.shape[0])
         out = feat.new_zeros(feat.shape[0], sens.shape[1], feat.shape[1])
@@ -111,10 +142,11 @@ class CudaKernels:
 
 
 #: Ops the CUDA kernels implement (the others run another backend's implementation, see ops).
-OPS = ("interaction", "interaction_backward", "envsum", "sensesum", "featsum")
+OPS = ("interaction", "interaction_backward", "interaction_double_backward", "envsum", "sensesum", "featsum")
 
 
-_PRIMITIVES = ("interaction_forward", "interaction_backward", "sender_sum", "envsum", "sensesum", "featsum")
+_PRIMITIVES = ("interaction_forward", "interaction_backward", "interaction_double_backward", "sender_sum", "envsum",
+               "sensesum", "featsum")
 
 
 class _ExtensionLaunchers:
@@ -136,6 +168,7 @@ class _ExtensionLaunchers:
 _KERNELS = CudaKernels(_ExtensionLaunchers())
 interaction = _KERNELS.interaction
 interaction_backward = _KERNELS.interaction_backward
+interaction_double_backward = _KERNELS.interaction_double_backward
 envsum = _KERNELS.envsum
 sensesum = _KERNELS.sensesum
 featsum = _KERNELS.featsum

@@ -43,7 +43,8 @@ class EmulatedLaunchers:
 
     def __init__(self, lib: ctypes.CDLL):
         self.lib = lib
-        for name in ("interaction_forward", "interaction_backward", "sender_sum", "envsum", "sensesum", "featsum"):
+        for name in ("interaction_forward", "interaction_backward", "interaction_double_backward", "sender_sum",
+                     "envsum", "sensesum", "featsum"):
             getattr(lib, f"hipnnts_emu_{name}").restype = ctypes.c_char_p
 
     def _call(self, name: str, *args):
@@ -65,6 +66,10 @@ class EmulatedLaunchers:
     def interaction_backward(self, *args):
         inputs, outputs = args[:12], args[12:]
         self._call("interaction_backward", *self._inputs(*inputs), *(_ptr(t) for t in outputs))
+
+    def interaction_double_backward(self, *args):
+        inputs, outputs = args[:12], args[12:]
+        self._call("interaction_double_backward", *self._inputs(*inputs), *(_ptr(t) for t in outputs))
 
     def sender_sum(self, coord, order, ptr, mu, sigma, cutoff, X, B, Z, out):
         n_atoms, nu, features = out.shape

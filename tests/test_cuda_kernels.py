@@ -17,7 +17,7 @@ import torch
 from conftest import assert_same_training_step, training_step
 from cuda_emulation import EmulatedLaunchers, build
 from test_ops import CUTOFF, envsum_inputs, interaction_fn, interaction_inputs
-from test_triton import assert_close_f64, case_inputs, op_args
+from test_triton import all_levels, assert_close_f64, case_inputs, op_args, strided
 
 from hipnnts_kernels import backends, ops, reference
 from hipnnts_kernels.cuda_backend import OPS, CudaKernels
@@ -68,46 +68,41 @@ def on(target, x: dict, dtype=None) -> dict:
     return out
 
 
-def forward_backward(impl, x: dict, lmax: int, seed: int = 0) -> list[torch.Tensor]:
-    args = op_args(x, lmax)
-    out = impl.interaction(*args)
-    grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed), dtype=F64).to(out)
-    return [out, *impl.interaction_backward(grad_out, *args)]
-
-
 @pytest.mark.parametrize("case", ["random", "empty", "one_molecule", "many_molecules"])
 @pytest.mark.parametrize("lmax", [0, 1, 2])
-def test_interaction_forward_and_backward_match_reference(target, kernels, case, lmax):
+def test_interaction_levels_match_reference(target, cuda_backend, case, lmax):
+    """Forward, backward and double backward (with and without v_Y), float64."""
     x = on(target, case_inputs(case, lmax, seed=lmax))
-    assert_close_f64(forward_backward(kernels, x, lmax), forward_backward(reference, x, lmax))
+    assert_close_f64(all_levels(x, lmax, cuda_backend), all_levels(x, lmax, "reference"))
 
 
-def test_int32_indices_and_wide_layers(target, kernels):
+def test_int32_indices_wide_layers_and_strided_inputs(target, cuda_backend):
     x = on(target, interaction_inputs(2, n_atoms=5, n_pairs=12, nu=37, features=70, seed=3))  # nu > 32, F % 32 != 0
-    want = forward_backward(reference, x, 2)
-    x = dict(x, pair_first=x["pair_first"].int(), pair_second=x["pair_second"].int())
-    assert_close_f64(forward_backward(kernels, x, 2), want)
+    want = all_levels(x, 2, "reference")
+    x = dict(x, pair_first=x["pair_first"].int(), pair_second=x["pair_second"].int(), Y=strided(x["Y"]),
+             pair_coord=strided(x["pair_coord"]))
+    assert_close_f64(all_levels(x, 2, cuda_backend, layout=strided), want)
 
 
 @pytest.mark.parametrize("lmax", [0, 2])
-def test_float32_error_is_within_a_small_factor_of_the_reference(target, kernels, lmax):
+def test_float32_error_is_within_a_small_factor_of_the_reference(target, cuda_backend, lmax):
     x64 = on(target, case_inputs("many_molecules", lmax, seed=11))
-    exact = forward_backward(reference, x64, lmax)
+    exact = all_levels(x64, lmax, "reference")
     x32 = on(target, x64, F32)
-    for a, b, e in zip(forward_backward(kernels, x32, lmax), forward_backward(reference, x32, lmax), exact):
+    for a, b, e in zip(all_levels(x32, lmax, cuda_backend), all_levels(x32, lmax, "reference"), exact):
         if e.numel():
             err_fast, err_ref = (a.double() - e).abs().max(), (b.double() - e).abs().max()
             assert err_fast <= 4 * err_ref + 2 * torch.finfo(F32).eps * e.abs().max()
 
 
-def test_results_are_bitwise_reproducible(target, kernels):
+def test_results_are_bitwise_reproducible(target, cuda_backend):
     x = on(target, case_inputs("many_molecules", 2, seed=5))
-    first, second = forward_backward(kernels, x, 2), forward_backward(kernels, x, 2)
+    first, second = all_levels(x, 2, cuda_backend), all_levels(x, 2, cuda_backend)
     assert all(torch.equal(a, b) for a, b in zip(first, second))
 
 
 def test_gradcheck_through_the_op(target, cuda_backend):
-    """First derivatives from the kernels; the double backward runs the reference (no kernel yet)."""
+    """gradcheck and gradgradcheck (fast mode) through the public op on the kernels."""
     x = on(target, interaction_inputs(2, n_atoms=4, n_pairs=8, nu=2, features=3, seed=6))
     fn, leaves = interaction_fn(x, 2)
     on_kernels = lambda *xs: fn(*xs, backend=cuda_backend)  # noqa: E731
@@ -137,15 +132,15 @@ def test_too_many_features_is_a_clear_error(target, kernels):
         kernels.interaction(*op_args(x, 0))
 
 
-def test_cutoff_is_respected(target, kernels):
+def test_cutoff_is_respected(target, cuda_backend):
     x = on(target, interaction_inputs(1, seed=8))  # its pair 0 lies beyond the cutoff
     assert x["pair_coord"][0].norm() > CUTOFF
-    assert_close_f64(forward_backward(kernels, x, 1), forward_backward(reference, x, 1))
+    assert_close_f64(all_levels(x, 1, cuda_backend), all_levels(x, 1, "reference"))
 
 
 @pytest.mark.parametrize("lmax", [0, 2])
 def test_training_step_matches_reference(target, cuda_backend, lmax):
-    """A HipnnTS force-training step: forward and backward on the kernels, double backward on the reference."""
+    """A HipnnTS force-training step (forward, backward, double backward) on the kernels."""
     device = target[1]
     size = (24, 20, 32, 20) if device.type == "cuda" else (3, 4, 4, 3)
     want = training_step("reference", device, lmax, *size)

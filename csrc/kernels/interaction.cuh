@@ -262,6 +262,269 @@ __global__ void interaction_backward_kernel(InteractionView<T> v, const T* __res
     }
 }
 
+// Shared arrays of the double-backward receiver kernel for chunks of K pairs.
+template <class T>
+struct DoubleShared {
+    index_t *pair, *partner;
+    // (K, nu): s and partials, bar_ds, the second partials contracted with (v_radial, v_mu, v_sigma),
+    // and the reductions ds = Y[j] . dt, bar_s = Y[j] . bar_t + v_Y[j] . dt
+    T *s, *s_r, *s_mu, *s_sigma, *bar_ds, *second_r, *second_mu, *second_sigma, *ds, *bar_s;
+    // (K, C): factors, bar_d_factors, d_factors = dm . t, bar_factors = dm . bar_dt + bar_m . t
+    T *factors, *bar_d_factors, *d_factors, *bar_factors;
+    T *t, *dt, *bar_dt, *bar_t;  // (K, F)
+    T *dm, *bar_m;               // (C, F)
+
+    HIPNNTS_HD static DoubleShared carve(SharedCarver& c, int K, int nu, int n_comp, int features) {
+        DoubleShared sh{};
+        sh.pair = c.take<index_t>(K);
+        sh.partner = c.take<index_t>(K);
+        T** per_nu[] = {&sh.s, &sh.s_r, &sh.s_mu, &sh.s_sigma, &sh.bar_ds, &sh.second_r, &sh.second_mu,
+                        &sh.second_sigma, &sh.ds, &sh.bar_s};
+        for (T** array : per_nu) *array = c.take<T>(K * nu);
+        T** per_comp[] = {&sh.factors, &sh.bar_d_factors, &sh.d_factors, &sh.bar_factors};
+        for (T** array : per_comp) *array = c.take<T>(K * n_comp);
+        T** per_feature[] = {&sh.t, &sh.dt, &sh.bar_dt, &sh.bar_t};
+        for (T** array : per_feature) *array = c.take<T>(K * features);
+        sh.dm = c.take<T>(n_comp * features);
+        sh.bar_m = c.take<T>(n_comp * features);
+        return sh;
+    }
+};
+
+// Stage a chunk of pairs for the double backward: per (pair, n) the sensitivity, its partials,
+// bar_ds = v_radial s_r + v_mu s_mu + v_sigma s_sigma and (with `second`) the second partials
+// contracted with the same cotangents; per pair the factors, bar_d_factors (the factors'
+// directional derivative along bar_d_unit = (v_coord - v_radial r_hat) / r) and the atoms.
+template <class T, int LMAX>
+__device__ void stage_double(const InteractionView<T>& v, const Cotangents<T>& cot, index_t c0, int count,
+                             DoubleShared<T>& sh, bool second) {
+    constexpr int C = n_components(LMAX);
+    const int nu = v.nu;
+    for (int item = threadIdx.x; item < count * nu; item += blockDim.x) {
+        const int kk = item / nu, n = item - kk * nu;
+        const index_t p = v.order[c0 + kk];
+        const Pair<T> pr = load_pair(v.coord, p);
+        const T v_radial = cot.v_coord[3 * p] * pr.ux + cot.v_coord[3 * p + 1] * pr.uy + cot.v_coord[3 * p + 2] * pr.uz;
+        const T inv_mu = T(1) / v.mu[n], vmu = cot.v_mu[n], vsig = cot.v_sigma[n];
+        const Cutoff<T> cut = cutoff_terms(pr.r, v.k, v.rc);
+        const Sensitivity<T> s = sensitivity(pr.inv_r, inv_mu, v.sigma[n], cut);
+        sh.s[item] = s.s;
+        sh.s_r[item] = s.s_r;
+        sh.s_mu[item] = s.s_mu;
+        sh.s_sigma[item] = s.s_sigma;
+        sh.bar_ds[item] = v_radial * s.s_r + vmu * s.s_mu + vsig * s.s_sigma;
+        if (second) {
+            const SensitivitySecond<T> s2 = sensitivity_second(pr.inv_r, inv_mu, v.sigma[n], cut);
+            sh.second_r[item] = v_radial * s2.rr + vmu * s2.rmu + vsig * s2.rsigma;
+            sh.second_mu[item] = v_radial * s2.rmu + vmu * s2.mumu + vsig * s2.musigma;
+            sh.second_sigma[item] = v_radial * s2.rsigma + vmu * s2.musigma + vsig * s2.sigmasigma;
+        }
+    }
+    for (int kk = threadIdx.x; kk < count; kk += blockDim.x) {
+        const index_t p = v.order[c0 + kk];
+        const Pair<T> pr = load_pair(v.coord, p);
+        const T vc[3] = {cot.v_coord[3 * p], cot.v_coord[3 * p + 1], cot.v_coord[3 * p + 2]};
+        const T v_radial = vc[0] * pr.ux + vc[1] * pr.uy + vc[2] * pr.uz;
+        angular_factors<T, LMAX>(pr.ux, pr.uy, pr.uz, sh.factors + kk * C);
+        angular_jvp<T, LMAX>(pr.ux, pr.uy, pr.uz, (vc[0] - v_radial * pr.ux) * pr.inv_r,
+                             (vc[1] - v_radial * pr.uy) * pr.inv_r, (vc[2] - v_radial * pr.uz) * pr.inv_r,
+                             sh.bar_d_factors + kk * C);
+        sh.pair[kk] = p;
+        sh.partner[kk] = v.second[p];
+    }
+}
+
+// Double backward, receiver side (see reference.interaction_double_backward for the steps):
+// pass 1 recomputes m and dm; pass 2 accumulates bar_dm; the invariants in reverse give
+// grad_grad_out, the scales' partial gradients and bar_m; pass 3 writes per pair dt, bar_t,
+// bar_ds (for the sender kernel) and the pair-vector gradient, and accumulates mu and sigma.
+template <class T, int LMAX, int K>
+__global__ void interaction_double_backward_kernel(InteractionView<T> v, Cotangents<T> cot,
+                                                   const T* __restrict__ grad_out, T* __restrict__ dt_out,
+                                                   T* __restrict__ bar_t_out, T* __restrict__ bar_ds_out,
+                                                   T* __restrict__ grad_coord, T* __restrict__ mu_part,
+                                                   T* __restrict__ sigma_part, T* __restrict__ grad_grad_out,
+                                                   T* __restrict__ lam1_part, T* __restrict__ lam2_part) {
+    constexpr int C = n_components(LMAX);
+    HIPNNTS_DYNAMIC_SHARED(unsigned char, smem);
+    SharedCarver carver{smem};
+    DoubleShared<T> sh = DoubleShared<T>::carve(carver, K, v.nu, C, v.features);
+    ReceiverShared<T> contract_sh{sh.pair, sh.partner, sh.s, nullptr, nullptr, nullptr, sh.factors};
+    const index_t i = blockIdx.x;
+    const int tid = threadIdx.x, f = tid, F = v.features, nu = v.nu;
+    const bool active = f < F;
+    const index_t start = v.ptr[i], end = v.ptr[i + 1];
+
+    // pass 1: m and d(loss)/dm of this feature
+    T m[C], dm[C], a1 = T(0), a2 = T(0), g = T(0), l1 = T(0), l2 = T(0);
+    contract_segment<T, LMAX, K>(v, start, end, contract_sh, m);
+    if (active) {
+        invariants<T, LMAX>(m, v.eps, a1, a2);
+        g = grad_out[i * F + f];
+        l1 = LMAX >= 1 ? v.lam1[f] : T(0);
+        l2 = LMAX >= 2 ? v.lam2[f] : T(0);
+        d_out_d_m<T, LMAX>(m, g, l1, l2, a1, a2, dm);
+    }
+
+    // pass 2: bar_dm = sum over pairs of A bar_dt + bar_d_factors t
+    T bar_dm[C];
+    for (int c = 0; c < C; ++c) bar_dm[c] = T(0);
+    for (index_t c0 = start; c0 < end; c0 += K) {
+        const int count = int(min_index(K, end - c0));
+        stage_double<T, LMAX>(v, cot, c0, count, sh, false);
+        __syncthreads();
+        if (active) {
+            for (int kk = 0; kk < count; ++kk) {
+                const T* y = v.Y + sh.partner[kk] * nu * F + f;
+                const T* vy = cot.v_Y != nullptr ? cot.v_Y + sh.partner[kk] * nu * F + f : nullptr;
+                T t = T(0), bar_dt = T(0);
+                for (int n = 0; n < nu; ++n) {
+                    t += sh.s[kk * nu + n] * y[index_t(n) * F];
+                    bar_dt += sh.bar_ds[kk * nu + n] * y[index_t(n) * F];
+                    if (vy != nullptr) bar_dt += sh.s[kk * nu + n] * vy[index_t(n) * F];
+                }
+                for (int c = 0; c < C; ++c) bar_dm[c] += sh.factors[kk * C + c] * bar_dt + sh.bar_d_factors[kk * C + c] * t;
+            }
+        }
+        __syncthreads();
+    }
+
+    // the invariants in reverse
+    T bar_m[C];
+    for (int c = 0; c < C; ++c) bar_m[c] = T(0);
+    if (active) {
+        T gg = bar_dm[0];
+        if (LMAX >= 1) {
+            const T v1 = cot.v_lam1 != nullptr ? cot.v_lam1[f] : T(0);
+            T proj = T(0);
+            for (int c = 1; c < 4; ++c) proj += bar_dm[c] * m[c];
+            gg += l1 * proj / a1 + v1 * a1;
+            lam1_part[i * F + f] = g * proj / a1;
+            const T coef = -g * l1 * proj / (a1 * a1 * a1) + v1 * g / a1;
+            for (int c = 1; c < 4; ++c) bar_m[c] = g * l1 / a1 * bar_dm[c] + coef * m[c];
+        }
+        if (LMAX >= 2) {
+            const T v2 = cot.v_lam2 != nullptr ? cot.v_lam2[f] : T(0);
+            T km[C], kbar[C], proj = T(0);
+            quad_metric(m, km);
+            quad_metric(bar_dm, kbar);
+            for (int c = 4; c < 9; ++c) proj += bar_dm[c] * km[c];
+            gg += l2 * proj / a2 + v2 * a2;
+            lam2_part[i * F + f] = g * proj / a2;
+            const T coef = -g * l2 * proj / (a2 * a2 * a2) + v2 * g / a2;
+            for (int c = 4; c < 9; ++c) bar_m[c] = g * l2 / a2 * kbar[c] + coef * km[c];
+        }
+        grad_grad_out[i * F + f] = gg;
+        for (int c = 0; c < C; ++c) {
+            sh.dm[c * F + f] = dm[c];
+            sh.bar_m[c * F + f] = bar_m[c];
+        }
+    }
+
+    // pass 3: per pair
+    T g_mu = T(0), g_sigma = T(0);  // thread tid < nu owns sensitivity tid
+    for (index_t c0 = start; c0 < end; c0 += K) {
+        const int count = int(min_index(K, end - c0));
+        stage_double<T, LMAX>(v, cot, c0, count, sh, true);
+        for (int item = tid; item < count * nu; item += blockDim.x)
+            bar_ds_out[v.order[c0 + item / nu] * nu + item % nu] = sh.bar_ds[item];
+        __syncthreads();
+        if (active) {
+            for (int kk = 0; kk < count; ++kk) {
+                const index_t p = sh.pair[kk];
+                const T* y = v.Y + sh.partner[kk] * nu * F + f;
+                const T* vy = cot.v_Y != nullptr ? cot.v_Y + sh.partner[kk] * nu * F + f : nullptr;
+                T t = T(0), dt = T(0), bar_dt = T(0), bar_t = T(0);
+                for (int n = 0; n < nu; ++n) {
+                    t += sh.s[kk * nu + n] * y[index_t(n) * F];
+                    bar_dt += sh.bar_ds[kk * nu + n] * y[index_t(n) * F];
+                    if (vy != nullptr) bar_dt += sh.s[kk * nu + n] * vy[index_t(n) * F];
+                }
+                for (int c = 0; c < C; ++c) {
+                    dt += sh.factors[kk * C + c] * dm[c];
+                    bar_t += sh.bar_d_factors[kk * C + c] * dm[c] + sh.factors[kk * C + c] * bar_m[c];
+                }
+                sh.t[kk * F + f] = t;
+                sh.dt[kk * F + f] = dt;
+                sh.bar_dt[kk * F + f] = bar_dt;
+                sh.bar_t[kk * F + f] = bar_t;
+                dt_out[p * F + f] = dt;
+                bar_t_out[p * F + f] = bar_t;
+            }
+        }
+        __syncthreads();
+        // reductions over features
+        for (int item = tid; item < count * (nu + C); item += blockDim.x) {
+            const int kk = item / (nu + C), x = item - kk * (nu + C);
+            if (x < nu) {
+                const T* y = v.Y + (sh.partner[kk] * nu + x) * F;
+                const T* vy = cot.v_Y != nullptr ? cot.v_Y + (sh.partner[kk] * nu + x) * F : nullptr;
+                T ds = T(0), bar_s = T(0);
+                for (int ff = 0; ff < F; ++ff) {
+                    ds += y[ff] * sh.dt[kk * F + ff];
+                    bar_s += y[ff] * sh.bar_t[kk * F + ff];
+                    if (vy != nullptr) bar_s += vy[ff] * sh.dt[kk * F + ff];
+                }
+                sh.ds[kk * nu + x] = ds;
+                sh.bar_s[kk * nu + x] = bar_s;
+            } else {
+                const int c = x - nu;
+                T d_factor = T(0), bar_factor = T(0);
+                for (int ff = 0; ff < F; ++ff) {
+                    d_factor += sh.dm[c * F + ff] * sh.t[kk * F + ff];
+                    bar_factor += sh.dm[c * F + ff] * sh.bar_dt[kk * F + ff] + sh.bar_m[c * F + ff] * sh.t[kk * F + ff];
+                }
+                sh.d_factors[kk * C + c] = d_factor;
+                sh.bar_factors[kk * C + c] = bar_factor;
+            }
+        }
+        __syncthreads();
+        if (tid < count) {  // geometry of pair tid
+            const int kk = tid;
+            const index_t p = sh.pair[kk];
+            const Pair<T> pr = load_pair(v.coord, p);
+            const T u[3] = {pr.ux, pr.uy, pr.uz};
+            const T vc[3] = {cot.v_coord[3 * p], cot.v_coord[3 * p + 1], cot.v_coord[3 * p + 2]};
+            T d_dist = T(0), bar_dist = T(0), d_unit[3], bar_unit[3], gu[3];
+            for (int n = 0; n < nu; ++n) {
+                d_dist += sh.ds[kk * nu + n] * sh.s_r[kk * nu + n];
+                bar_dist += sh.ds[kk * nu + n] * sh.second_r[kk * nu + n] + sh.bar_s[kk * nu + n] * sh.s_r[kk * nu + n];
+            }
+            unit_gradient<T, LMAX>(pr.ux, pr.uy, pr.uz, sh.d_factors + kk * C, d_unit);
+            const T v_radial = vc[0] * u[0] + vc[1] * u[1] + vc[2] * u[2];
+            const T u_dot_du = u[0] * d_unit[0] + u[1] * d_unit[1] + u[2] * d_unit[2];
+            T bdu[3];
+            for (int x = 0; x < 3; ++x) {
+                bdu[x] = (vc[x] - v_radial * u[x]) * pr.inv_r;
+                bar_unit[x] = (-u_dot_du * vc[x] - v_radial * d_unit[x]) * pr.inv_r + d_dist * vc[x];
+                bar_dist -= vc[x] * (d_unit[x] - u_dot_du * u[x]) * pr.inv_r * pr.inv_r;
+            }
+            if (LMAX >= 2) {  // Hessian of the factors along bar_d_unit, contracted with d_factors
+                T q[3];
+                quad_transpose(bdu[0], bdu[1], bdu[2], sh.d_factors + kk * C, q);
+                for (int x = 0; x < 3; ++x) bar_unit[x] += q[x];
+            }
+            unit_gradient<T, LMAX>(pr.ux, pr.uy, pr.uz, sh.bar_factors + kk * C, gu);
+            for (int x = 0; x < 3; ++x) bar_unit[x] += gu[x];
+            T out[3];
+            chain_to_coord(pr, bar_unit, bar_dist, out);
+            for (int x = 0; x < 3; ++x) grad_coord[3 * p + x] = out[x];
+        }
+        if (tid < nu) {
+            for (int kk = 0; kk < count; ++kk) {
+                const int q = kk * nu + tid;
+                g_mu += sh.ds[q] * sh.second_mu[q] + sh.bar_s[q] * sh.s_mu[q];
+                g_sigma += sh.ds[q] * sh.second_sigma[q] + sh.bar_s[q] * sh.s_sigma[q];
+            }
+        }
+        __syncthreads();
+    }
+    if (tid < nu) {
+        mu_part[i * nu + tid] = g_mu;
+        sigma_part[i * nu + tid] = g_sigma;
+    }
+}
+
 // Sender side: out[j, n, f] = sum over j's pairs p of s_p[n] X_p[f] (+ B_p[n] Z_p[f]). One block
 // per (sender, block of NB sensitivities), one thread per feature.
 template <class T, int K, int NB>

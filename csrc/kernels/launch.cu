@@ -74,6 +74,20 @@ const char* backward_lmax(const InteractionInputs<T>& in, const T* grad_out, T* 
     return launch_status();
 }
 
+template <class T, int LMAX>
+const char* double_backward_lmax(const InteractionInputs<T>& in, const Cotangents<T>& cot, const T* grad_out, T* dt,
+                                 T* bar_t, T* bar_ds, T* grad_coord, T* mu_part, T* sigma_part, T* grad_grad_out,
+                                 T* lam1_part, T* lam2_part, cudaStream_t stream) {
+    auto kernel = interaction_double_backward_kernel<T, LMAX, kChunkBackward>;
+    SharedCarver carver{nullptr};
+    DoubleShared<T>::carve(carver, kChunkBackward, in.nu, n_components(LMAX), in.features);
+    if (const char* err = allow_shared(kernel, carver.offset)) return err;
+    HIPNNTS_LAUNCH(kernel, dim3(unsigned(in.n_atoms)), dim3(threads_for(in.features, in.nu)), carver.offset, stream,
+                   InteractionView<T>::from(in), cot, grad_out, dt, bar_t, bar_ds, grad_coord, mu_part, sigma_part,
+                   grad_grad_out, lam1_part, lam2_part);
+    return launch_status();
+}
+
 }  // namespace
 
 template <class T>
@@ -97,6 +111,25 @@ const char* interaction_backward(const InteractionInputs<T>& in, const T* grad_o
         case 0: return backward_lmax<T, 0>(in, grad_out, dt, grad_coord, mu_part, sigma_part, lam1_part, lam2_part, stream);
         case 1: return backward_lmax<T, 1>(in, grad_out, dt, grad_coord, mu_part, sigma_part, lam1_part, lam2_part, stream);
         case 2: return backward_lmax<T, 2>(in, grad_out, dt, grad_coord, mu_part, sigma_part, lam1_part, lam2_part, stream);
+        default: return "lmax must be 0, 1 or 2";
+    }
+}
+
+template <class T>
+const char* interaction_double_backward(const InteractionInputs<T>& in, const Cotangents<T>& cot, const T* grad_out,
+                                        T* dt, T* bar_t, T* bar_ds, T* grad_coord, T* mu_part, T* sigma_part,
+                                        T* grad_grad_out, T* lam1_part, T* lam2_part, cudaStream_t stream) {
+    if (const char* err = check_sizes(in.features, in.nu)) return err;
+    if (in.n_atoms == 0) return nullptr;
+    switch (in.lmax) {
+#define HIPNNTS_CASE(L)                                                                                              \
+    case L:                                                                                                          \
+        return double_backward_lmax<T, L>(in, cot, grad_out, dt, bar_t, bar_ds, grad_coord, mu_part, sigma_part,     \
+                                          grad_grad_out, lam1_part, lam2_part, stream);
+        HIPNNTS_CASE(0)
+        HIPNNTS_CASE(1)
+        HIPNNTS_CASE(2)
+#undef HIPNNTS_CASE
         default: return "lmax must be 0, 1 or 2";
     }
 }
@@ -155,6 +188,8 @@ const char* featsum(const T* env, const T* sens, const index_t* first, Segments 
     template const char* interaction_forward<T>(const InteractionInputs<T>&, T*, cudaStream_t);                      \
     template const char* interaction_backward<T>(const InteractionInputs<T>&, const T*, T*, T*, T*, T*, T*, T*,      \
                                                  cudaStream_t);                                                      \
+    template const char* interaction_double_backward<T>(const InteractionInputs<T>&, const Cotangents<T>&, const T*, \
+                                                        T*, T*, T*, T*, T*, T*, T*, T*, T*, cudaStream_t);           \
     template const char* sender_sum<T>(const InteractionInputs<T>&, Segments, const T*, const T*, const T*, T*,      \
                                        cudaStream_t);                                                                \
     template const char* envsum<T>(const T*, const T*, const index_t*, Segments, index_t, int, int, T*, cudaStream_t); \

@@ -49,6 +49,21 @@ template <class T>
 const char* interaction_backward(const InteractionInputs<T>& in, const T* grad_out, T* dt, T* grad_coord, T* mu_part,
                                  T* sigma_part, T* lam1_part, T* lam2_part, cudaStream_t stream);
 
+// Cotangents of the backward's outputs (device pointers). v_Y, v_lam1, v_lam2 may be null (zero);
+// v_coord (P, 3), v_mu and v_sigma (nu,) are always given.
+template <class T>
+struct Cotangents {
+    const T *v_Y, *v_coord, *v_mu, *v_sigma, *v_lam1, *v_lam2;
+};
+
+// Receiver part of the double backward: dt, bar_t (P, F) and bar_ds (P, nu) for sender_sum (grad_Y =
+// sum s (x) bar_t + bar_ds (x) dt), grad_coord (P, 3), grad_grad_out (N, F), and per-atom partial
+// gradients mu_part, sigma_part (N, nu), lam1_part, lam2_part (N, F).
+template <class T>
+const char* interaction_double_backward(const InteractionInputs<T>& in, const Cotangents<T>& cot, const T* grad_out,
+                                        T* dt, T* bar_t, T* bar_ds, T* grad_coord, T* mu_part, T* sigma_part,
+                                        T* grad_grad_out, T* lam1_part, T* lam2_part, cudaStream_t stream);
+
 // out[j] = sum over sender j's pairs p of s_p (x) X_p (+ B_p (x) Z_p when B is not null): (N, nu, F).
 template <class T>
 const char* sender_sum(const InteractionInputs<T>& in, Segments senders, const T* X, const T* B, const T* Z, T* out,

@@ -32,7 +32,6 @@ backends.register("interaction_backward", "reference")(reference.interaction_bac
 backends.register("interaction_double_backward", "reference")(reference.interaction_double_backward)
 for _op in ("interaction", "interaction_backward", "interaction_double_backward"):
     backends.register_lazy(_op, "triton", "hipnnts_kernels.triton_kernels.interaction")
-for _op in ("interaction", "interaction_backward"):
     backends.register_lazy(_op, "cuda", "hipnnts_kernels.cuda_backend")
 
 
