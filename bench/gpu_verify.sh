@@ -1,22 +1,32 @@
 #!/usr/bin/env bash
-# GPU verification of the Triton backend, in one command for the device tool (docs/kernels.md):
-#   GPU tests on CUDA tensors at realistic sizes, the compile check, and the interaction
-#   microbenchmark at the SPEC section 9 batch. Results land in $OUT (device tool) or
-#   bench/results/gpu; copy the .md and .json into bench/results/ and commit them.
+# GPU verification of the Triton and CUDA backends in one command for the device tool (see
+# docs/kernels.md): build the CUDA extension and the CMake targets, run the C++ kernel test under
+# compute-sanitizer, the GPU tests on CUDA tensors, and the interaction microbenchmark at the SPEC
+# section 9 batch. Logs and results land in $OUT (device tool) or bench/results/gpu; copy the
+# benchmark's .md and .json into bench/results/ and commit them.
 # hippynn 0.1.3 (the comparison) is not on the GPU image: carry its wheel in .whl/ (see docs).
 set -uo pipefail
 OUT=${OUT:-bench/results/gpu}
 mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+exec > >(tee "$OUT/gpu_verify.log") 2>&1
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0}
 if compgen -G ".whl/*.whl" >/dev/null; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
         && export PYTHONPATH="$PYTHONPATH:/tmp/site"
 fi
-{ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; python3 -c \
-  "import torch, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__)"; } \
-  2>&1 | tee "$OUT/environment.txt"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
+python3 -c "import torch, triton; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'triton', triton.__version__)"
 status=0
-python3 -m pytest -q -p no:cacheprovider tests/test_triton.py tests/test_triton_compile.py tests/test_ops.py \
-    tests/test_backends.py tests/test_model.py 2>&1 | tee "$OUT/tests.log" || status=1
-python3 -m hipnnts_kernels.benchmarks.interaction --out "$OUT" 2>&1 | tee "$OUT/benchmark.log" || status=1
+step() { echo "== $1"; shift; "$@" || { echo "FAILED: $*"; status=1; }; }
+step "extension" python3 setup.py build_ext --inplace
+step "cmake" cmake -S . -B build/cmake -DCMAKE_CUDA_ARCHITECTURES=90
+step "cmake build" cmake --build build/cmake -j 16
+step "ctest" ctest --test-dir build/cmake --output-on-failure
+step "memcheck" compute-sanitizer --tool memcheck --error-exitcode 1 build/cmake/hipnnts_cuda_tests
+step "racecheck" compute-sanitizer --tool racecheck --error-exitcode 1 build/cmake/hipnnts_cuda_tests
+step "memcheck (python)" compute-sanitizer --tool memcheck --error-exitcode 1 python3 -m pytest -q -x \
+    -p no:cacheprovider tests/test_cuda_kernels.py -k "gpu and levels and random"
+step "tests" python3 -m pytest -q -p no:cacheprovider tests/test_cuda_kernels.py tests/test_triton.py \
+    tests/test_triton_compile.py tests/test_ops.py tests/test_backends.py tests/test_model.py
+step "benchmark" python3 -m hipnnts_kernels.benchmarks.interaction --out "$OUT"
 exit $status

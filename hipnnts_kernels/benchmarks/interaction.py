@@ -7,13 +7,14 @@ r_c = 6.5 Å), F = 128, nu = 20, float32, TF32 off; pair list and pair vectors b
 timed region. Two views, each at three levels: ``forward``; ``forward+backward`` (what energy
 and forces need); ``training`` (forward, backward and the double backward force training needs).
 
-- **Op level**: the bare implementations (:mod:`hipnnts_kernels.triton_kernels.interaction`,
-  :mod:`hipnnts_kernels.reference` eager and under ``torch.compile``) on the same tensors. Each
+- **Op level**: the bare implementations of each backend (``cuda``: csrc/ through
+  :mod:`hipnnts_kernels.cuda_backend`; ``triton``; the reference eager and under ``torch.compile``)
+  on the same tensors. Each
   level's time is compared with its compulsory HBM traffic (inputs read once, outputs written
   once; see :func:`compulsory_bytes`) at the device-to-device copy bandwidth measured in the
   same run: that is the roofline floor.
 - **Layer level**: one interaction layer (Y = W z GEMM, the op, the self-interaction) through
-  autograd, as a model runs it: ours with the Triton and the reference backend, and hippynn
+  autograd, as a model runs it: ours with the CUDA, Triton and reference backends, and hippynn
   0.1.3's ``InteractLayer*`` with its Triton custom kernels (env route) and identical weights.
 
 Timings are CUDA-event medians over ``--repeats`` calls after ``--warmup`` calls; the first call
@@ -33,14 +34,14 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .. import pairs_within_cutoff, reference
+from .. import backends, pairs_within_cutoff, reference
 from ..model import InteractionLayer
 from ..synthetic import random_molecules
 from .timing import Timing, copy_bandwidth, environment, time_call
 
 LEVELS = ("forward", "forward+backward", "training")
-OP_BACKENDS = ("triton", "reference", "reference-compile")
-LAYER_BACKENDS = ("triton", "reference", "hippynn-triton")
+OP_BACKENDS = ("cuda", "triton", "reference", "reference-compile")
+LAYER_BACKENDS = ("cuda", "triton", "reference", "hippynn-triton")
 
 
 @dataclass(frozen=True)
@@ -135,11 +136,13 @@ def op_levels(impl: dict, problem: dict) -> dict[str, Callable[[], object]]:
 
 
 def op_implementation(backend: str) -> dict:
-    if backend == "triton":
-        from ..triton_kernels import interaction as kernels
-
-        return dict(forward=kernels.interaction, backward=kernels.interaction_backward,
-                    double_backward=kernels.interaction_double_backward)
+    if backend in ("cuda", "triton"):
+        reason = backends.unavailable_reason(backend, torch.device("cuda"), "interaction")
+        if reason is not None and not (backend == "triton" and os.environ.get("TRITON_INTERPRET") == "1"):
+            raise RuntimeError(reason)
+        return {level: backends.implementation(op, backend) for level, op in
+                (("forward", "interaction"), ("backward", "interaction_backward"),
+                 ("double_backward", "interaction_double_backward"))}
     functions = dict(forward=reference.interaction, backward=reference.interaction_backward,
                      double_backward=reference.interaction_double_backward)
     if backend == "reference-compile":
@@ -292,24 +295,25 @@ def _row(r: Record, extra: list) -> str:
 
 
 def ratios(records: list[Record]) -> list[str]:
-    """The ratios of the Triton issue's targets, where both sides ran."""
+    """The ratios the kernel issues' targets are stated in, for each fast backend that ran."""
     t = {(r.view, r.backend, r.lmax, r.level): r.median_us for r in records if r.median_us is not None}
     floor = {(r.lmax, r.level): r.floor_us for r in records if r.view == "op" and r.floor_us is not None}
     out = []
-    for level in LEVELS:
-        for lmax in (0, 1, 2):
-            ours = t.get(("layer", "triton", lmax, level))
-            for other in ("hippynn-triton", "reference"):
-                theirs = t.get(("layer", other, lmax, level))
-                if ours and theirs:
-                    out.append(f"layer {level}, lmax {lmax}: {other} / triton = {theirs / ours:.3g}×")
-            op = t.get(("op", "triton", lmax, level))
-            if op and floor.get((lmax, level)):
-                out.append(f"op {level}, lmax {lmax}: triton / roofline floor = {op / floor[(lmax, level)]:.3g}×")
-        for view in ("op", "layer"):
-            l0, l2 = t.get((view, "triton", 0, level)), t.get((view, "triton", 2, level))
-            if l0 and l2:
-                out.append(f"{view} {level}: triton lmax 2 / lmax 0 = {l2 / l0:.3g}×")
+    for fast in ("cuda", "triton"):
+        for level in LEVELS:
+            for lmax in (0, 1, 2):
+                ours = t.get(("layer", fast, lmax, level))
+                for other in ("hippynn-triton", "reference", "triton" if fast == "cuda" else None):
+                    theirs = t.get(("layer", other, lmax, level))
+                    if ours and theirs:
+                        out.append(f"layer {level}, lmax {lmax}: {other} / {fast} = {theirs / ours:.3g}×")
+                op = t.get(("op", fast, lmax, level))
+                if op and floor.get((lmax, level)):
+                    out.append(f"op {level}, lmax {lmax}: {fast} / roofline floor = {op / floor[(lmax, level)]:.3g}×")
+            for view in ("op", "layer"):
+                l0, l2 = t.get((view, fast, 0, level)), t.get((view, fast, 2, level))
+                if l0 and l2:
+                    out.append(f"{view} {level}: {fast} lmax 2 / lmax 0 = {l2 / l0:.3g}×")
     return out
 
 
