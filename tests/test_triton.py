@@ -72,7 +72,8 @@ def strided(t: torch.Tensor) -> torch.Tensor:
 
 
 def all_levels(x: dict, lmax: int, backend: str, seed: int = 0, layout=lambda t: t) -> list[torch.Tensor]:
-    """Forward, backward and double backward (with and without v_Y) of one backend, flattened.
+    """Forward, backward and double backward (all cotangents; without v_Y; only v_Y and v_coord, as
+    in force training) of one backend, flattened.
     ``layout`` is applied to the random grad_out and cotangents."""
     args = op_args(x, lmax)
     g = torch.Generator().manual_seed(seed)
@@ -83,6 +84,8 @@ def all_levels(x: dict, lmax: int, backend: str, seed: int = 0, layout=lambda t:
     results = [out, *_interaction_backward(grad_out, *args, backend)]
     results += _interaction_double_backward(grad_out, *args[:8], *cot, *args[8:], backend)
     results += _interaction_double_backward(grad_out, *args[:8], None, *cot[1:], *args[8:], backend)
+    # force training: only v_Y and v_coord are nonzero
+    results += _interaction_double_backward(grad_out, *args[:8], *cot[:2], None, None, None, None, *args[8:], backend)
     return results
 
 

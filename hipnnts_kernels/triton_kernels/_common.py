@@ -43,10 +43,16 @@ def warps_for(elements: int, per_thread: int = 16) -> int:
 
 def pointer(t: Tensor | None, like: Tensor) -> Tensor:
     """A tensor a kernel can take as a pointer: ``t`` itself, or a one-element placeholder when
-    ``t`` is None or empty (the kernel never reads it then)."""
+    ``t`` is None or empty, which the kernel must never read. Floating placeholders hold NaN, so
+    a kernel that reads one anyway shows it in its results (and in the tests)."""
     if t is None or t.numel() == 0:
-        return like.new_zeros(1)
+        return like.new_full((1,), float("nan") if like.is_floating_point() else -1)
     return t
+
+
+def per_feature(t: Tensor | None, like: Tensor, features: int) -> Tensor:
+    """A (F,) vector the kernels read, or zeros of that shape when it is absent."""
+    return like.new_zeros(features) if t is None else t.contiguous()
 
 
 # ------------------------------------------------------------------------------------------------

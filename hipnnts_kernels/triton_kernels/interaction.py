@@ -35,6 +35,7 @@ from ._common import (
     load_constants,
     load_sensitivity_params,
     load_unit,
+    per_feature,
     pointer,
     pow2,
     quad_jacobian,
@@ -384,7 +385,7 @@ class _Launch:
         self.receiver = (pointer(index.receiver_order, index.receiver_ptr), index.receiver_ptr)
         self.sender = (pointer(index.sender_order, index.sender_ptr), index.sender_ptr)
         self.mu, self.sigma = mu.contiguous(), sigma.contiguous()
-        self.lam1, self.lam2 = pointer(vecscales, Y), pointer(quadscales, Y)
+        self.lam1, self.lam2 = per_feature(vecscales, Y, self.features), per_feature(quadscales, Y, self.features)
         self.consts = constants(cutoff, cusp_reg, Y)
 
     def config(self, kernel: str) -> dict:
@@ -460,8 +461,7 @@ def interaction_double_backward(grad_out, Y, pair_coord, pair_first, pair_second
     v_coord = zeros(P, 3) if v_coord is None else v_coord.contiguous()
     v_mu = zeros(NU) if v_mu is None else v_mu.contiguous()
     v_sigma = zeros(NU) if v_sigma is None else v_sigma.contiguous()
-    v_lam1 = pointer(v_vecscales, Y) if v_vecscales is None else v_vecscales.contiguous()
-    v_lam2 = pointer(v_quadscales, Y) if v_quadscales is None else v_quadscales.contiguous()
+    v_lam1, v_lam2 = per_feature(v_vecscales, Y, F), per_feature(v_quadscales, Y, F)
     dt, bar_t, bar_ds = L.empty(P, F), L.empty(P, F), L.empty(P, NU)
     grad_coord, grad_g = L.empty(P, 3), L.empty(N, F)
     mu_part, sigma_part = L.empty(N, NU), L.empty(N, NU)
