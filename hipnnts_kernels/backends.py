@@ -41,13 +41,16 @@ def register(op: str, backend: str) -> Callable[[Callable], Callable]:
 
 
 def register_lazy(op: str, backend: str, module: str, attr: str | None = None) -> None:
-    """Register ``module.attr`` (default ``attr = op``) as the ``backend`` implementation of ``op``,
-    importing ``module`` only when the implementation is first called."""
+    """Register ``module.attr`` (a dotted path inside the module; default ``attr = op``) as the
+    ``backend`` implementation of ``op``, importing ``module`` only when it is first called."""
     loaded: list[Callable] = []
 
     def load_and_call(*args):
         if not loaded:
-            loaded.append(getattr(importlib.import_module(module), attr or op))
+            target = importlib.import_module(module)
+            for name in (attr or op).split("."):
+                target = getattr(target, name)
+            loaded.append(target)
         return loaded[0](*args)
 
     _IMPLEMENTATIONS[(op, backend)] = load_and_call

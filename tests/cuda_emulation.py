@@ -1,5 +1,5 @@
 """The CUDA kernels of csrc/ built for the host emulator (csrc/emulation) and driven through the
-"cuda" backend's own glue (hipnnts_kernels.cuda_backend.CudaKernels), for the CPU test suite.
+"cuda" backend's own glue (hipnnts_kernels.segment_kernels.SegmentKernels), for the CPU test suite.
 
 :func:`build` compiles csrc/kernels/launch.cu and csrc/emulation/capi.cpp with the host C++
 compiler into a shared library; :class:`EmulatedLaunchers` calls it through ctypes on CPU tensors.
@@ -39,7 +39,7 @@ def _ptr(t: torch.Tensor | None) -> ctypes.c_void_p:
 
 
 class EmulatedLaunchers:
-    """The launch primitives of hipnnts_kernels.cuda_backend.Launchers, run by the host emulator."""
+    """The launch primitives of hipnnts_kernels.segment_kernels.Launchers, run by the host emulator."""
 
     def __init__(self, lib: ctypes.CDLL):
         self.lib = lib

@@ -20,7 +20,7 @@ from test_ops import CUTOFF, envsum_inputs, interaction_fn, interaction_inputs
 from test_triton import all_levels, assert_close_f64, case_inputs, op_args, strided
 
 from hipnnts_kernels import backends, ops, reference
-from hipnnts_kernels.cuda_backend import OPS, CudaKernels
+from hipnnts_kernels.segment_kernels import OPS, SegmentKernels
 
 F64, F32 = torch.float64, torch.float32
 HAVE_GPU = torch.cuda.is_available() and importlib.util.find_spec("hipnnts_kernels._C") is not None
@@ -31,17 +31,17 @@ HAVE_COMPILER = shutil.which("g++") is not None or shutil.which("c++") is not No
     pytest.param("gpu", marks=pytest.mark.skipif(not HAVE_GPU, reason="needs a GPU and the built extension")),
     pytest.param("emulated", marks=pytest.mark.skipif(not HAVE_COMPILER, reason="needs a host C++ compiler")),
 ])
-def target(request, tmp_path_factory) -> tuple[CudaKernels, torch.device]:
+def target(request, tmp_path_factory) -> tuple[SegmentKernels, torch.device]:
     """(the "cuda" backend's implementations, the device their tensors live on)."""
     if request.param == "gpu":
         from hipnnts_kernels import cuda_backend
 
-        return cuda_backend._KERNELS, torch.device("cuda")
-    return CudaKernels(EmulatedLaunchers(build(tmp_path_factory.mktemp("cuda_emulated")))), torch.device("cpu")
+        return cuda_backend.KERNELS, torch.device("cuda")
+    return SegmentKernels(EmulatedLaunchers(build(tmp_path_factory.mktemp("cuda_emulated")))), torch.device("cpu")
 
 
 @pytest.fixture
-def kernels(target) -> CudaKernels:
+def kernels(target) -> SegmentKernels:
     return target[0]
 
 

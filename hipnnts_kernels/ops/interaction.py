@@ -31,8 +31,8 @@ backends.register("interaction", "reference")(reference.interaction)
 backends.register("interaction_backward", "reference")(reference.interaction_backward)
 backends.register("interaction_double_backward", "reference")(reference.interaction_double_backward)
 for _op in ("interaction", "interaction_backward", "interaction_double_backward"):
-    backends.register_lazy(_op, "triton", "hipnnts_kernels.triton_kernels.interaction")
-    backends.register_lazy(_op, "cuda", "hipnnts_kernels.cuda_backend")
+    backends.register_lazy(_op, "triton", "hipnnts_kernels.triton_kernels.launchers", f"KERNELS.{_op}")
+    backends.register_lazy(_op, "cuda", "hipnnts_kernels.cuda_backend", f"KERNELS.{_op}")
 
 
 @torch.library.custom_op("hipnnts::interaction", mutates_args=())

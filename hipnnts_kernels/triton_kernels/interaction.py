@@ -23,20 +23,15 @@ from __future__ import annotations
 
 import triton
 import triton.language as tl
-from torch import Tensor
 
 from .. import reference
-from ..pair_index import pair_index
 from ._common import (
     angular_factors,
     chain_to_coord,
-    constants,
     factor_jacobian,
     load_constants,
     load_sensitivity_params,
     load_unit,
-    per_feature,
-    pointer,
     pow2,
     quad_jacobian,
     row,
@@ -349,7 +344,7 @@ def _sender_kernel(coord, order, ptr, mu, sigma, consts, X, B, Z, out, NU, F, HA
 
 
 # ------------------------------------------------------------------------------------------------
-# Launchers (the "triton" implementations registered in hipnnts_kernels.ops.interaction)
+# Launch configuration (the launchers are in .launchers)
 # ------------------------------------------------------------------------------------------------
 def launch_config(kernel: str, nu: int, features: int, lmax: int) -> dict:
     """Compile-time meta-parameters and ``num_warps`` of one kernel for a problem shape.
@@ -368,109 +363,3 @@ def launch_config(kernel: str, nu: int, features: int, lmax: int) -> dict:
     block_f = min(pow2(features), 64) if kernel in ("forward", "sender") else pow2(features)
     per_thread = 8 if kernel == "double_backward" else 16
     return dict(config, BLOCK_F=block_f, num_warps=warps_for(nu_pad * block_f, per_thread))
-
-
-class _Launch:
-    """Contiguous inputs, the cached pair index and the block sizes of one call."""
-
-    def __init__(self, Y, pair_coord, pair_first, pair_second, mu, sigma, vecscales, quadscales, cutoff, cusp_reg,
-                 lmax):
-        self.n_atoms, self.nu, self.features = Y.shape
-        self.n_pairs = pair_coord.shape[0]
-        self.lmax = lmax
-        self.Y = Y.contiguous()
-        self.coord = pointer(pair_coord.contiguous(), Y)
-        self.second = pointer(pair_second.contiguous(), pair_second.new_zeros(1))
-        index = pair_index(pair_first, pair_second, self.n_atoms)
-        self.receiver = (pointer(index.receiver_order, index.receiver_ptr), index.receiver_ptr)
-        self.sender = (pointer(index.sender_order, index.sender_ptr), index.sender_ptr)
-        self.mu, self.sigma = mu.contiguous(), sigma.contiguous()
-        self.lam1, self.lam2 = per_feature(vecscales, Y, self.features), per_feature(quadscales, Y, self.features)
-        self.consts = constants(cutoff, cusp_reg, Y)
-
-    def config(self, kernel: str) -> dict:
-        return launch_config(kernel, self.nu, self.features, self.lmax)
-
-    def empty(self, *shape) -> Tensor:
-        return self.Y.new_empty(*shape)
-
-    def per_atom_sum(self, part: Tensor, present: bool) -> Tensor:
-        return part.sum(0) if present else self.Y.new_zeros(0)
-
-    def sender_sum(self, X: Tensor, B: Tensor | None = None, Z: Tensor | None = None) -> Tensor:
-        """grad_Y[j] = sum over j's pairs of s (x) X (+ B (x) Z)."""
-        out = self.empty(self.n_atoms, self.nu, self.features)
-        config = self.config("sender")
-        grid = (self.n_atoms, triton.cdiv(self.features, config["BLOCK_F"]))
-        _sender_kernel[grid](self.coord, *self.sender, self.mu, self.sigma, self.consts, pointer(X, self.Y),
-                             pointer(B, self.Y), pointer(Z, self.Y), out, self.nu, self.features, HAS_B=B is not None,
-                             **config)
-        return out
-
-
-def _degenerate(Y: Tensor) -> bool:
-    """No atoms, sensitivities or features: nothing for a kernel to do (the reference handles it)."""
-    return Y.numel() == 0
-
-
-def interaction(Y, pair_coord, pair_first, pair_second, mu, sigma, vecscales, quadscales, cutoff, cusp_reg, lmax):
-    """Triton forward of :func:`hipnnts_kernels.reference.interaction` -> (N, F_out)."""
-    if _degenerate(Y):
-        return reference.interaction(Y, pair_coord, pair_first, pair_second, mu, sigma, vecscales, quadscales, cutoff,
-                                     cusp_reg, lmax)
-    L = _Launch(Y, pair_coord, pair_first, pair_second, mu, sigma, vecscales, quadscales, cutoff, cusp_reg, lmax)
-    out = L.empty(L.n_atoms, L.features)
-    config = L.config("forward")
-    grid = (L.n_atoms, triton.cdiv(L.features, config["BLOCK_F"]))
-    _forward_kernel[grid](L.Y, L.coord, L.second, *L.receiver, L.mu, L.sigma, L.lam1, L.lam2, L.consts, out, L.nu,
-                          L.features, **config)
-    return out
-
-
-def interaction_backward(grad_out, Y, pair_coord, pair_first, pair_second, mu, sigma, vecscales, quadscales, cutoff,
-                         cusp_reg, lmax):
-    """Triton backward of the interaction; same outputs as
-    :func:`hipnnts_kernels.reference.interaction_backward`."""
-    if _degenerate(Y):
-        return reference.interaction_backward(grad_out, Y, pair_coord, pair_first, pair_second, mu, sigma, vecscales,
-                                              quadscales, cutoff, cusp_reg, lmax)
-    L = _Launch(Y, pair_coord, pair_first, pair_second, mu, sigma, vecscales, quadscales, cutoff, cusp_reg, lmax)
-    dt = L.empty(L.n_pairs, L.features)
-    grad_coord = L.empty(L.n_pairs, 3)
-    mu_part, sigma_part = L.empty(L.n_atoms, L.nu), L.empty(L.n_atoms, L.nu)
-    lam1_part, lam2_part = L.empty(L.n_atoms, L.features), L.empty(L.n_atoms, L.features)
-    _backward_kernel[(L.n_atoms,)](
-        grad_out.contiguous(), L.Y, L.coord, L.second, *L.receiver, L.mu, L.sigma, L.lam1, L.lam2, L.consts,
-        pointer(dt, Y), pointer(grad_coord, Y), mu_part, sigma_part, lam1_part, lam2_part, L.nu, L.features,
-        **L.config("backward"))
-    return (L.sender_sum(dt), grad_coord, mu_part.sum(0), sigma_part.sum(0), L.per_atom_sum(lam1_part, lmax >= 1),
-            L.per_atom_sum(lam2_part, lmax >= 2))
-
-
-def interaction_double_backward(grad_out, Y, pair_coord, pair_first, pair_second, mu, sigma, vecscales, quadscales,
-                                v_Y, v_coord, v_mu, v_sigma, v_vecscales, v_quadscales, cutoff, cusp_reg, lmax):
-    """Triton double backward; same outputs as :func:`hipnnts_kernels.reference.interaction_double_backward`."""
-    if _degenerate(Y):
-        return reference.interaction_double_backward(
-            grad_out, Y, pair_coord, pair_first, pair_second, mu, sigma, vecscales, quadscales, v_Y, v_coord, v_mu,
-            v_sigma, v_vecscales, v_quadscales, cutoff, cusp_reg, lmax)
-    L = _Launch(Y, pair_coord, pair_first, pair_second, mu, sigma, vecscales, quadscales, cutoff, cusp_reg, lmax)
-    P, N, NU, F = L.n_pairs, L.n_atoms, L.nu, L.features
-    zeros = lambda *shape: Y.new_zeros(*shape)  # noqa: E731
-    v_Y = None if v_Y is None else v_Y.contiguous()
-    v_coord = zeros(P, 3) if v_coord is None else v_coord.contiguous()
-    v_mu = zeros(NU) if v_mu is None else v_mu.contiguous()
-    v_sigma = zeros(NU) if v_sigma is None else v_sigma.contiguous()
-    v_lam1, v_lam2 = per_feature(v_vecscales, Y, F), per_feature(v_quadscales, Y, F)
-    dt, bar_t, bar_ds = L.empty(P, F), L.empty(P, F), L.empty(P, NU)
-    grad_coord, grad_g = L.empty(P, 3), L.empty(N, F)
-    mu_part, sigma_part = L.empty(N, NU), L.empty(N, NU)
-    lam1_part, lam2_part = L.empty(N, F), L.empty(N, F)
-    _double_backward_kernel[(N,)](
-        grad_out.contiguous(), L.Y, L.coord, L.second, *L.receiver, L.mu, L.sigma, L.lam1, L.lam2, L.consts,
-        pointer(v_Y, Y), pointer(v_coord, Y), v_mu, v_sigma, v_lam1, v_lam2,
-        pointer(dt, Y), pointer(bar_t, Y), pointer(bar_ds, Y), pointer(grad_coord, Y), mu_part, sigma_part, grad_g,
-        lam1_part, lam2_part, NU, F, HAS_VY=v_Y is not None, **L.config("double_backward"))
-    grad_Y = L.sender_sum(bar_t, bar_ds, dt)
-    return (grad_g, grad_Y, grad_coord, mu_part.sum(0), sigma_part.sum(0), L.per_atom_sum(lam1_part, lmax >= 1),
-            L.per_atom_sum(lam2_part, lmax >= 2))

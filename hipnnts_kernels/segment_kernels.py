@@ -1,0 +1,145 @@
+"""The glue both fast backends share: from the ops' implementation signatures to launch primitives.
+
+The Triton and CUDA kernels accumulate per atom over pair segments (see
+:mod:`hipnnts_kernels.pair_index`). :class:`SegmentKernels` does what is the same for both:
+it falls back to the reference for degenerate shapes, supplies the cached pair index, allocates
+the outputs, runs the receiver kernel and then the sender kernel, and sums the per-atom partial
+gradients. A backend supplies only its :class:`Launchers`.
+"""
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+from . import reference
+from .pair_index import pair_index
+
+#: The ops :class:`SegmentKernels` implements.
+OPS = ("interaction", "interaction_backward", "interaction_double_backward", "envsum", "sensesum", "featsum")
+
+
+class Launchers(Protocol):
+    """Launch primitives of a backend: each writes into the outputs it is given.
+
+    Floating tensors are contiguous and share a dtype; indices are int64; optional tensors are
+    None when absent (see csrc/kernels/launch.h for the CUDA ones).
+    """
+
+    def interaction_forward(self, Y, coord, second, order, ptr, mu, sigma, lam1, lam2, cutoff, cusp_reg, lmax,
+                            out) -> None: ...
+
+    def interaction_backward(self, Y, coord, second, order, ptr, mu, sigma, lam1, lam2, cutoff, cusp_reg, lmax,
+                             grad_out, dt, grad_coord, mu_part, sigma_part, lam1_part, lam2_part) -> None: ...
+
+    def interaction_double_backward(self, Y, coord, second, order, ptr, mu, sigma, lam1, lam2, cutoff, cusp_reg, lmax,
+                                    v_Y, v_coord, v_mu, v_sigma, v_lam1, v_lam2, grad_out, dt, bar_t, bar_ds,
+                                    grad_coord, mu_part, sigma_part, grad_grad_out, lam1_part, lam2_part) -> None: ...
+
+    def sender_sum(self, coord, order, ptr, mu, sigma, cutoff, X, B, Z, out) -> None: ...
+
+    def envsum(self, sens, feat, second, order, ptr, out) -> None: ...
+
+    def sensesum(self, env, feat, second, order, ptr, out) -> None: ...
+
+    def featsum(self, env, sens, first, order, ptr, out) -> None: ...
+
+
+class SegmentKernels:
+    """Registry implementations (same signatures as :mod:`hipnnts_kernels.reference`) over a set of
+    :class:`Launchers`."""
+
+    def __init__(self, launch: Launchers):
+        self.launch = launch
+
+    @staticmethod
+    def _inputs(Y, pair_coord, pair_first, pair_second, mu, sigma, vecscales, quadscales, cutoff, cusp_reg, lmax):
+        index = pair_index(pair_first, pair_second, Y.shape[0])
+        inputs = (Y.contiguous(), pair_coord.contiguous(), pair_second.to(torch.int64).contiguous(),
+                  index.receiver_order, index.receiver_ptr, mu.contiguous(), sigma.contiguous(),
+                  None if vecscales is None else vecscales.contiguous(),
+                  None if quadscales is None else quadscales.contiguous(), float(cutoff), float(cusp_reg), int(lmax))
+        return inputs, index
+
+    def interaction(self, Y, pair_coord, pair_first, pair_second, mu, sigma, vecscales, quadscales, cutoff, cusp_reg,
+                    lmax) -> Tensor:
+        if Y.numel() == 0:
+            return reference.interaction(Y, pair_coord, pair_first, pair_second, mu, sigma, vecscales, quadscales,
+                                         cutoff, cusp_reg, lmax)
+        inputs, _ = self._inputs(Y, pair_coord, pair_first, pair_second, mu, sigma, vecscales, quadscales, cutoff,
+                                 cusp_reg, lmax)
+        out = Y.new_empty(Y.shape[0], Y.shape[2])
+        self.launch.interaction_forward(*inputs, out)
+        return out
+
+    def interaction_backward(self, grad_out, Y, pair_coord, pair_first, pair_second, mu, sigma, vecscales, quadscales,
+                             cutoff, cusp_reg, lmax):
+        if Y.numel() == 0:
+            return reference.interaction_backward(grad_out, Y, pair_coord, pair_first, pair_second, mu, sigma,
+                                                  vecscales, quadscales, cutoff, cusp_reg, lmax)
+        inputs, index = self._inputs(Y, pair_coord, pair_first, pair_second, mu, sigma, vecscales, quadscales, cutoff,
+                                     cusp_reg, lmax)
+        n_atoms, nu, features = Y.shape
+        n_pairs = pair_coord.shape[0]
+        dt, grad_coord = Y.new_empty(n_pairs, features), Y.new_empty(n_pairs, 3)
+        mu_part, sigma_part = Y.new_empty(n_atoms, nu), Y.new_empty(n_atoms, nu)
+        lam1_part, lam2_part = Y.new_empty(n_atoms, features), Y.new_empty(n_atoms, features)
+        self.launch.interaction_backward(*inputs, grad_out.contiguous(), dt, grad_coord, mu_part, sigma_part,
+                                         lam1_part, lam2_part)
+        grad_Y = Y.new_empty(Y.shape)
+        self.launch.sender_sum(inputs[1], index.sender_order, index.sender_ptr, inputs[5], inputs[6], inputs[9], dt,
+                               None, None, grad_Y)
+        return (grad_Y, grad_coord, mu_part.sum(0), sigma_part.sum(0),
+                lam1_part.sum(0) if lmax >= 1 else Y.new_zeros(0), lam2_part.sum(0) if lmax >= 2 else Y.new_zeros(0))
+
+    def interaction_double_backward(self, grad_out, Y, pair_coord, pair_first, pair_second, mu, sigma, vecscales,
+                                    quadscales, v_Y, v_coord, v_mu, v_sigma, v_vecscales, v_quadscales, cutoff,
+                                    cusp_reg, lmax):
+        if Y.numel() == 0:
+            return reference.interaction_double_backward(
+                grad_out, Y, pair_coord, pair_first, pair_second, mu, sigma, vecscales, quadscales, v_Y, v_coord, v_mu,
+                v_sigma, v_vecscales, v_quadscales, cutoff, cusp_reg, lmax)
+        inputs, index = self._inputs(Y, pair_coord, pair_first, pair_second, mu, sigma, vecscales, quadscales, cutoff,
+                                     cusp_reg, lmax)
+        n_atoms, nu, features = Y.shape
+        n_pairs = pair_coord.shape[0]
+        given = lambda t, *shape: Y.new_zeros(shape) if t is None else t.contiguous()  # noqa: E731
+        optional = lambda t: None if t is None else t.contiguous()  # noqa: E731
+        cotangents = (optional(v_Y), given(v_coord, n_pairs, 3), given(v_mu, nu), given(v_sigma, nu),
+                      optional(v_vecscales), optional(v_quadscales))
+        dt, bar_t, bar_ds = Y.new_empty(n_pairs, features), Y.new_empty(n_pairs, features), Y.new_empty(n_pairs, nu)
+        grad_coord, grad_grad_out = Y.new_empty(n_pairs, 3), Y.new_empty(n_atoms, features)
+        mu_part, sigma_part = Y.new_empty(n_atoms, nu), Y.new_empty(n_atoms, nu)
+        lam1_part, lam2_part = Y.new_empty(n_atoms, features), Y.new_empty(n_atoms, features)
+        self.launch.interaction_double_backward(*inputs, *cotangents, grad_out.contiguous(), dt, bar_t, bar_ds,
+                                                grad_coord, mu_part, sigma_part, grad_grad_out, lam1_part, lam2_part)
+        grad_Y = Y.new_empty(Y.shape)
+        self.launch.sender_sum(inputs[1], index.sender_order, index.sender_ptr, inputs[5], inputs[6], inputs[9], bar_t,
+                               bar_ds, dt, grad_Y)
+        return (grad_grad_out, grad_Y, grad_coord, mu_part.sum(0), sigma_part.sum(0),
+                lam1_part.sum(0) if lmax >= 1 else Y.new_zeros(0), lam2_part.sum(0) if lmax >= 2 else Y.new_zeros(0))
+
+    def envsum(self, sens, feat, pair_first, pair_second) -> Tensor:
+        out = feat.new_zeros(feat.shape[0], sens.shape[1], feat.shape[1])
+        if out.numel() and sens.shape[0]:
+            index = pair_index(pair_first, pair_second, feat.shape[0])
+            self.launch.envsum(sens.contiguous(), feat.contiguous(), pair_second.to(torch.int64).contiguous(),
+                               index.receiver_order, index.receiver_ptr, out)
+        return out
+
+    def sensesum(self, env, feat, pair_first, pair_second) -> Tensor:
+        out = env.new_zeros(pair_first.shape[0], env.shape[1])
+        if out.numel() and env.shape[2]:
+            index = pair_index(pair_first, pair_second, env.shape[0])
+            self.launch.sensesum(env.contiguous(), feat.contiguous(), pair_second.to(torch.int64).contiguous(),
+                                 index.receiver_order, index.receiver_ptr, out)
+        return out
+
+    def featsum(self, env, sens, pair_first, pair_second) -> Tensor:
+        out = env.new_zeros(env.shape[0], env.shape[2])
+        if out.numel() and sens.shape[0] and env.shape[1]:
+            index = pair_index(pair_first, pair_second, env.shape[0])
+            self.launch.featsum(env.contiguous(), sens.contiguous(), pair_first.to(torch.int64).contiguous(),
+                                index.sender_order, index.sender_ptr, out)
+        return out
