@@ -149,6 +149,70 @@ void interaction_double_backward(const at::Tensor& Y, const at::Tensor& coord, c
     });
 }
 
+void check_molecules(const at::Tensor& molecule_ptr, const at::Tensor& Y) {
+    check_index(molecule_ptr, "molecule_ptr", Y);
+    TORCH_CHECK(molecule_ptr.dim() == 1 && molecule_ptr.numel() >= 1, "hipnnts_cuda: molecule_ptr must be (M + 1,)");
+}
+
+void interaction_backward_molecules(const at::Tensor& Y, const at::Tensor& coord, const at::Tensor& second,
+                                    const at::Tensor& order, const at::Tensor& ptr, const at::Tensor& mu,
+                                    const at::Tensor& sigma, const OptionalTensor& lam1, const OptionalTensor& lam2,
+                                    double cutoff, double cusp_reg, int64_t lmax, const at::Tensor& molecule_ptr,
+                                    const at::Tensor& grad_out, at::Tensor& grad_Y, at::Tensor& grad_coord,
+                                    at::Tensor& mu_part, at::Tensor& sigma_part, at::Tensor& lam1_part,
+                                    at::Tensor& lam2_part) {
+    check_interaction(Y, coord, second, order, ptr, mu, sigma, lam1, lam2, lmax);
+    check_molecules(molecule_ptr, Y);
+    for (const auto& [t, name] : {std::pair{&grad_out, "grad_out"}, {&grad_Y, "grad_Y"}, {&grad_coord, "grad_coord"},
+                                  {&mu_part, "mu_part"}, {&sigma_part, "sigma_part"}, {&lam1_part, "lam1_part"},
+                                  {&lam2_part, "lam2_part"}})
+        check_float(*t, name, Y);
+    const c10::cuda::CUDAGuard guard(Y.device());
+    AT_DISPATCH_FLOATING_TYPES(Y.scalar_type(), "interaction_backward_molecules", [&] {
+        raise_if(hipnnts::interaction_backward_molecules<scalar_t>(
+                     interaction_inputs<scalar_t>(Y, coord, second, order, ptr, mu, sigma, lam1, lam2, cutoff, cusp_reg,
+                                                  lmax),
+                     molecule_ptr.data_ptr<index_t>(), molecule_ptr.numel() - 1, grad_out.data_ptr<scalar_t>(),
+                     grad_Y.data_ptr<scalar_t>(), grad_coord.data_ptr<scalar_t>(), mu_part.data_ptr<scalar_t>(),
+                     sigma_part.data_ptr<scalar_t>(), lam1_part.data_ptr<scalar_t>(), lam2_part.data_ptr<scalar_t>(),
+                     current_stream()),
+                 "interaction_backward_molecules");
+    });
+}
+
+void interaction_double_backward_molecules(
+    const at::Tensor& Y, const at::Tensor& coord, const at::Tensor& second, const at::Tensor& order,
+    const at::Tensor& ptr, const at::Tensor& mu, const at::Tensor& sigma, const OptionalTensor& lam1,
+    const OptionalTensor& lam2, double cutoff, double cusp_reg, int64_t lmax, const at::Tensor& molecule_ptr,
+    const OptionalTensor& v_Y, const at::Tensor& v_coord, const at::Tensor& v_mu, const at::Tensor& v_sigma,
+    const OptionalTensor& v_lam1, const OptionalTensor& v_lam2, const at::Tensor& grad_out, at::Tensor& grad_Y,
+    at::Tensor& grad_coord, at::Tensor& mu_part, at::Tensor& sigma_part, at::Tensor& grad_grad_out,
+    at::Tensor& lam1_part, at::Tensor& lam2_part) {
+    check_interaction(Y, coord, second, order, ptr, mu, sigma, lam1, lam2, lmax);
+    check_molecules(molecule_ptr, Y);
+    for (const auto& [t, name] :
+         {std::pair{&v_coord, "v_coord"}, {&v_mu, "v_mu"}, {&v_sigma, "v_sigma"}, {&grad_out, "grad_out"},
+          {&grad_Y, "grad_Y"}, {&grad_coord, "grad_coord"}, {&mu_part, "mu_part"}, {&sigma_part, "sigma_part"},
+          {&grad_grad_out, "grad_grad_out"}, {&lam1_part, "lam1_part"}, {&lam2_part, "lam2_part"}})
+        check_float(*t, name, Y);
+    for (const auto& [t, name] : {std::pair{&v_Y, "v_Y"}, {&v_lam1, "v_vecscales"}, {&v_lam2, "v_quadscales"}})
+        if (t->has_value()) check_float(**t, name, Y);
+    const c10::cuda::CUDAGuard guard(Y.device());
+    AT_DISPATCH_FLOATING_TYPES(Y.scalar_type(), "interaction_double_backward_molecules", [&] {
+        const hipnnts::Cotangents<scalar_t> cot{optional_ptr<scalar_t>(v_Y), v_coord.data_ptr<scalar_t>(),
+                                                v_mu.data_ptr<scalar_t>(), v_sigma.data_ptr<scalar_t>(),
+                                                optional_ptr<scalar_t>(v_lam1), optional_ptr<scalar_t>(v_lam2)};
+        raise_if(hipnnts::interaction_double_backward_molecules<scalar_t>(
+                     interaction_inputs<scalar_t>(Y, coord, second, order, ptr, mu, sigma, lam1, lam2, cutoff, cusp_reg,
+                                                  lmax),
+                     cot, molecule_ptr.data_ptr<index_t>(), molecule_ptr.numel() - 1, grad_out.data_ptr<scalar_t>(),
+                     grad_Y.data_ptr<scalar_t>(), grad_coord.data_ptr<scalar_t>(), mu_part.data_ptr<scalar_t>(),
+                     sigma_part.data_ptr<scalar_t>(), grad_grad_out.data_ptr<scalar_t>(),
+                     lam1_part.data_ptr<scalar_t>(), lam2_part.data_ptr<scalar_t>(), current_stream()),
+                 "interaction_double_backward_molecules");
+    });
+}
+
 void sender_sum(const at::Tensor& coord, const at::Tensor& order, const at::Tensor& ptr, const at::Tensor& mu,
                 const at::Tensor& sigma, double cutoff, const at::Tensor& X, const OptionalTensor& B,
                 const OptionalTensor& Z, at::Tensor& out) {
@@ -231,6 +295,16 @@ TORCH_LIBRARY(hipnnts_cuda, m) {
           "Tensor? v_quadscales, Tensor grad_out, Tensor(a!) dt, Tensor(b!) bar_t, Tensor(c!) bar_ds, "
           "Tensor(d!) grad_coord, Tensor(e!) mu_part, Tensor(f!) sigma_part, Tensor(g!) grad_grad_out, "
           "Tensor(h!) lam1_part, Tensor(i!) lam2_part) -> ()");
+    m.def("interaction_backward_molecules(Tensor Y, Tensor pair_coord, Tensor pair_second, Tensor receiver_order, "
+          "Tensor receiver_ptr, Tensor mu, Tensor sigma, Tensor? vecscales, Tensor? quadscales, float cutoff, "
+          "float cusp_reg, int lmax, Tensor molecule_ptr, Tensor grad_out, Tensor(a!) grad_Y, Tensor(b!) grad_coord, "
+          "Tensor(c!) mu_part, Tensor(d!) sigma_part, Tensor(e!) lam1_part, Tensor(f!) lam2_part) -> ()");
+    m.def("interaction_double_backward_molecules(Tensor Y, Tensor pair_coord, Tensor pair_second, "
+          "Tensor receiver_order, Tensor receiver_ptr, Tensor mu, Tensor sigma, Tensor? vecscales, "
+          "Tensor? quadscales, float cutoff, float cusp_reg, int lmax, Tensor molecule_ptr, Tensor? v_Y, "
+          "Tensor v_coord, Tensor v_mu, Tensor v_sigma, Tensor? v_vecscales, Tensor? v_quadscales, Tensor grad_out, "
+          "Tensor(a!) grad_Y, Tensor(b!) grad_coord, Tensor(c!) mu_part, Tensor(d!) sigma_part, "
+          "Tensor(e!) grad_grad_out, Tensor(f!) lam1_part, Tensor(g!) lam2_part) -> ()");
     m.def("sender_sum(Tensor pair_coord, Tensor sender_order, Tensor sender_ptr, Tensor mu, Tensor sigma, "
           "float cutoff, Tensor X, Tensor? B, Tensor? Z, Tensor(a!) out) -> ()");
     m.def("envsum(Tensor sens, Tensor feat, Tensor pair_second, Tensor order, Tensor ptr, Tensor(a!) out) -> ()");
@@ -242,6 +316,8 @@ TORCH_LIBRARY_IMPL(hipnnts_cuda, CUDA, m) {
     m.impl("interaction_forward", &interaction_forward);
     m.impl("interaction_backward", &interaction_backward);
     m.impl("interaction_double_backward", &interaction_double_backward);
+    m.impl("interaction_backward_molecules", &interaction_backward_molecules);
+    m.impl("interaction_double_backward_molecules", &interaction_double_backward_molecules);
     m.impl("sender_sum", &sender_sum);
     m.impl("envsum", &envsum);
     m.impl("sensesum", &sensesum);

@@ -18,7 +18,8 @@ import torch
 
 from .segment_kernels import SegmentKernels
 
-_PRIMITIVES = ("interaction_forward", "interaction_backward", "interaction_double_backward", "sender_sum", "envsum",
+_PRIMITIVES = ("interaction_forward", "interaction_backward", "interaction_double_backward",
+               "interaction_backward_molecules", "interaction_double_backward_molecules", "sender_sum", "envsum",
                "sensesum", "featsum")
 
 
@@ -38,5 +39,7 @@ class _ExtensionLaunchers:
         return getattr(torch.ops.hipnnts_cuda, name)
 
 
-#: The implementations registered for the backend (see hipnnts_kernels.ops).
+#: The implementations registered for the backend (see hipnnts_kernels.ops). The molecule path of
+#: the derivative levels is off until a GPU benchmark shows where it wins; to use it, set
+#: ``KERNELS.molecule_max_atoms`` (e.g. 64).
 KERNELS = SegmentKernels(_ExtensionLaunchers())

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import weakref
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -28,6 +28,15 @@ class PairIndex:
     receiver_ptr: Tensor
     sender_order: Tensor
     sender_ptr: Tensor
+    _derived: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def molecules(self, pair_first: Tensor, pair_second: Tensor) -> tuple[Tensor, int]:
+        """:func:`molecule_ranges` of this index's pair list and the size of the largest range,
+        computed on first use (one host synchronisation) and kept with the index."""
+        if "molecules" not in self._derived:
+            ptr = molecule_ranges(pair_first, pair_second, self.receiver_ptr.shape[0] - 1)
+            self._derived["molecules"] = (ptr, int((ptr[1:] - ptr[:-1]).max()) if ptr.numel() > 1 else 0)
+        return self._derived["molecules"]
 
 
 def _csr(atom: Tensor, n_atoms: int) -> tuple[Tensor, Tensor]:
@@ -39,6 +48,21 @@ def _csr(atom: Tensor, n_atoms: int) -> tuple[Tensor, Tensor]:
 def build_pair_index(pair_first: Tensor, pair_second: Tensor, n_atoms: int) -> PairIndex:
     """Sort a pair list into receiver and sender segments (no host synchronisation)."""
     return PairIndex(*_csr(pair_first, n_atoms), *_csr(pair_second, n_atoms))
+
+
+def molecule_ranges(pair_first: Tensor, pair_second: Tensor, n_atoms: int) -> Tensor:
+    """(M + 1,) int64 boundaries of the smallest contiguous atom ranges that contain both atoms of
+    every pair; an atom without pairs is a range of its own."""
+    device = pair_first.device
+    atoms = torch.arange(n_atoms, device=device)
+    reach = atoms.clone()  # the highest atom each atom is paired with (itself at least)
+    if pair_first.numel():
+        low = torch.minimum(pair_first, pair_second).long()
+        high = torch.maximum(pair_first, pair_second).long()
+        reach = reach.scatter_reduce(0, low, high, reduce="amax")
+    closed = torch.cummax(reach, 0).values == atoms  # no pair from atoms <= a reaches past a
+    ends = torch.nonzero(closed).flatten() + 1
+    return torch.cat([torch.zeros(1, dtype=torch.int64, device=device), ends])
 
 
 class _PairIndexCache:

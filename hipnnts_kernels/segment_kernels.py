@@ -39,6 +39,12 @@ class Launchers(Protocol):
 
     def sender_sum(self, coord, order, ptr, mu, sigma, cutoff, X, B, Z, out) -> None: ...
 
+    # optional, the molecule path (see SegmentKernels):
+    # interaction_backward_molecules(<inputs as above>, molecule_ptr, grad_out, grad_Y, grad_coord, mu_part,
+    #     sigma_part, lam1_part, lam2_part)
+    # interaction_double_backward_molecules(<inputs>, molecule_ptr, v_Y, v_coord, v_mu, v_sigma, v_lam1, v_lam2,
+    #     grad_out, grad_Y, grad_coord, mu_part, sigma_part, grad_grad_out, lam1_part, lam2_part)
+
     def envsum(self, sens, feat, second, order, ptr, out) -> None: ...
 
     def sensesum(self, env, feat, second, order, ptr, out) -> None: ...
@@ -48,10 +54,24 @@ class Launchers(Protocol):
 
 class SegmentKernels:
     """Registry implementations (same signatures as :mod:`hipnnts_kernels.reference`) over a set of
-    :class:`Launchers`."""
+    :class:`Launchers`.
 
-    def __init__(self, launch: Launchers):
+    ``molecule_max_atoms`` > 0 turns on the molecule path of the derivative levels for launchers
+    that have it (``interaction_backward_molecules`` / ``interaction_double_backward_molecules``):
+    used when no atom range that pairs never cross (see
+    :func:`~hipnnts_kernels.pair_index.molecule_ranges`) has more atoms than that.
+    """
+
+    def __init__(self, launch: Launchers, molecule_max_atoms: int = 0):
         self.launch = launch
+        self.molecule_max_atoms = molecule_max_atoms
+
+    def _molecules(self, index, pair_first, pair_second, method: str):
+        """The molecule boundaries when the molecule path applies, else None."""
+        if self.molecule_max_atoms <= 0 or not hasattr(self.launch, method):
+            return None
+        molecule_ptr, largest = index.molecules(pair_first, pair_second)
+        return molecule_ptr if largest <= self.molecule_max_atoms else None
 
     @staticmethod
     def _inputs(Y, pair_coord, pair_first, pair_second, mu, sigma, vecscales, quadscales, cutoff, cusp_reg, lmax):
@@ -82,14 +102,19 @@ class SegmentKernels:
                                      cusp_reg, lmax)
         n_atoms, nu, features = Y.shape
         n_pairs = pair_coord.shape[0]
-        dt, grad_coord = Y.new_empty(n_pairs, features), Y.new_empty(n_pairs, 3)
+        grad_Y, grad_coord = Y.new_empty(Y.shape), Y.new_empty(n_pairs, 3)
         mu_part, sigma_part = Y.new_empty(n_atoms, nu), Y.new_empty(n_atoms, nu)
         lam1_part, lam2_part = Y.new_empty(n_atoms, features), Y.new_empty(n_atoms, features)
-        self.launch.interaction_backward(*inputs, grad_out.contiguous(), dt, grad_coord, mu_part, sigma_part,
-                                         lam1_part, lam2_part)
-        grad_Y = Y.new_empty(Y.shape)
-        self.launch.sender_sum(inputs[1], index.sender_order, index.sender_ptr, inputs[5], inputs[6], inputs[9], dt,
-                               None, None, grad_Y)
+        molecule_ptr = self._molecules(index, pair_first, pair_second, "interaction_backward_molecules")
+        if molecule_ptr is not None:
+            self.launch.interaction_backward_molecules(*inputs, molecule_ptr, grad_out.contiguous(), grad_Y,
+                                                       grad_coord, mu_part, sigma_part, lam1_part, lam2_part)
+        else:
+            dt = Y.new_empty(n_pairs, features)
+            self.launch.interaction_backward(*inputs, grad_out.contiguous(), dt, grad_coord, mu_part, sigma_part,
+                                             lam1_part, lam2_part)
+            self.launch.sender_sum(inputs[1], index.sender_order, index.sender_ptr, inputs[5], inputs[6], inputs[9],
+                                   dt, None, None, grad_Y)
         return (grad_Y, grad_coord, mu_part.sum(0), sigma_part.sum(0),
                 lam1_part.sum(0) if lmax >= 1 else Y.new_zeros(0), lam2_part.sum(0) if lmax >= 2 else Y.new_zeros(0))
 
@@ -108,15 +133,23 @@ class SegmentKernels:
         optional = lambda t: None if t is None else t.contiguous()  # noqa: E731
         cotangents = (optional(v_Y), given(v_coord, n_pairs, 3), given(v_mu, nu), given(v_sigma, nu),
                       optional(v_vecscales), optional(v_quadscales))
-        dt, bar_t, bar_ds = Y.new_empty(n_pairs, features), Y.new_empty(n_pairs, features), Y.new_empty(n_pairs, nu)
         grad_coord, grad_grad_out = Y.new_empty(n_pairs, 3), Y.new_empty(n_atoms, features)
         mu_part, sigma_part = Y.new_empty(n_atoms, nu), Y.new_empty(n_atoms, nu)
         lam1_part, lam2_part = Y.new_empty(n_atoms, features), Y.new_empty(n_atoms, features)
-        self.launch.interaction_double_backward(*inputs, *cotangents, grad_out.contiguous(), dt, bar_t, bar_ds,
-                                                grad_coord, mu_part, sigma_part, grad_grad_out, lam1_part, lam2_part)
         grad_Y = Y.new_empty(Y.shape)
-        self.launch.sender_sum(inputs[1], index.sender_order, index.sender_ptr, inputs[5], inputs[6], inputs[9], bar_t,
-                               bar_ds, dt, grad_Y)
+        molecule_ptr = self._molecules(index, pair_first, pair_second, "interaction_double_backward_molecules")
+        if molecule_ptr is not None:
+            self.launch.interaction_double_backward_molecules(
+                *inputs, molecule_ptr, *cotangents, grad_out.contiguous(), grad_Y, grad_coord, mu_part, sigma_part,
+                grad_grad_out, lam1_part, lam2_part)
+        else:
+            dt, bar_t = Y.new_empty(n_pairs, features), Y.new_empty(n_pairs, features)
+            bar_ds = Y.new_empty(n_pairs, nu)
+            self.launch.interaction_double_backward(*inputs, *cotangents, grad_out.contiguous(), dt, bar_t, bar_ds,
+                                                    grad_coord, mu_part, sigma_part, grad_grad_out, lam1_part,
+                                                    lam2_part)
+            self.launch.sender_sum(inputs[1], index.sender_order, index.sender_ptr, inputs[5], inputs[6], inputs[9],
+                                   bar_t, bar_ds, dt, grad_Y)
         return (grad_grad_out, grad_Y, grad_coord, mu_part.sum(0), sigma_part.sum(0),
                 lam1_part.sum(0) if lmax >= 1 else Y.new_zeros(0), lam2_part.sum(0) if lmax >= 2 else Y.new_zeros(0))
 

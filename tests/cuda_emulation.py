@@ -43,8 +43,9 @@ class EmulatedLaunchers:
 
     def __init__(self, lib: ctypes.CDLL):
         self.lib = lib
-        for name in ("interaction_forward", "interaction_backward", "interaction_double_backward", "sender_sum",
-                     "envsum", "sensesum", "featsum"):
+        for name in ("interaction_forward", "interaction_backward", "interaction_double_backward",
+                     "interaction_backward_molecules", "interaction_double_backward_molecules", "sender_sum", "envsum",
+                     "sensesum", "featsum"):
             getattr(lib, f"hipnnts_emu_{name}").restype = ctypes.c_char_p
 
     def _call(self, name: str, *args):
@@ -70,6 +71,16 @@ class EmulatedLaunchers:
     def interaction_double_backward(self, *args):
         inputs, outputs = args[:12], args[12:]
         self._call("interaction_double_backward", *self._inputs(*inputs), *(_ptr(t) for t in outputs))
+
+    def interaction_backward_molecules(self, *args):
+        inputs, molecule_ptr, outputs = args[:12], args[12], args[13:]
+        self._call("interaction_backward_molecules", *self._inputs(*inputs), _ptr(molecule_ptr),
+                   ctypes.c_int64(molecule_ptr.shape[0] - 1), *(_ptr(t) for t in outputs))
+
+    def interaction_double_backward_molecules(self, *args):
+        inputs, molecule_ptr, outputs = args[:12], args[12], args[13:]
+        self._call("interaction_double_backward_molecules", *self._inputs(*inputs), _ptr(molecule_ptr),
+                   ctypes.c_int64(molecule_ptr.shape[0] - 1), *(_ptr(t) for t in outputs))
 
     def sender_sum(self, coord, order, ptr, mu, sigma, cutoff, X, B, Z, out):
         n_atoms, nu, features = out.shape

@@ -27,17 +27,29 @@ HAVE_GPU = torch.cuda.is_available() and importlib.util.find_spec("hipnnts_kerne
 HAVE_COMPILER = shutil.which("g++") is not None or shutil.which("c++") is not None
 
 
+@pytest.fixture(scope="module")
+def emulated_launchers(tmp_path_factory) -> EmulatedLaunchers:
+    return EmulatedLaunchers(build(tmp_path_factory.mktemp("cuda_emulated")))
+
+
+_GPU = pytest.mark.skipif(not HAVE_GPU, reason="needs a GPU and the built extension")
+_EMULATOR = pytest.mark.skipif(not HAVE_COMPILER, reason="needs a host C++ compiler")
+
+
 @pytest.fixture(scope="module", params=[
-    pytest.param("gpu", marks=pytest.mark.skipif(not HAVE_GPU, reason="needs a GPU and the built extension")),
-    pytest.param("emulated", marks=pytest.mark.skipif(not HAVE_COMPILER, reason="needs a host C++ compiler")),
+    pytest.param("gpu", marks=_GPU), pytest.param("gpu-molecules", marks=_GPU),
+    pytest.param("emulated", marks=_EMULATOR), pytest.param("emulated-molecules", marks=_EMULATOR),
 ])
-def target(request, tmp_path_factory) -> tuple[SegmentKernels, torch.device]:
-    """(the "cuda" backend's implementations, the device their tensors live on)."""
-    if request.param == "gpu":
+def target(request) -> tuple[SegmentKernels, torch.device]:
+    """(the "cuda" backend's implementations, the device their tensors live on); the "-molecules"
+    variants take the molecule path of the derivative levels wherever it applies."""
+    molecule_max_atoms = 64 if request.param.endswith("molecules") else 0
+    if request.param.startswith("gpu"):
         from hipnnts_kernels import cuda_backend
 
-        return cuda_backend.KERNELS, torch.device("cuda")
-    return SegmentKernels(EmulatedLaunchers(build(tmp_path_factory.mktemp("cuda_emulated")))), torch.device("cpu")
+        return SegmentKernels(cuda_backend.KERNELS.launch, molecule_max_atoms), torch.device("cuda")
+    launchers = request.getfixturevalue("emulated_launchers")
+    return SegmentKernels(launchers, molecule_max_atoms), torch.device("cpu")
 
 
 @pytest.fixture
@@ -49,12 +61,12 @@ def kernels(target) -> SegmentKernels:
 def cuda_backend(target, monkeypatch) -> str:
     """A backend name for the public ops that runs these kernels on their device."""
     impl, device = target
-    if device.type == "cuda":
+    if device.type == "cuda" and impl.molecule_max_atoms == 0:
         return "cuda"
-    monkeypatch.setitem(backends._AVAILABILITY, "cuda-emulated", lambda device: None)
+    monkeypatch.setitem(backends._AVAILABILITY, "cuda-under-test", lambda device: None)
     for op in OPS:
-        monkeypatch.setitem(backends._IMPLEMENTATIONS, (op, "cuda-emulated"), getattr(impl, op))
-    return "cuda-emulated"
+        monkeypatch.setitem(backends._IMPLEMENTATIONS, (op, "cuda-under-test"), getattr(impl, op))
+    return "cuda-under-test"
 
 
 def on(target, x: dict, dtype=None) -> dict:

@@ -5,7 +5,7 @@ import gc
 
 import torch
 
-from hipnnts_kernels.pair_index import _CACHE, build_pair_index, pair_index
+from hipnnts_kernels.pair_index import _CACHE, build_pair_index, molecule_ranges, pair_index
 
 
 def test_csr_segments_hold_each_atoms_pairs_in_order():
@@ -42,3 +42,16 @@ def test_cache_reuses_the_sort_until_the_pairs_change_or_die():
     del pf
     gc.collect()
     assert len(_CACHE.entries) < n_entries  # entries of a dead pair list are dropped
+
+
+def test_molecule_ranges_are_the_smallest_closed_atom_ranges():
+    # molecules {0, 1, 2}, {3} (no pairs), {4, 5}; pairs unsorted, duplicated, both directions
+    pf = torch.tensor([2, 0, 5, 1, 4, 0, 2])
+    ps = torch.tensor([0, 2, 4, 2, 5, 1, 1])
+    assert torch.equal(molecule_ranges(pf, ps, 7), torch.tensor([0, 3, 4, 6, 7]))
+    ptr, largest = build_pair_index(pf, ps, 7).molecules(pf, ps)
+    assert torch.equal(ptr, torch.tensor([0, 3, 4, 6, 7])) and largest == 3
+    # a pair from the first to the last atom makes one range
+    assert torch.equal(molecule_ranges(torch.tensor([0]), torch.tensor([6]), 7), torch.tensor([0, 7]))
+    empty = torch.zeros(0, dtype=torch.long)
+    assert torch.equal(molecule_ranges(empty, empty, 3), torch.tensor([0, 1, 2, 3]))

@@ -61,6 +61,32 @@ const char* hipnnts_emu_interaction_double_backward(int is_double, HIPNNTS_INPUT
     return HIPNNTS_DISPATCH(HIPNNTS_DOUBLE_BACKWARD(float), HIPNNTS_DOUBLE_BACKWARD(double));
 }
 
+const char* hipnnts_emu_interaction_backward_molecules(int is_double, HIPNNTS_INPUT_ARGS, const index_t* molecule_ptr,
+                                                       index_t n_molecules, const void* grad_out, void* grad_Y,
+                                                       void* grad_coord, void* mu_part, void* sigma_part,
+                                                       void* lam1_part, void* lam2_part) {
+#define HIPNNTS_BACKWARD_MOLECULES(T)                                                                             \
+    hipnnts::interaction_backward_molecules(HIPNNTS_INPUTS(T), molecule_ptr, n_molecules, CP(T, grad_out),        \
+                                            P(T, grad_Y), P(T, grad_coord), P(T, mu_part), P(T, sigma_part),      \
+                                            P(T, lam1_part), P(T, lam2_part), nullptr)
+    return HIPNNTS_DISPATCH(HIPNNTS_BACKWARD_MOLECULES(float), HIPNNTS_BACKWARD_MOLECULES(double));
+}
+
+const char* hipnnts_emu_interaction_double_backward_molecules(
+    int is_double, HIPNNTS_INPUT_ARGS, const index_t* molecule_ptr, index_t n_molecules, const void* v_Y,
+    const void* v_coord, const void* v_mu, const void* v_sigma, const void* v_lam1, const void* v_lam2,
+    const void* grad_out, void* grad_Y, void* grad_coord, void* mu_part, void* sigma_part, void* grad_grad_out,
+    void* lam1_part, void* lam2_part) {
+#define HIPNNTS_DOUBLE_BACKWARD_MOLECULES(T)                                                                        \
+    hipnnts::interaction_double_backward_molecules(                                                                \
+        HIPNNTS_INPUTS(T),                                                                                         \
+        hipnnts::Cotangents<T>{CP(T, v_Y), CP(T, v_coord), CP(T, v_mu), CP(T, v_sigma), CP(T, v_lam1),           \
+                               CP(T, v_lam2)},                                                                     \
+        molecule_ptr, n_molecules, CP(T, grad_out), P(T, grad_Y), P(T, grad_coord), P(T, mu_part),                 \
+        P(T, sigma_part), P(T, grad_grad_out), P(T, lam1_part), P(T, lam2_part), nullptr)
+    return HIPNNTS_DISPATCH(HIPNNTS_DOUBLE_BACKWARD_MOLECULES(float), HIPNNTS_DOUBLE_BACKWARD_MOLECULES(double));
+}
+
 const char* hipnnts_emu_sender_sum(int is_double, HIPNNTS_INPUT_ARGS, const index_t* sender_order,
                                    const index_t* sender_ptr, const void* X, const void* B, const void* Z, void* out) {
     const Segments senders{sender_order, sender_ptr};

@@ -166,19 +166,16 @@ __global__ void interaction_forward_kernel(InteractionView<T> v, T* __restrict__
     out[i * v.features + f] = result;
 }
 
-// Backward, receiver side: recompute m, form d(loss)/dm, then per pair write dt = A dm (for the
-// sender kernel) and the pair-vector gradient; per atom the partial gradients of mu, sigma
-// (nu,) and of the scales (F,).
+// Backward of receiver i: recompute m, form d(loss)/dm, then per pair the pair-vector gradient and
+// dt = A dm: written to dt_out for the sender kernel, or, on the molecule path (grad_Y not
+// null), accumulated as s (x) dt into grad_Y by the thread that owns feature f; per atom the
+// partial gradients of mu, sigma (nu,) and of the scales (F,).
 template <class T, int LMAX, int K>
-__global__ void interaction_backward_kernel(InteractionView<T> v, const T* __restrict__ grad_out, T* __restrict__ dt_out,
-                                            T* __restrict__ grad_coord, T* __restrict__ mu_part,
-                                            T* __restrict__ sigma_part, T* __restrict__ lam1_part,
-                                            T* __restrict__ lam2_part) {
+__device__ void backward_receiver(const InteractionView<T>& v, index_t i, ReceiverShared<T>& sh,
+                                  const T* __restrict__ grad_out, T* __restrict__ dt_out, T* __restrict__ grad_Y,
+                                  T* __restrict__ grad_coord, T* __restrict__ mu_part, T* __restrict__ sigma_part,
+                                  T* __restrict__ lam1_part, T* __restrict__ lam2_part) {
     constexpr int C = n_components(LMAX);
-    HIPNNTS_DYNAMIC_SHARED(unsigned char, smem);
-    SharedCarver carver{smem};
-    ReceiverShared<T> sh = ReceiverShared<T>::carve(carver, K, v.nu, C, v.features, true);
-    const index_t i = blockIdx.x;
     const int tid = threadIdx.x, f = tid, F = v.features, nu = v.nu;
     const index_t start = v.ptr[i], end = v.ptr[i + 1];
     T m[C], dm[C];
@@ -220,7 +217,12 @@ __global__ void interaction_backward_kernel(InteractionView<T> v, const T* __res
                 for (int c = 0; c < C; ++c) dt += sh.factors[kk * C + c] * dm[c];
                 sh.t[kk * F + f] = t;
                 sh.dt[kk * F + f] = dt;
-                dt_out[sh.pair[kk] * F + f] = dt;
+                if (grad_Y == nullptr) {
+                    dt_out[sh.pair[kk] * F + f] = dt;
+                } else {
+                    T* gy = grad_Y + sh.partner[kk] * nu * F + f;
+                    for (int n = 0; n < nu; ++n) gy[index_t(n) * F] += sh.s[kk * nu + n] * dt;
+                }
             }
         }
         __syncthreads();
@@ -260,6 +262,45 @@ __global__ void interaction_backward_kernel(InteractionView<T> v, const T* __res
         mu_part[i * nu + tid] = g_mu;
         sigma_part[i * nu + tid] = g_sigma;
     }
+}
+
+template <class T, int LMAX, int K>
+__global__ void interaction_backward_kernel(InteractionView<T> v, const T* __restrict__ grad_out, T* __restrict__ dt_out,
+                                            T* __restrict__ grad_coord, T* __restrict__ mu_part,
+                                            T* __restrict__ sigma_part, T* __restrict__ lam1_part,
+                                            T* __restrict__ lam2_part) {
+    HIPNNTS_DYNAMIC_SHARED(unsigned char, smem);
+    SharedCarver carver{smem};
+    ReceiverShared<T> sh = ReceiverShared<T>::carve(carver, K, v.nu, n_components(LMAX), v.features, true);
+    backward_receiver<T, LMAX, K>(v, blockIdx.x, sh, grad_out, dt_out, nullptr, grad_coord, mu_part, sigma_part,
+                                  lam1_part, lam2_part);
+}
+
+// Zero grad_Y[j, :, f] for the atoms of [a0, a1): the molecule path's per-thread columns.
+template <class T>
+__device__ void zero_columns(T* grad_Y, index_t a0, index_t a1, int nu, int features) {
+    const int f = threadIdx.x;
+    if (f >= features) return;
+    for (index_t j = a0; j < a1; ++j)
+        for (int n = 0; n < nu; ++n) grad_Y[(j * nu + n) * features + f] = T(0);
+}
+
+// Molecule path: one block per atom range that no pair crosses (molecule_ptr), its receivers in
+// turn; grad_Y is accumulated in place, so no sender kernel, sender sort or dt round trip.
+template <class T, int LMAX, int K>
+__global__ void interaction_backward_molecule_kernel(InteractionView<T> v, const index_t* __restrict__ molecule_ptr,
+                                                     const T* __restrict__ grad_out, T* __restrict__ grad_Y,
+                                                     T* __restrict__ grad_coord, T* __restrict__ mu_part,
+                                                     T* __restrict__ sigma_part, T* __restrict__ lam1_part,
+                                                     T* __restrict__ lam2_part) {
+    HIPNNTS_DYNAMIC_SHARED(unsigned char, smem);
+    SharedCarver carver{smem};
+    ReceiverShared<T> sh = ReceiverShared<T>::carve(carver, K, v.nu, n_components(LMAX), v.features, true);
+    const index_t a0 = molecule_ptr[blockIdx.x], a1 = molecule_ptr[blockIdx.x + 1];
+    zero_columns(grad_Y, a0, a1, v.nu, v.features);
+    for (index_t i = a0; i < a1; ++i)
+        backward_receiver<T, LMAX, K>(v, i, sh, grad_out, nullptr, grad_Y, grad_coord, mu_part, sigma_part, lam1_part,
+                                      lam2_part);
 }
 
 // Shared arrays of the double-backward receiver kernel for chunks of K pairs.
@@ -338,19 +379,18 @@ __device__ void stage_double(const InteractionView<T>& v, const Cotangents<T>& c
 // pass 1 recomputes m and dm; pass 2 accumulates bar_dm; the invariants in reverse give
 // grad_grad_out, the scales' partial gradients and bar_m; pass 3 writes per pair dt, bar_t,
 // bar_ds (for the sender kernel) and the pair-vector gradient, and accumulates mu and sigma.
+// On the molecule path (grad_Y not null) the sender terms s (x) bar_t + bar_ds (x) dt go straight
+// into grad_Y instead of dt_out, bar_t_out and bar_ds_out.
 template <class T, int LMAX, int K>
-__global__ void interaction_double_backward_kernel(InteractionView<T> v, Cotangents<T> cot,
-                                                   const T* __restrict__ grad_out, T* __restrict__ dt_out,
-                                                   T* __restrict__ bar_t_out, T* __restrict__ bar_ds_out,
-                                                   T* __restrict__ grad_coord, T* __restrict__ mu_part,
-                                                   T* __restrict__ sigma_part, T* __restrict__ grad_grad_out,
-                                                   T* __restrict__ lam1_part, T* __restrict__ lam2_part) {
+__device__ void double_backward_receiver(const InteractionView<T>& v, const Cotangents<T>& cot, index_t i,
+                                         DoubleShared<T>& sh, const T* __restrict__ grad_out, T* __restrict__ dt_out,
+                                         T* __restrict__ bar_t_out, T* __restrict__ bar_ds_out,
+                                         T* __restrict__ grad_Y, T* __restrict__ grad_coord,
+                                         T* __restrict__ mu_part, T* __restrict__ sigma_part,
+                                         T* __restrict__ grad_grad_out, T* __restrict__ lam1_part,
+                                         T* __restrict__ lam2_part) {
     constexpr int C = n_components(LMAX);
-    HIPNNTS_DYNAMIC_SHARED(unsigned char, smem);
-    SharedCarver carver{smem};
-    DoubleShared<T> sh = DoubleShared<T>::carve(carver, K, v.nu, C, v.features);
     ReceiverShared<T> contract_sh{sh.pair, sh.partner, sh.s, nullptr, nullptr, nullptr, sh.factors};
-    const index_t i = blockIdx.x;
     const int tid = threadIdx.x, f = tid, F = v.features, nu = v.nu;
     const bool active = f < F;
     const index_t start = v.ptr[i], end = v.ptr[i + 1];
@@ -426,8 +466,9 @@ __global__ void interaction_double_backward_kernel(InteractionView<T> v, Cotange
     for (index_t c0 = start; c0 < end; c0 += K) {
         const int count = int(min_index(K, end - c0));
         stage_double<T, LMAX>(v, cot, c0, count, sh, true);
-        for (int item = tid; item < count * nu; item += blockDim.x)
-            bar_ds_out[v.order[c0 + item / nu] * nu + item % nu] = sh.bar_ds[item];
+        if (grad_Y == nullptr)
+            for (int item = tid; item < count * nu; item += blockDim.x)
+                bar_ds_out[v.order[c0 + item / nu] * nu + item % nu] = sh.bar_ds[item];
         __syncthreads();
         if (active) {
             for (int kk = 0; kk < count; ++kk) {
@@ -448,8 +489,14 @@ __global__ void interaction_double_backward_kernel(InteractionView<T> v, Cotange
                 sh.dt[kk * F + f] = dt;
                 sh.bar_dt[kk * F + f] = bar_dt;
                 sh.bar_t[kk * F + f] = bar_t;
-                dt_out[p * F + f] = dt;
-                bar_t_out[p * F + f] = bar_t;
+                if (grad_Y == nullptr) {
+                    dt_out[p * F + f] = dt;
+                    bar_t_out[p * F + f] = bar_t;
+                } else {
+                    T* gy = grad_Y + sh.partner[kk] * nu * F + f;
+                    for (int n = 0; n < nu; ++n)
+                        gy[index_t(n) * F] += sh.s[kk * nu + n] * bar_t + sh.bar_ds[kk * nu + n] * dt;
+                }
             }
         }
         __syncthreads();
@@ -523,6 +570,37 @@ __global__ void interaction_double_backward_kernel(InteractionView<T> v, Cotange
         mu_part[i * nu + tid] = g_mu;
         sigma_part[i * nu + tid] = g_sigma;
     }
+}
+
+template <class T, int LMAX, int K>
+__global__ void interaction_double_backward_kernel(InteractionView<T> v, Cotangents<T> cot,
+                                                   const T* __restrict__ grad_out, T* __restrict__ dt_out,
+                                                   T* __restrict__ bar_t_out, T* __restrict__ bar_ds_out,
+                                                   T* __restrict__ grad_coord, T* __restrict__ mu_part,
+                                                   T* __restrict__ sigma_part, T* __restrict__ grad_grad_out,
+                                                   T* __restrict__ lam1_part, T* __restrict__ lam2_part) {
+    HIPNNTS_DYNAMIC_SHARED(unsigned char, smem);
+    SharedCarver carver{smem};
+    DoubleShared<T> sh = DoubleShared<T>::carve(carver, K, v.nu, n_components(LMAX), v.features);
+    double_backward_receiver<T, LMAX, K>(v, cot, blockIdx.x, sh, grad_out, dt_out, bar_t_out, bar_ds_out, nullptr,
+                                         grad_coord, mu_part, sigma_part, grad_grad_out, lam1_part, lam2_part);
+}
+
+template <class T, int LMAX, int K>
+__global__ void interaction_double_backward_molecule_kernel(InteractionView<T> v, Cotangents<T> cot,
+                                                            const index_t* __restrict__ molecule_ptr,
+                                                            const T* __restrict__ grad_out, T* __restrict__ grad_Y,
+                                                            T* __restrict__ grad_coord, T* __restrict__ mu_part,
+                                                            T* __restrict__ sigma_part, T* __restrict__ grad_grad_out,
+                                                            T* __restrict__ lam1_part, T* __restrict__ lam2_part) {
+    HIPNNTS_DYNAMIC_SHARED(unsigned char, smem);
+    SharedCarver carver{smem};
+    DoubleShared<T> sh = DoubleShared<T>::carve(carver, K, v.nu, n_components(LMAX), v.features);
+    const index_t a0 = molecule_ptr[blockIdx.x], a1 = molecule_ptr[blockIdx.x + 1];
+    zero_columns(grad_Y, a0, a1, v.nu, v.features);
+    for (index_t i = a0; i < a1; ++i)
+        double_backward_receiver<T, LMAX, K>(v, cot, i, sh, grad_out, nullptr, nullptr, nullptr, grad_Y, grad_coord,
+                                             mu_part, sigma_part, grad_grad_out, lam1_part, lam2_part);
 }
 
 // Sender side: out[j, n, f] = sum over j's pairs p of s_p[n] X_p[f] (+ B_p[n] Z_p[f]). One block

@@ -88,6 +88,34 @@ const char* double_backward_lmax(const InteractionInputs<T>& in, const Cotangent
     return launch_status();
 }
 
+template <class T, int LMAX>
+const char* backward_molecules_lmax(const InteractionInputs<T>& in, const index_t* molecule_ptr, index_t n_molecules,
+                                    const T* grad_out, T* grad_Y, T* grad_coord, T* mu_part, T* sigma_part,
+                                    T* lam1_part, T* lam2_part, cudaStream_t stream) {
+    auto kernel = interaction_backward_molecule_kernel<T, LMAX, kChunkBackward>;
+    const size_t bytes = receiver_shared_bytes(kChunkBackward, in, true);
+    if (const char* err = allow_shared(kernel, bytes)) return err;
+    HIPNNTS_LAUNCH(kernel, dim3(unsigned(n_molecules)), dim3(threads_for(in.features, in.nu)), bytes, stream,
+                   InteractionView<T>::from(in), molecule_ptr, grad_out, grad_Y, grad_coord, mu_part, sigma_part,
+                   lam1_part, lam2_part);
+    return launch_status();
+}
+
+template <class T, int LMAX>
+const char* double_backward_molecules_lmax(const InteractionInputs<T>& in, const Cotangents<T>& cot,
+                                           const index_t* molecule_ptr, index_t n_molecules, const T* grad_out,
+                                           T* grad_Y, T* grad_coord, T* mu_part, T* sigma_part, T* grad_grad_out,
+                                           T* lam1_part, T* lam2_part, cudaStream_t stream) {
+    auto kernel = interaction_double_backward_molecule_kernel<T, LMAX, kChunkBackward>;
+    SharedCarver carver{nullptr};
+    DoubleShared<T>::carve(carver, kChunkBackward, in.nu, n_components(LMAX), in.features);
+    if (const char* err = allow_shared(kernel, carver.offset)) return err;
+    HIPNNTS_LAUNCH(kernel, dim3(unsigned(n_molecules)), dim3(threads_for(in.features, in.nu)), carver.offset, stream,
+                   InteractionView<T>::from(in), cot, molecule_ptr, grad_out, grad_Y, grad_coord, mu_part, sigma_part,
+                   grad_grad_out, lam1_part, lam2_part);
+    return launch_status();
+}
+
 }  // namespace
 
 template <class T>
@@ -126,6 +154,47 @@ const char* interaction_double_backward(const InteractionInputs<T>& in, const Co
     case L:                                                                                                          \
         return double_backward_lmax<T, L>(in, cot, grad_out, dt, bar_t, bar_ds, grad_coord, mu_part, sigma_part,     \
                                           grad_grad_out, lam1_part, lam2_part, stream);
+        HIPNNTS_CASE(0)
+        HIPNNTS_CASE(1)
+        HIPNNTS_CASE(2)
+#undef HIPNNTS_CASE
+        default: return "lmax must be 0, 1 or 2";
+    }
+}
+
+template <class T>
+const char* interaction_backward_molecules(const InteractionInputs<T>& in, const index_t* molecule_ptr,
+                                           index_t n_molecules, const T* grad_out, T* grad_Y, T* grad_coord,
+                                           T* mu_part, T* sigma_part, T* lam1_part, T* lam2_part,
+                                           cudaStream_t stream) {
+    if (const char* err = check_sizes(in.features, in.nu)) return err;
+    if (n_molecules == 0) return nullptr;
+    switch (in.lmax) {
+#define HIPNNTS_CASE(L)                                                                                              \
+    case L:                                                                                                          \
+        return backward_molecules_lmax<T, L>(in, molecule_ptr, n_molecules, grad_out, grad_Y, grad_coord, mu_part,   \
+                                             sigma_part, lam1_part, lam2_part, stream);
+        HIPNNTS_CASE(0)
+        HIPNNTS_CASE(1)
+        HIPNNTS_CASE(2)
+#undef HIPNNTS_CASE
+        default: return "lmax must be 0, 1 or 2";
+    }
+}
+
+template <class T>
+const char* interaction_double_backward_molecules(const InteractionInputs<T>& in, const Cotangents<T>& cot,
+                                                  const index_t* molecule_ptr, index_t n_molecules, const T* grad_out,
+                                                  T* grad_Y, T* grad_coord, T* mu_part, T* sigma_part,
+                                                  T* grad_grad_out, T* lam1_part, T* lam2_part, cudaStream_t stream) {
+    if (const char* err = check_sizes(in.features, in.nu)) return err;
+    if (n_molecules == 0) return nullptr;
+    switch (in.lmax) {
+#define HIPNNTS_CASE(L)                                                                                              \
+    case L:                                                                                                          \
+        return double_backward_molecules_lmax<T, L>(in, cot, molecule_ptr, n_molecules, grad_out, grad_Y,            \
+                                                    grad_coord, mu_part, sigma_part, grad_grad_out, lam1_part,       \
+                                                    lam2_part, stream);
         HIPNNTS_CASE(0)
         HIPNNTS_CASE(1)
         HIPNNTS_CASE(2)
@@ -190,6 +259,11 @@ const char* featsum(const T* env, const T* sens, const index_t* first, Segments 
                                                  cudaStream_t);                                                      \
     template const char* interaction_double_backward<T>(const InteractionInputs<T>&, const Cotangents<T>&, const T*, \
                                                         T*, T*, T*, T*, T*, T*, T*, T*, T*, cudaStream_t);           \
+    template const char* interaction_backward_molecules<T>(const InteractionInputs<T>&, const index_t*, index_t,      \
+                                                           const T*, T*, T*, T*, T*, T*, T*, cudaStream_t);          \
+    template const char* interaction_double_backward_molecules<T>(const InteractionInputs<T>&, const Cotangents<T>&, \
+                                                                  const index_t*, index_t, const T*, T*, T*, T*, T*, \
+                                                                  T*, T*, T*, cudaStream_t);                         \
     template const char* sender_sum<T>(const InteractionInputs<T>&, Segments, const T*, const T*, const T*, T*,      \
                                        cudaStream_t);                                                                \
     template const char* envsum<T>(const T*, const T*, const index_t*, Segments, index_t, int, int, T*, cudaStream_t); \

@@ -64,6 +64,21 @@ const char* interaction_double_backward(const InteractionInputs<T>& in, const Co
                                         T* dt, T* bar_t, T* bar_ds, T* grad_coord, T* mu_part, T* sigma_part,
                                         T* grad_grad_out, T* lam1_part, T* lam2_part, cudaStream_t stream);
 
+// Molecule path of the two derivative levels: one block per atom range of molecule_ptr (M + 1,; no
+// pair crosses a range, see pair_index.molecule_ranges), grad_Y (N, nu, F) written directly, so
+// no sender_sum and no dt / bar_t / bar_ds buffers. Other outputs as above.
+template <class T>
+const char* interaction_backward_molecules(const InteractionInputs<T>& in, const index_t* molecule_ptr,
+                                           index_t n_molecules, const T* grad_out, T* grad_Y, T* grad_coord,
+                                           T* mu_part, T* sigma_part, T* lam1_part, T* lam2_part,
+                                           cudaStream_t stream);
+
+template <class T>
+const char* interaction_double_backward_molecules(const InteractionInputs<T>& in, const Cotangents<T>& cot,
+                                                  const index_t* molecule_ptr, index_t n_molecules, const T* grad_out,
+                                                  T* grad_Y, T* grad_coord, T* mu_part, T* sigma_part,
+                                                  T* grad_grad_out, T* lam1_part, T* lam2_part, cudaStream_t stream);
+
 // out[j] = sum over sender j's pairs p of s_p (x) X_p (+ B_p (x) Z_p when B is not null): (N, nu, F).
 template <class T>
 const char* sender_sum(const InteractionInputs<T>& in, Segments senders, const T* X, const T* B, const T* Z, T* out,
