@@ -241,6 +241,14 @@ void sender_sum(const at::Tensor& coord, const at::Tensor& order, const at::Tens
     });
 }
 
+template <class T>
+const char* launch_featsum_molecules(const at::Tensor& molecule_ptr, const T* env, const T* sens, const index_t* second,
+                                     hipnnts::Segments receivers, index_t, int nu, int features, T* feat,
+                                     cudaStream_t stream) {
+    return hipnnts::featsum_molecules(env, sens, second, receivers, molecule_ptr.data_ptr<index_t>(),
+                                      molecule_ptr.numel() - 1, nu, features, feat, stream);
+}
+
 // envsum / sensesum / featsum: (a, b) are (sens, feat), (env, feat), (env, sens); `atom` is the
 // partner index (pair_second for the first two, pair_first for featsum); `shape_of` holds (N, nu, F).
 template <class Launch>
@@ -279,6 +287,15 @@ void featsum(const at::Tensor& env, const at::Tensor& sens, const at::Tensor& fi
     family("featsum", env, sens, first, order, ptr, env, out, [](auto... args) { return hipnnts::featsum(args...); });
 }
 
+void featsum_molecules(const at::Tensor& env, const at::Tensor& sens, const at::Tensor& second,
+                       const at::Tensor& order, const at::Tensor& ptr, const at::Tensor& molecule_ptr,
+                       at::Tensor& out) {
+    check_molecules(molecule_ptr, env);
+    family("featsum_molecules", env, sens, second, order, ptr, env, out, [&](auto... args) {
+        return launch_featsum_molecules(molecule_ptr, args...);
+    });
+}
+
 }  // namespace
 
 TORCH_LIBRARY(hipnnts_cuda, m) {
@@ -310,6 +327,8 @@ TORCH_LIBRARY(hipnnts_cuda, m) {
     m.def("envsum(Tensor sens, Tensor feat, Tensor pair_second, Tensor order, Tensor ptr, Tensor(a!) out) -> ()");
     m.def("sensesum(Tensor env, Tensor feat, Tensor pair_second, Tensor order, Tensor ptr, Tensor(a!) out) -> ()");
     m.def("featsum(Tensor env, Tensor sens, Tensor pair_first, Tensor order, Tensor ptr, Tensor(a!) out) -> ()");
+    m.def("featsum_molecules(Tensor env, Tensor sens, Tensor pair_second, Tensor receiver_order, Tensor receiver_ptr, "
+          "Tensor molecule_ptr, Tensor(a!) out) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(hipnnts_cuda, CUDA, m) {
@@ -322,6 +341,7 @@ TORCH_LIBRARY_IMPL(hipnnts_cuda, CUDA, m) {
     m.impl("envsum", &envsum);
     m.impl("sensesum", &sensesum);
     m.impl("featsum", &featsum);
+    m.impl("featsum_molecules", &featsum_molecules);
 }
 
 // Importable as hipnnts_kernels._C; importing it runs the registrations above.

@@ -20,7 +20,7 @@ from .segment_kernels import SegmentKernels
 
 _PRIMITIVES = ("interaction_forward", "interaction_backward", "interaction_double_backward",
                "interaction_backward_molecules", "interaction_double_backward_molecules", "sender_sum", "envsum",
-               "sensesum", "featsum")
+               "sensesum", "featsum", "featsum_molecules")
 
 
 class _ExtensionLaunchers:

@@ -44,6 +44,7 @@ class Launchers(Protocol):
     #     sigma_part, lam1_part, lam2_part)
     # interaction_double_backward_molecules(<inputs>, molecule_ptr, v_Y, v_coord, v_mu, v_sigma, v_lam1, v_lam2,
     #     grad_out, grad_Y, grad_coord, mu_part, sigma_part, grad_grad_out, lam1_part, lam2_part)
+    # featsum_molecules(env, sens, second, receiver_order, receiver_ptr, molecule_ptr, out)
 
     def envsum(self, sens, feat, second, order, ptr, out) -> None: ...
 
@@ -56,8 +57,8 @@ class SegmentKernels:
     """Registry implementations (same signatures as :mod:`hipnnts_kernels.reference`) over a set of
     :class:`Launchers`.
 
-    ``molecule_max_atoms`` > 0 turns on the molecule path of the derivative levels for launchers
-    that have it (``interaction_backward_molecules`` / ``interaction_double_backward_molecules``):
+    ``molecule_max_atoms`` > 0 turns on the molecule path (the interaction's derivative levels and
+    featsum, the ops that scatter by sender) for launchers that have it (``*_molecules``):
     used when no atom range that pairs never cross (see
     :func:`~hipnnts_kernels.pair_index.molecule_ranges`) has more atoms than that.
     """
@@ -173,6 +174,12 @@ class SegmentKernels:
         out = env.new_zeros(env.shape[0], env.shape[2])
         if out.numel() and sens.shape[0] and env.shape[1]:
             index = pair_index(pair_first, pair_second, env.shape[0])
-            self.launch.featsum(env.contiguous(), sens.contiguous(), pair_first.to(torch.int64).contiguous(),
-                                index.sender_order, index.sender_ptr, out)
+            molecule_ptr = self._molecules(index, pair_first, pair_second, "featsum_molecules")
+            if molecule_ptr is not None:
+                self.launch.featsum_molecules(env.contiguous(), sens.contiguous(),
+                                              pair_second.to(torch.int64).contiguous(), index.receiver_order,
+                                              index.receiver_ptr, molecule_ptr, out)
+            else:
+                self.launch.featsum(env.contiguous(), sens.contiguous(), pair_first.to(torch.int64).contiguous(),
+                                    index.sender_order, index.sender_ptr, out)
         return out

@@ -45,7 +45,7 @@ class EmulatedLaunchers:
         self.lib = lib
         for name in ("interaction_forward", "interaction_backward", "interaction_double_backward",
                      "interaction_backward_molecules", "interaction_double_backward_molecules", "sender_sum", "envsum",
-                     "sensesum", "featsum"):
+                     "sensesum", "featsum", "featsum_molecules"):
             getattr(lib, f"hipnnts_emu_{name}").restype = ctypes.c_char_p
 
     def _call(self, name: str, *args):
@@ -101,3 +101,9 @@ class EmulatedLaunchers:
 
     def featsum(self, env, sens, first, order, ptr, out):
         self._family("featsum", env, sens, first, order, ptr, out, *env.shape)
+
+    def featsum_molecules(self, env, sens, second, order, ptr, molecule_ptr, out):
+        n_atoms, nu, features = env.shape
+        self._call("featsum_molecules", ctypes.c_int(out.dtype == torch.float64), _ptr(env), _ptr(sens), _ptr(second),
+                   _ptr(order), _ptr(ptr), _ptr(molecule_ptr), ctypes.c_int64(molecule_ptr.shape[0] - 1),
+                   ctypes.c_int(nu), ctypes.c_int(features), _ptr(out))

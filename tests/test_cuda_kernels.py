@@ -16,10 +16,11 @@ import pytest
 import torch
 from conftest import assert_same_training_step, training_step
 from cuda_emulation import EmulatedLaunchers, build
-from test_ops import CUTOFF, envsum_inputs, interaction_fn, interaction_inputs
+from test_ops import CUTOFF, FLOAT_KEYS, envsum_inputs, interaction_fn, interaction_inputs
 from test_triton import all_levels, assert_close_f64, case_inputs, op_args, strided
 
 from hipnnts_kernels import backends, ops, reference
+from hipnnts_kernels.ops.interaction import _interaction, _interaction_backward, _interaction_double_backward
 from hipnnts_kernels.segment_kernels import OPS, SegmentKernels
 
 F64, F32 = torch.float64, torch.float32
@@ -157,3 +158,27 @@ def test_training_step_matches_reference(target, cuda_backend, lmax):
     size = (24, 20, 32, 20) if device.type == "cuda" else (3, 4, 4, 3)
     want = training_step("reference", device, lmax, *size)
     assert_same_training_step(training_step(cuda_backend, device, lmax, *size), want)
+
+
+def test_opcheck_and_torch_compile(target, cuda_backend):
+    """The public ops on these kernels pass opcheck and trace under torch.compile (fullgraph)."""
+    x = on(target, interaction_inputs(2, n_atoms=4, n_pairs=6, nu=2, features=3, seed=8))
+    for k in FLOAT_KEYS:
+        x[k].requires_grad_()
+    args = (*op_args(x, 2), cuda_backend)
+    torch.library.opcheck(_interaction, args)
+    grad_out = torch.randn(4, 3, dtype=F64, device=target[1], requires_grad=True)
+    torch.library.opcheck(_interaction_backward, (grad_out, *args))
+    cotangents = [torch.randn_like(x[k]).requires_grad_() for k in FLOAT_KEYS]
+    torch.library.opcheck(_interaction_double_backward, (grad_out, *args[:8], *cotangents, *args[8:]))
+
+    leaves = {k: x[k].detach().clone().requires_grad_() for k in ("Y", "pair_coord")}
+
+    def f(Y, pair_coord):
+        return ops.interaction(**dict(x, Y=Y, pair_coord=pair_coord), cutoff=CUTOFF, lmax=2,
+                               backend=cuda_backend).square().sum()
+
+    got, want = torch.compile(f, backend="aot_eager", fullgraph=True)(**leaves), f(**leaves)
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(torch.autograd.grad(got, list(leaves.values())),
+                               torch.autograd.grad(want, list(leaves.values())))

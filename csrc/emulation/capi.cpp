@@ -107,6 +107,16 @@ const char* hipnnts_emu_sender_sum(int is_double, HIPNNTS_INPUT_ARGS, const inde
                                               nu, features, P(double, out), nullptr));                            \
     }
 
+const char* hipnnts_emu_featsum_molecules(int is_double, const void* env, const void* sens, const index_t* second,
+                                          const index_t* order, const index_t* ptr, const index_t* molecule_ptr,
+                                          index_t n_molecules, int nu, int features, void* out) {
+    return HIPNNTS_DISPATCH(hipnnts::featsum_molecules(CP(float, env), CP(float, sens), second, Segments{order, ptr},
+                                                       molecule_ptr, n_molecules, nu, features, P(float, out), nullptr),
+                            hipnnts::featsum_molecules(CP(double, env), CP(double, sens), second,
+                                                       Segments{order, ptr}, molecule_ptr, n_molecules, nu, features,
+                                                       P(double, out), nullptr));
+}
+
 HIPNNTS_FAMILY(envsum)
 HIPNNTS_FAMILY(sensesum)
 HIPNNTS_FAMILY(featsum)

@@ -92,4 +92,27 @@ __global__ void featsum_kernel(const T* __restrict__ env, const T* __restrict__ 
     if (f < features) feat[j * features + f] = acc;
 }
 
+// Molecule path of featsum: one block per atom range that no pair crosses (molecule_ptr), its
+// receivers' pairs in turn; thread f owns column f of feat for the range's atoms, so the scatter by
+// sender needs neither atomics nor the sender sort.
+template <class T>
+__global__ void featsum_molecule_kernel(const T* __restrict__ env, const T* __restrict__ sens,
+                                        const index_t* __restrict__ second, const index_t* __restrict__ order,
+                                        const index_t* __restrict__ ptr, const index_t* __restrict__ molecule_ptr,
+                                        int nu, int features, T* __restrict__ feat) {
+    const int f = threadIdx.x;
+    if (f >= features) return;  // no block-wide synchronisation below
+    const index_t a0 = molecule_ptr[blockIdx.x], a1 = molecule_ptr[blockIdx.x + 1];
+    for (index_t j = a0; j < a1; ++j) feat[j * features + f] = T(0);
+    for (index_t i = a0; i < a1; ++i) {
+        const T* e = env + i * nu * features + f;
+        for (index_t q = ptr[i]; q < ptr[i + 1]; ++q) {
+            const index_t p = order[q];
+            T acc = T(0);
+            for (int n = 0; n < nu; ++n) acc += e[index_t(n) * features] * sens[p * nu + n];
+            feat[second[p] * features + f] += acc;
+        }
+    }
+}
+
 }  // namespace hipnnts

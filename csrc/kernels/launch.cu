@@ -253,6 +253,18 @@ const char* featsum(const T* env, const T* sens, const index_t* first, Segments 
     return launch_status();
 }
 
+template <class T>
+const char* featsum_molecules(const T* env, const T* sens, const index_t* second, Segments receivers,
+                              const index_t* molecule_ptr, index_t n_molecules, int nu, int features, T* feat,
+                              cudaStream_t stream) {
+    if (const char* err = check_sizes(features, 0)) return err;
+    if (n_molecules == 0) return nullptr;
+    auto kernel = featsum_molecule_kernel<T>;
+    HIPNNTS_LAUNCH(kernel, dim3(unsigned(n_molecules)), dim3(threads_for(features)), 0, stream, env, sens, second,
+                   receivers.order, receivers.ptr, molecule_ptr, nu, features, feat);
+    return launch_status();
+}
+
 #define HIPNNTS_INSTANTIATE(T)                                                                                       \
     template const char* interaction_forward<T>(const InteractionInputs<T>&, T*, cudaStream_t);                      \
     template const char* interaction_backward<T>(const InteractionInputs<T>&, const T*, T*, T*, T*, T*, T*, T*,      \
@@ -269,7 +281,9 @@ const char* featsum(const T* env, const T* sens, const index_t* first, Segments 
     template const char* envsum<T>(const T*, const T*, const index_t*, Segments, index_t, int, int, T*, cudaStream_t); \
     template const char* sensesum<T>(const T*, const T*, const index_t*, Segments, index_t, int, int, T*,            \
                                      cudaStream_t);                                                                  \
-    template const char* featsum<T>(const T*, const T*, const index_t*, Segments, index_t, int, int, T*, cudaStream_t);
+    template const char* featsum<T>(const T*, const T*, const index_t*, Segments, index_t, int, int, T*, cudaStream_t); \
+    template const char* featsum_molecules<T>(const T*, const T*, const index_t*, Segments, const index_t*, index_t,  \
+                                              int, int, T*, cudaStream_t);
 
 HIPNNTS_INSTANTIATE(float)
 HIPNNTS_INSTANTIATE(double)

@@ -96,4 +96,11 @@ template <class T>
 const char* featsum(const T* env, const T* sens, const index_t* first, Segments senders, index_t n_atoms, int nu,
                     int features, T* feat, cudaStream_t stream);
 
+// Molecule path of featsum: walks the receiver segments of each atom range of molecule_ptr (M + 1,)
+// and scatters to the senders in place (`second` is the sender of each pair).
+template <class T>
+const char* featsum_molecules(const T* env, const T* sens, const index_t* second, Segments receivers,
+                              const index_t* molecule_ptr, index_t n_molecules, int nu, int features, T* feat,
+                              cudaStream_t stream);
+
 }  // namespace hipnnts
