@@ -178,7 +178,7 @@ __device__ void backward_receiver(const InteractionView<T>& v, index_t i, Receiv
     constexpr int C = n_components(LMAX);
     const int tid = threadIdx.x, f = tid, F = v.features, nu = v.nu;
     const index_t start = v.ptr[i], end = v.ptr[i + 1];
-    T m[C], dm[C];
+    T m[C], dm[C] = {};
     contract_segment<T, LMAX, K>(v, start, end, sh, m);
     if (f < F) {
         T a1, a2;
@@ -396,7 +396,7 @@ __device__ void double_backward_receiver(const InteractionView<T>& v, const Cota
     const index_t start = v.ptr[i], end = v.ptr[i + 1];
 
     // pass 1: m and d(loss)/dm of this feature
-    T m[C], dm[C], a1 = T(0), a2 = T(0), g = T(0), l1 = T(0), l2 = T(0);
+    T m[C], dm[C] = {}, a1 = T(0), a2 = T(0), g = T(0), l1 = T(0), l2 = T(0);
     contract_segment<T, LMAX, K>(v, start, end, contract_sh, m);
     if (active) {
         invariants<T, LMAX>(m, v.eps, a1, a2);

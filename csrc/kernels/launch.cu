@@ -1,5 +1,6 @@
 // Launchers of the CUDA kernels (see launch.h), instantiated for float and double.
 #include <algorithm>
+#include <type_traits>
 
 #include "envsum.cuh"
 
@@ -20,6 +21,17 @@ const char* check_sizes(int features, int nu) {
     if (features > kMaxFeatures || nu > kMaxFeatures)
         return "the cuda backend takes at most 1024 features and 1024 sensitivities";
     return nullptr;
+}
+
+// Calls f(std::integral_constant<int, lmax>{}), so that f can instantiate the kernel templates.
+template <class F>
+const char* with_lmax(int lmax, F&& f) {
+    switch (lmax) {
+        case 0: return f(std::integral_constant<int, 0>{});
+        case 1: return f(std::integral_constant<int, 1>{});
+        case 2: return f(std::integral_constant<int, 2>{});
+        default: return "lmax must be 0, 1 or 2";
+    }
 }
 
 const char* launch_status() {
@@ -122,12 +134,7 @@ template <class T>
 const char* interaction_forward(const InteractionInputs<T>& in, T* out, cudaStream_t stream) {
     if (const char* err = check_sizes(in.features, in.nu)) return err;
     if (in.n_atoms == 0) return nullptr;
-    switch (in.lmax) {
-        case 0: return forward_lmax<T, 0>(in, out, stream);
-        case 1: return forward_lmax<T, 1>(in, out, stream);
-        case 2: return forward_lmax<T, 2>(in, out, stream);
-        default: return "lmax must be 0, 1 or 2";
-    }
+    return with_lmax(in.lmax, [&](auto L) { return forward_lmax<T, decltype(L)::value>(in, out, stream); });
 }
 
 template <class T>
@@ -135,12 +142,10 @@ const char* interaction_backward(const InteractionInputs<T>& in, const T* grad_o
                                  T* sigma_part, T* lam1_part, T* lam2_part, cudaStream_t stream) {
     if (const char* err = check_sizes(in.features, in.nu)) return err;
     if (in.n_atoms == 0) return nullptr;
-    switch (in.lmax) {
-        case 0: return backward_lmax<T, 0>(in, grad_out, dt, grad_coord, mu_part, sigma_part, lam1_part, lam2_part, stream);
-        case 1: return backward_lmax<T, 1>(in, grad_out, dt, grad_coord, mu_part, sigma_part, lam1_part, lam2_part, stream);
-        case 2: return backward_lmax<T, 2>(in, grad_out, dt, grad_coord, mu_part, sigma_part, lam1_part, lam2_part, stream);
-        default: return "lmax must be 0, 1 or 2";
-    }
+    return with_lmax(in.lmax, [&](auto L) {
+        return backward_lmax<T, decltype(L)::value>(in, grad_out, dt, grad_coord, mu_part, sigma_part, lam1_part,
+                                                    lam2_part, stream);
+    });
 }
 
 template <class T>
@@ -149,17 +154,10 @@ const char* interaction_double_backward(const InteractionInputs<T>& in, const Co
                                         T* grad_grad_out, T* lam1_part, T* lam2_part, cudaStream_t stream) {
     if (const char* err = check_sizes(in.features, in.nu)) return err;
     if (in.n_atoms == 0) return nullptr;
-    switch (in.lmax) {
-#define HIPNNTS_CASE(L)                                                                                              \
-    case L:                                                                                                          \
-        return double_backward_lmax<T, L>(in, cot, grad_out, dt, bar_t, bar_ds, grad_coord, mu_part, sigma_part,     \
-                                          grad_grad_out, lam1_part, lam2_part, stream);
-        HIPNNTS_CASE(0)
-        HIPNNTS_CASE(1)
-        HIPNNTS_CASE(2)
-#undef HIPNNTS_CASE
-        default: return "lmax must be 0, 1 or 2";
-    }
+    return with_lmax(in.lmax, [&](auto L) {
+        return double_backward_lmax<T, decltype(L)::value>(in, cot, grad_out, dt, bar_t, bar_ds, grad_coord, mu_part,
+                                                           sigma_part, grad_grad_out, lam1_part, lam2_part, stream);
+    });
 }
 
 template <class T>
@@ -169,17 +167,11 @@ const char* interaction_backward_molecules(const InteractionInputs<T>& in, const
                                            cudaStream_t stream) {
     if (const char* err = check_sizes(in.features, in.nu)) return err;
     if (n_molecules == 0) return nullptr;
-    switch (in.lmax) {
-#define HIPNNTS_CASE(L)                                                                                              \
-    case L:                                                                                                          \
-        return backward_molecules_lmax<T, L>(in, molecule_ptr, n_molecules, grad_out, grad_Y, grad_coord, mu_part,   \
-                                             sigma_part, lam1_part, lam2_part, stream);
-        HIPNNTS_CASE(0)
-        HIPNNTS_CASE(1)
-        HIPNNTS_CASE(2)
-#undef HIPNNTS_CASE
-        default: return "lmax must be 0, 1 or 2";
-    }
+    return with_lmax(in.lmax, [&](auto L) {
+        return backward_molecules_lmax<T, decltype(L)::value>(in, molecule_ptr, n_molecules, grad_out, grad_Y,
+                                                              grad_coord, mu_part, sigma_part, lam1_part, lam2_part,
+                                                              stream);
+    });
 }
 
 template <class T>
@@ -189,18 +181,11 @@ const char* interaction_double_backward_molecules(const InteractionInputs<T>& in
                                                   T* grad_grad_out, T* lam1_part, T* lam2_part, cudaStream_t stream) {
     if (const char* err = check_sizes(in.features, in.nu)) return err;
     if (n_molecules == 0) return nullptr;
-    switch (in.lmax) {
-#define HIPNNTS_CASE(L)                                                                                              \
-    case L:                                                                                                          \
-        return double_backward_molecules_lmax<T, L>(in, cot, molecule_ptr, n_molecules, grad_out, grad_Y,            \
-                                                    grad_coord, mu_part, sigma_part, grad_grad_out, lam1_part,       \
-                                                    lam2_part, stream);
-        HIPNNTS_CASE(0)
-        HIPNNTS_CASE(1)
-        HIPNNTS_CASE(2)
-#undef HIPNNTS_CASE
-        default: return "lmax must be 0, 1 or 2";
-    }
+    return with_lmax(in.lmax, [&](auto L) {
+        return double_backward_molecules_lmax<T, decltype(L)::value>(in, cot, molecule_ptr, n_molecules, grad_out,
+                                                                     grad_Y, grad_coord, mu_part, sigma_part,
+                                                                     grad_grad_out, lam1_part, lam2_part, stream);
+    });
 }
 
 template <class T>
