@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from hipnnts_kernels.data import Conformers, load, read_ani_h5, read_xyz, save, split
+from hipnnts_kernels.data import Conformers, DeviceDataset, load, read_ani_h5, read_xyz, save, split
 from hipnnts_kernels.data.units import HARTREE_IN_KCAL_PER_MOL, energy_factor
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -149,3 +149,29 @@ def test_subset_keeps_atoms_with_their_conformers(comp6):
         a, b = comp6.atom_ptr[c], comp6.atom_ptr[c + 1]
         assert torch.equal(sub.positions[sub.atom_ptr[k]:sub.atom_ptr[k + 1]], comp6.positions[a:b])
         assert torch.equal(sub.species[sub.atom_ptr[k]:sub.atom_ptr[k + 1]], comp6.species[a:b])
+
+
+def test_device_batches_match_a_fresh_pair_search():
+    from hipnnts_kernels import pairs_within_cutoff
+    from hipnnts_kernels.synthetic import random_molecules
+
+    species, positions, mol_index = random_molecules(12, 1, 9, seed=4)  # single atoms included
+    counts = torch.bincount(mol_index)
+    data = Conformers(species=species, positions=positions,
+                      atom_ptr=torch.cat([torch.zeros(1, dtype=torch.int64), torch.cumsum(counts, 0)]),
+                      energy=torch.randn(12, dtype=torch.float64), forces=torch.randn(len(species), 3,
+                                                                                       dtype=torch.float64),
+                      molecule=torch.arange(12), molecule_names=[str(k) for k in range(12)])
+    dataset = DeviceDataset(data, cutoff=2.5, dtype=torch.float64)
+    picked = torch.tensor([7, 0, 11, 3, 3])  # any order, repeats allowed
+    batch = dataset.batch(picked)
+    sub = data.subset(picked)
+    assert torch.equal(batch.species, sub.species) and torch.equal(batch.positions, sub.positions)
+    assert torch.equal(batch.mol_index, sub.conformer_index) and batch.n_molecules == 5
+    assert torch.equal(batch.energy, data.energy[picked]) and torch.equal(batch.forces, sub.forces)
+    pf, ps = pairs_within_cutoff(sub.positions, sub.conformer_index, 2.5)
+    expected = sorted(zip(pf.tolist(), ps.tolist()))
+    assert list(zip(batch.pair_first.tolist(), batch.pair_second.tolist())) == expected  # sorted by receiver
+    assert len(expected) > 0
+    empty = dataset.batch(torch.tensor([], dtype=torch.int64))
+    assert empty.species.numel() == 0 and empty.pair_first.numel() == 0
