@@ -1,0 +1,53 @@
+"""An ASE calculator wrapping a :class:`~hipnnts_kernels.HipnnTS` model (energy and forces), so
+that ASE can run molecular dynamics or geometry optimisation with it.
+
+The model works in kcal/mol and Å (the package's units); ASE works in eV and Å, so energies and
+forces are converted on the way out. Periodic cells are not supported yet: the calculator raises
+for atoms with periodic boundary conditions instead of silently ignoring them.
+"""
+from __future__ import annotations
+
+import torch
+from ase.calculators.calculator import Calculator, all_changes
+
+from .data.units import ENERGY_UNITS
+from .model import HipnnTS
+from .pairs import pairs_within_cutoff
+
+EV_IN_KCAL_PER_MOL = ENERGY_UNITS["ev"]
+
+
+class HipnnTSCalculator(Calculator):
+    """ASE calculator: ``atoms.calc = HipnnTSCalculator(model)``; energies in eV, forces in eV/Å.
+
+    Args:
+        model: a trained model; it is put in evaluation mode.
+        energy_unit: the unit the model was trained in (``"kcal/mol"`` by default, as the package's
+            datasets); any of :data:`hipnnts_kernels.data.ENERGY_UNITS`.
+        device, dtype: where and in which precision to evaluate (default: the model's).
+    """
+
+    implemented_properties = ["energy", "forces"]
+
+    def __init__(self, model: HipnnTS, energy_unit: str = "kcal/mol", device: torch.device | str | None = None,
+                 dtype: torch.dtype | None = None, **kwargs):
+        super().__init__(**kwargs)
+        if energy_unit.lower() not in ENERGY_UNITS:
+            raise ValueError(f"energy_unit must be one of {sorted(ENERGY_UNITS)}, got {energy_unit!r}")
+        parameter = next(model.parameters())
+        self.device = torch.device(device) if device is not None else parameter.device
+        self.dtype = dtype or parameter.dtype
+        self.model = model.to(self.device, self.dtype).eval()
+        self.to_ev = ENERGY_UNITS[energy_unit.lower()] / EV_IN_KCAL_PER_MOL
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        if self.atoms.pbc.any():
+            raise NotImplementedError("HipnnTSCalculator does not support periodic boundary conditions yet")
+        species = torch.as_tensor(self.atoms.numbers, dtype=torch.long, device=self.device)
+        positions = torch.as_tensor(self.atoms.positions, dtype=self.dtype, device=self.device)
+        mol_index = torch.zeros(len(species), dtype=torch.long, device=self.device)
+        pair_first, pair_second = pairs_within_cutoff(positions, mol_index, self.model.cutoff)
+        out = self.model(species, positions, mol_index, pair_first, pair_second, n_molecules=1, forces=True)
+        self.results["energy"] = float(out.energy.detach()[0]) * self.to_ev
+        self.results["forces"] = out.forces.detach().cpu().double().numpy() * self.to_ev

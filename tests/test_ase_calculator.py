@@ -1,0 +1,56 @@
+"""The ASE calculator: eV units, forces = -dE/dR by finite differences, clear errors."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+ase = pytest.importorskip("ase")
+
+from hipnnts_kernels import HipnnTS, pairs_within_cutoff  # noqa: E402
+from hipnnts_kernels.ase_calculator import EV_IN_KCAL_PER_MOL, HipnnTSCalculator  # noqa: E402
+
+
+def water():
+    return ase.Atoms("OH2", positions=[[0.0, 0.0, 0.0], [0.96, 0.0, 0.0], [-0.24, 0.93, 0.0]])
+
+
+def small_model():
+    torch.manual_seed(0)
+    return HipnnTS(n_features=8, n_sensitivities=4, dist_soft_min=0.7, dist_soft_max=2.5, cutoff=3.0,
+                   n_interaction_layers=1, n_atom_layers=1, lmax=2).double()
+
+
+def test_energy_in_ev_and_forces_are_the_negative_gradient():
+    model = small_model()
+    atoms = water()
+    atoms.calc = HipnnTSCalculator(model)
+    energy, forces = atoms.get_potential_energy(), atoms.get_forces()
+    species = torch.tensor(atoms.numbers)
+    pos = torch.tensor(atoms.positions)
+    mol = torch.zeros(3, dtype=torch.long)
+    pf, ps = pairs_within_cutoff(pos, mol, 3.0)
+    with torch.no_grad():
+        kcal = float(model(species, pos, mol, pf, ps, n_molecules=1).energy[0])
+    assert energy == pytest.approx(kcal / EV_IN_KCAL_PER_MOL, rel=1e-12)
+    h = 1e-5
+    numeric = np.zeros_like(forces)
+    for a in range(3):
+        for x in range(3):
+            shifted = [atoms.copy() for _ in range(2)]
+            for sign, s in zip((1, -1), shifted):
+                s.positions[a, x] += sign * h
+                s.calc = HipnnTSCalculator(model)
+            numeric[a, x] = -(shifted[0].get_potential_energy() - shifted[1].get_potential_energy()) / (2 * h)
+    np.testing.assert_allclose(forces, numeric, rtol=1e-6, atol=1e-8)
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match="energy_unit must be one of"):
+        HipnnTSCalculator(small_model(), energy_unit="kcal")
+    atoms = water()
+    atoms.pbc = True
+    atoms.cell = [10, 10, 10]
+    atoms.calc = HipnnTSCalculator(small_model())
+    with pytest.raises(NotImplementedError, match="periodic"):
+        atoms.get_potential_energy()
