@@ -7,7 +7,8 @@ switched off for GPU throughput with :func:`set_value_checks` (they are skipped 
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -22,6 +23,17 @@ def set_value_checks(enabled: bool) -> None:
     """Enable or disable the checks that read tensor values (on by default)."""
     global _value_checks
     _value_checks = bool(enabled)
+
+
+@contextlib.contextmanager
+def value_checks(enabled: bool) -> Iterator[None]:
+    """Within the block, value-reading checks are on or off; the previous setting comes back after."""
+    global _value_checks
+    previous, _value_checks = _value_checks, bool(enabled)
+    try:
+        yield
+    finally:
+        _value_checks = previous
 
 
 def value_checks_enabled() -> bool:

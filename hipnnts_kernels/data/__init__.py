@@ -9,9 +9,9 @@ Inside the package every energy is in kcal/mol, every length in Å and every for
 """
 from .batching import Batch, DeviceDataset
 from .conformers import Conformers
-from .formats import load, read_ani_h5, read_xyz, save
+from .formats import detect_format, load, read, read_ani_h5, read_xyz, save
 from .splits import split
 from .units import ENERGY_UNITS, LENGTH_UNITS
 
-__all__ = ["Conformers", "DeviceDataset", "Batch", "read_ani_h5", "read_xyz", "save", "load", "split", "ENERGY_UNITS",
-           "LENGTH_UNITS"]
+__all__ = ["Conformers", "DeviceDataset", "Batch", "read", "detect_format", "read_ani_h5", "read_xyz", "save", "load",
+           "split", "ENERGY_UNITS", "LENGTH_UNITS"]

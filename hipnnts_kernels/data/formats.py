@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .conformers import ATOMIC_NUMBERS, Conformers
-from .units import energy_factor, length_factor
+from .units import ENERGY_UNITS, energy_factor, length_factor
 
 FORMAT_NAME = "hipnnts-conformers"
 FORMAT_VERSION = 1
@@ -203,3 +203,48 @@ def load(path: str | os.PathLike) -> Conformers:
             molecule_names=[n.decode() if isinstance(n, bytes) else str(n) for n in file["molecule_names"][()]],
             provenance=json.loads(file.attrs.get("provenance", "{}")),
         )
+
+
+def detect_format(path: str | os.PathLike) -> str:
+    """``"hipnnts"`` (the compact format), ``"ani"`` (pyanitools HDF5) or ``"xyz"`` (extended XYZ), from
+    the file's suffix and, for HDF5, its ``format`` attribute."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such dataset file: {path}")
+    if path.suffix.lower() in (".xyz", ".extxyz"):
+        return "xyz"
+    with _open(path) as file:
+        return "hipnnts" if file.attrs.get("format") == FORMAT_NAME else "ani"
+
+
+def read(path: str | os.PathLike, format: str = "auto", *, energy_unit: str | None = None,
+         length_unit: str = "angstrom", forces_convention: str | None = None) -> Conformers:
+    """Read any supported dataset file (``format``: auto, hipnnts, ani or xyz).
+
+    ANI files need ``forces_convention`` when they hold forces (see :func:`read_ani_h5`; ``"none"``
+    skips forces) and default to hartree; XYZ files need ``energy_unit``. The compact format carries
+    its units, so the unit arguments must be left unset for it.
+    """
+    if format not in ("auto", "hipnnts", "ani", "xyz"):
+        raise ValueError(f"format must be auto, hipnnts, ani or xyz, got {format!r}")
+    format = detect_format(path) if format == "auto" else format
+    if format == "hipnnts":
+        if energy_unit is not None or forces_convention is not None:
+            raise ValueError(f"{path} is in the compact format, which records its own units and force convention; "
+                             "do not pass energy_unit or forces_convention")
+        return load(path)
+    if format == "xyz":
+        if energy_unit is None:
+            raise ValueError(f"{path}: extended XYZ files do not record their energy unit; pass energy_unit "
+                             f"(one of {sorted(ENERGY_UNITS)})")
+        return read_xyz(path, energy_unit=energy_unit, length_unit=length_unit)
+    if forces_convention is None:
+        with _open(path) as file:
+            has_forces = []
+            file.visititems(lambda name, obj: has_forces.append(name) if name.endswith("/forces") else None)
+        if has_forces:
+            raise ValueError(f"{path} holds 'forces' arrays, and pyanitools files do not say whether they are forces "
+                             "(-dE/dR) or gradients (+dE/dR; COMP6 stores gradients): pass forces_convention "
+                             "'forces', 'gradient' or 'none' (train on energies only)")
+    return read_ani_h5(path, forces_convention=None if forces_convention == "none" else forces_convention,
+                       energy_unit=energy_unit or "hartree", length_unit=length_unit)

@@ -1,0 +1,13 @@
+"""Energy + force training of HIP-NN / HIP-NN-TS: the trainer behind ``hipnnts train``.
+
+- :class:`TrainConfig`: every setting (SPEC section 7 names), from files and flags.
+- :class:`Trainer`: one run (single process, or one rank under ``torchrun``), resumable.
+- :func:`evaluate`: errors of a model on a set of conformers.
+- :func:`load_model`: the trained model of a checkpoint.
+"""
+from .checkpoint import load_model, read_checkpoint, save_checkpoint
+from .config import TrainConfig, read_config_file
+from .trainer import Trainer, TrainingDiverged, evaluate
+
+__all__ = ["TrainConfig", "Trainer", "TrainingDiverged", "evaluate", "load_model", "read_checkpoint",
+           "save_checkpoint", "read_config_file"]

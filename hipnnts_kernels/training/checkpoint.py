@@ -1,0 +1,66 @@
+"""Checkpoints: written atomically (a temporary file in the same folder, flushed to disk, then
+renamed over the old one), so a run killed at any moment leaves the previous checkpoint intact.
+
+A checkpoint holds everything a run needs to continue exactly where it stopped: model and
+optimiser and scheduler state, the position in the epoch, the per-epoch history and the partial
+sums of the running epoch. :func:`load_model` rebuilds the trained model alone.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from ..model import HipnnTS
+
+FORMAT = "hipnnts-checkpoint"
+VERSION = 1
+
+
+def save_checkpoint(state: dict, path: str | os.PathLike) -> None:
+    """Write ``state`` to ``path`` atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as file:
+            torch.save({"format": FORMAT, "version": VERSION, **state}, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """The state saved by :func:`save_checkpoint`; clear errors for missing or foreign files."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such checkpoint: {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch raises many types for a damaged file
+        raise ValueError(f"{path} is not a readable checkpoint ({type(err).__name__}: {err})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a hipnnts-kernels checkpoint")
+    if state.get("version", 0) > VERSION:
+        raise ValueError(f"{path}: checkpoint version {state['version']} is newer than this package reads ({VERSION})")
+    return state
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", backend: str | None = None) -> HipnnTS:
+    """The trained model of a checkpoint, in evaluation mode, with its dtype.
+
+    Args:
+        backend: override the kernel backend it was trained with (e.g. "reference" on a CPU).
+    """
+    state = read_checkpoint(path)
+    hparams = dict(state["model_hparams"])
+    if backend is not None:
+        hparams["backend"] = backend
+    model = HipnnTS(**hparams)
+    dtype = next(iter(state["model_state"].values())).dtype
+    model.to(dtype).load_state_dict(state["model_state"])
+    model.energy_heads[0].weight.requires_grad_(False)
+    return model.to(device).eval()

@@ -1,0 +1,222 @@
+"""The trainer: losses and metrics, learning, reproducibility, checkpoints and resume (also after
+SIGKILL), the NaN stop, config files and flags, and DDP through torchrun with gloo."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from hipnnts_kernels.cli import build_parser, config_from_args
+from hipnnts_kernels.data import save
+from hipnnts_kernels.synthetic import toy_conformers
+from hipnnts_kernels.training import TrainConfig, Trainer, TrainingDiverged, load_model, read_checkpoint
+from hipnnts_kernels.training import trainer as trainer_module
+
+SMALL = dict(n_features=8, n_sensitivities=4, n_interaction_layers=1, n_atom_layers=1, batch_size=4,
+             split_by="conformer", progress=False, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def toy():
+    return toy_conformers(12, 5, seed=3)
+
+
+@pytest.fixture(scope="module")
+def toy_file(tmp_path_factory, toy):
+    path = tmp_path_factory.mktemp("data") / "toy.h5"
+    save(toy, path)
+    return path
+
+
+def _weights(out: Path) -> torch.Tensor:
+    """The weights training ended with (last.pt; the trainer's model holds best.pt's at the end)."""
+    return torch.cat([v.flatten() for v in read_checkpoint(out / "last.pt")["model_state"].values()])
+
+
+def _rows(out: Path) -> list[dict]:
+    return json.loads((out / "log.json").read_text())["epochs"]
+
+
+def test_training_learns_and_writes_its_outputs(toy, tmp_path):
+    config = TrainConfig(out=str(tmp_path), epochs=8, lr=5e-3, **SMALL)
+    summary = Trainer(config, toy).run()
+    for name in ("last.pt", "best.pt", "log.csv", "log.json", "learning_curve.png", "metrics.json"):
+        assert (tmp_path / name).is_file(), name
+    rows = _rows(tmp_path)
+    assert [r["epoch"] for r in rows] == list(range(1, 9))
+    assert rows[-1]["valid_force_mae"] < 0.7 * rows[0]["valid_force_mae"]
+    test = summary["metrics"]["test"]
+    assert test["force_mae"] < test["zero_force_mae"]
+    assert summary["conformers"] == {"train": 48, "valid": 6, "test": 6}
+    # the reported test errors are those of best.pt, evaluated afresh
+    model = load_model(tmp_path / "best.pt")
+    assert model.energy_heads[0].weight.requires_grad is False
+    dataset = trainer_module.datasets.DeviceDataset(toy, model.cutoff)
+    test_split = trainer_module.datasets.split(toy, config.split, by="conformer", seed=0)[2]
+    again = trainer_module.evaluate(model, dataset, test_split, 5)
+    assert again["force_mae"] == pytest.approx(test["force_mae"], rel=1e-5)
+
+
+def test_self_energies_fitted_on_the_training_split(toy, tmp_path):
+    trainer = Trainer(TrainConfig(out=str(tmp_path), epochs=1, **SMALL), toy)
+    train = toy.subset(trainer.splits[0])
+    counts = trainer_module.species_counts(train, list(trainer.model.species))
+    residual = train.energy - counts @ torch.tensor(trainer.self_energies, dtype=torch.float64)
+    # least squares: the residual is orthogonal to every species count column
+    assert (counts.t() @ residual).abs().max() < 1e-6 * train.energy.abs().max()
+    assert not trainer.model.energy_heads[0].weight.requires_grad
+
+
+def test_same_seed_same_run_and_resume_repeats_nothing(toy, tmp_path):
+    Trainer(TrainConfig(out=str(tmp_path / "full"), epochs=3, **SMALL), toy).run()
+    Trainer(TrainConfig(out=str(tmp_path / "again"), epochs=3, **SMALL), toy).run()
+    assert torch.equal(_weights(tmp_path / "full"), _weights(tmp_path / "again"))
+    # stop after one epoch, then resume to three: identical weights and log
+    part = tmp_path / "part"
+    Trainer(TrainConfig(out=str(part), epochs=1, **SMALL), toy).run()
+    Trainer(TrainConfig(out=str(part), epochs=3, **SMALL), toy, resume=True).run()
+    assert torch.equal(_weights(part), _weights(tmp_path / "full"))
+    drop = ("seconds",)
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in drop} for r in rows]  # noqa: E731
+    assert strip(_rows(part)) == strip(_rows(tmp_path / "full"))
+    Trainer(TrainConfig(out=str(tmp_path / "other"), epochs=3, seed=1, **SMALL), toy).run()
+    assert not torch.equal(_weights(tmp_path / "other"), _weights(tmp_path / "full"))
+
+
+def test_an_existing_run_needs_resume_and_the_same_settings(toy, tmp_path):
+    Trainer(TrainConfig(out=str(tmp_path), epochs=1, **SMALL), toy).run()
+    with pytest.raises(FileExistsError, match="--resume"):
+        Trainer(TrainConfig(out=str(tmp_path), epochs=1, **SMALL), toy)
+    with pytest.raises(ValueError, match="lr 0.002 -> 0.1"):
+        Trainer(TrainConfig(out=str(tmp_path), epochs=2, lr=0.1, **SMALL), toy, resume=True)
+    with pytest.raises(FileNotFoundError, match="no such checkpoint"):
+        Trainer(TrainConfig(out=str(tmp_path / "nothing"), **SMALL), toy, resume=True)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(toy, tmp_path, monkeypatch):
+    real, calls = trainer_module.loss_terms, []
+
+    def poisoned(*args, **kwargs):
+        terms = real(*args, **kwargs)
+        calls.append(1)
+        if len(calls) > 6:  # steps 0..5 are fine, step 6 is NaN
+            terms["loss"] = terms["loss"] * float("nan")
+        return terms
+
+    monkeypatch.setattr(trainer_module, "loss_terms", poisoned)
+    config = TrainConfig(out=str(tmp_path), epochs=5, checkpoint_every=4, **SMALL)
+    with pytest.raises(TrainingDiverged, match="at step 6 .*last good checkpoint"):
+        Trainer(config, toy).run()
+    state = read_checkpoint(tmp_path / "last.pt")
+    assert state["progress"]["step"] == 4
+    assert all(torch.isfinite(v).all() for v in state["model_state"].values())
+
+
+def _train_cli(args: list[str], **kwargs) -> subprocess.Popen:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.Popen([sys.executable, "-m", "hipnnts_kernels.cli", "train", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
+
+
+def _cli_args(data: Path, out: Path, epochs: int) -> list[str]:
+    return ["--data", str(data), "--out", str(out), "--epochs", str(epochs), "--n-features", "8",
+            "--n-sensitivities", "4", "--n-interaction-layers", "1", "--n-atom-layers", "1", "--batch-size", "4",
+            "--split-by", "conformer", "--checkpoint-every", "5", "--device", "cpu", "--no-progress"]
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_then_resume(toy_file, tmp_path):
+    """Kill the run right after a mid-epoch checkpoint; --resume completes it and the log has every
+    epoch once, with the same weights as an uninterrupted run."""
+    epochs = 4
+    reference = _train_cli(_cli_args(toy_file, tmp_path / "ref", epochs))
+    killed = _train_cli(_cli_args(toy_file, tmp_path / "run", epochs))
+    last, deadline = tmp_path / "run" / "last.pt", time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if last.exists():
+            try:
+                progress = read_checkpoint(last)["progress"]
+            except (ValueError, FileNotFoundError):
+                continue
+            if progress["epoch"] >= 1 and progress["batch_in_epoch"] > 0:
+                break
+        time.sleep(0.02)
+    else:
+        pytest.fail("no mid-epoch checkpoint appeared")
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert killed.returncode == -signal.SIGKILL
+    at_kill = read_checkpoint(last)["progress"]
+    assert at_kill["epoch"] < epochs
+    resumed = _train_cli(["--out", str(tmp_path / "run"), "--resume"])
+    output = resumed.communicate(timeout=300)[0]
+    assert resumed.returncode == 0, output
+    assert reference.communicate(timeout=300)[0] and reference.returncode == 0
+    assert [r["epoch"] for r in _rows(tmp_path / "run")] == list(range(1, epochs + 1))
+    ref_state, run_state = (read_checkpoint(tmp_path / d / "last.pt") for d in ("ref", "run"))
+    for name, value in ref_state["model_state"].items():
+        assert torch.equal(value, run_state["model_state"][name]), name
+    assert [r["step"] for r in _rows(tmp_path / "run")] == [r["step"] for r in _rows(tmp_path / "ref")]
+    assert "test" in output and "F MAE" in output
+
+
+@pytest.mark.slow
+def test_ddp_two_ranks_disjoint_data_identical_weights(toy_file, tmp_path):
+    worker = Path(__file__).with_name("ddp_worker.py")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+                             "--standalone", str(worker), str(toy_file), str(tmp_path)],
+                            env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert all(r["world_size"] == 2 for r in ranks)
+    train = set(ranks[0]["train"])
+    for epoch in range(2):
+        a, b = (set(r["seen"][epoch]) for r in ranks)
+        assert a and b and not a & b, "ranks must see disjoint data"
+        assert a | b <= train and len(a | b) >= len(train) - 1
+    assert ranks[0]["weights"] == ranks[1]["weights"], "DDP must keep the replicas identical"
+    assert ranks[0]["test"] == ranks[1]["test"]
+    rows = _rows(tmp_path)
+    assert [r["epoch"] for r in rows] == [1, 2] and math.isfinite(rows[-1]["valid_force_mae"])
+
+
+# -- settings -----------------------------------------------------------------------------------
+def test_config_file_then_flags(tmp_path):
+    toml = tmp_path / "run.toml"
+    toml.write_text('[model]\nlmax = 1\nn_features = 32\n[optimisation]\nlr = 0.01\n[run]\nseed = 7\n')
+    yaml_file = tmp_path / "run.yaml"
+    yaml_file.write_text("lmax: 0\nbatch_size: 8\nsplit: [0.7, 0.2, 0.1]\n")
+    parser = build_parser()
+    config = config_from_args(parser.parse_args(["train", "--config", str(toml), "--lr", "0.05"]))
+    assert (config.lmax, config.n_features, config.lr, config.seed) == (1, 32, 0.05, 7)
+    config = config_from_args(parser.parse_args(["train", "--config", str(yaml_file), "--split", "0.6", "0.2", "0.2"]))
+    assert (config.lmax, config.batch_size, config.split) == (0, 8, (0.6, 0.2, 0.2))
+    assert config_from_args(parser.parse_args(["train", "--clip-grad-norm", "none"])).clip_grad_norm is None
+    bad = tmp_path / "bad.toml"
+    bad.write_text("n_feature = 3\n")
+    with pytest.raises(ValueError, match="unknown settings \\['n_feature'\\]"):
+        config_from_args(parser.parse_args(["train", "--config", str(bad)]))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(lmax=3), "lmax must be one of"), (dict(batch_size=0), "batch_size must be positive"),
+    (dict(lr_factor=1.5), "lr_factor"), (dict(forces_convention="grad"), "forces_convention"),
+])
+def test_config_rejects_bad_values(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**kwargs)
+
+
+def test_every_setting_has_a_flag():
+    help_text = build_parser()._subparsers._group_actions[0].choices["train"].format_help()
+    for name in TrainConfig.__dataclass_fields__:
+        assert "--" + name.replace("_", "-") in help_text, name
