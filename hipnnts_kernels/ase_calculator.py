@@ -2,17 +2,18 @@
 that ASE can run molecular dynamics or geometry optimisation with it.
 
 The model works in kcal/mol and Å (the package's units); ASE works in eV and Å, so energies and
-forces are converted on the way out. Periodic cells are not supported yet: the calculator raises
-for atoms with periodic boundary conditions instead of silently ignoring them.
+forces are converted on the way out. Periodic systems (``atoms.pbc``) take a cell list with
+images (:func:`~hipnnts_kernels.pairs.cell_list_pairs`), as do molecules of many atoms.
 """
 from __future__ import annotations
 
 import torch
 from ase.calculators.calculator import Calculator, all_changes
 
+from .data.batching import DENSE_MAX_ATOMS
 from .data.units import ENERGY_UNITS
 from .model import HipnnTS
-from .pairs import pairs_within_cutoff
+from .pairs import cell_list_pairs, pairs_within_cutoff
 
 EV_IN_KCAL_PER_MOL = ENERGY_UNITS["ev"]
 
@@ -42,12 +43,17 @@ class HipnnTSCalculator(Calculator):
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
-        if self.atoms.pbc.any():
-            raise NotImplementedError("HipnnTSCalculator does not support periodic boundary conditions yet")
         species = torch.as_tensor(self.atoms.numbers, dtype=torch.long, device=self.device)
         positions = torch.as_tensor(self.atoms.positions, dtype=self.dtype, device=self.device)
         mol_index = torch.zeros(len(species), dtype=torch.long, device=self.device)
-        pair_first, pair_second = pairs_within_cutoff(positions, mol_index, self.model.cutoff)
-        out = self.model(species, positions, mol_index, pair_first, pair_second, n_molecules=1, forces=True)
+        shift = None
+        if self.atoms.pbc.any() or len(species) > DENSE_MAX_ATOMS:
+            cell = torch.as_tensor(self.atoms.cell.array, dtype=self.dtype, device=self.device)
+            pair_first, pair_second, shift = cell_list_pairs(positions, self.model.cutoff, cell,
+                                                              torch.as_tensor(self.atoms.pbc))
+        else:
+            pair_first, pair_second = pairs_within_cutoff(positions, mol_index, self.model.cutoff)
+        out = self.model(species, positions, mol_index, pair_first, pair_second, n_molecules=1, pair_shift=shift,
+                         forces=True)
         self.results["energy"] = float(out.energy.detach()[0]) * self.to_ev
         self.results["forces"] = out.forces.detach().cpu().double().numpy() * self.to_ev

@@ -1,4 +1,6 @@
-"""The ``hipnnts`` command line: ``train``, ``eval`` and ``data``.
+"""hipnnts: train and evaluate HIP-NN / HIP-NN-TS potentials, and prepare datasets.
+
+Units everywhere: kcal/mol, Å, kcal/mol/Å.
 
     hipnnts train                          # HIP-NN-TS l=2 on the embedded GFN2-xTB set (CPU: minutes)
     hipnnts train --data ani1x.h5 --forces-convention forces --n-features 128 --n-sensitivities 20 \\

@@ -6,7 +6,8 @@
 The training part reads any extended XYZ file with per-frame ``energy`` and per-atom ``forces``
 (ASE's reader; units as in the file, here kcal/mol and kcal/mol/Å), fits per-species self
 energies by least squares, and trains with loss = MSE(E) + MSE(F) + hierarchicality + 1e-6 L2.
-Copy it and adapt it to your data; the full trainer comes as ``hipnnts train``.
+Copy it and adapt it to your data; for real training runs use ``hipnnts train`` (checkpoints,
+resume, metrics, several GPUs).
 """
 from __future__ import annotations
 

@@ -45,12 +45,42 @@ def test_energy_in_ev_and_forces_are_the_negative_gradient():
     np.testing.assert_allclose(forces, numeric, rtol=1e-6, atol=1e-8)
 
 
+def _finite_difference_forces(atoms, model, h=1e-5):
+    numeric = np.zeros((len(atoms), 3))
+    for a in range(len(atoms)):
+        for x in range(3):
+            energies = []
+            for sign in (1, -1):
+                shifted = atoms.copy()
+                shifted.positions[a, x] += sign * h
+                shifted.calc = HipnnTSCalculator(model)
+                energies.append(shifted.get_potential_energy())
+            numeric[a, x] = -(energies[0] - energies[1]) / (2 * h)
+    return numeric
+
+
+def test_periodic_images():
+    """A water in a cell narrower than the cutoff: forces are the gradient, a lattice translation of an
+    atom changes nothing, and in a cell wider than twice the cutoff the images drop out."""
+    model = small_model()
+    atoms = water()
+    atoms.cell = [[2.9, 0.0, 0.0], [0.4, 3.1, 0.0], [0.2, 0.3, 3.3]]
+    atoms.pbc = True
+    atoms.calc = HipnnTSCalculator(model)
+    energy, forces = atoms.get_potential_energy(), atoms.get_forces()
+    np.testing.assert_allclose(forces, _finite_difference_forces(atoms, model), rtol=1e-6, atol=1e-8)
+    moved = atoms.copy()
+    moved.positions[1] += moved.cell[0] - 2 * moved.cell[2]
+    moved.calc = HipnnTSCalculator(model)
+    assert moved.get_potential_energy() == pytest.approx(energy, rel=1e-12)
+    np.testing.assert_allclose(moved.get_forces(), forces, rtol=1e-10, atol=1e-12)
+    isolated, boxed = water(), water()
+    boxed.cell, boxed.pbc = [7.0, 7.0, 7.0], True
+    isolated.calc, boxed.calc = HipnnTSCalculator(model), HipnnTSCalculator(model)
+    assert boxed.get_potential_energy() == pytest.approx(isolated.get_potential_energy(), rel=1e-12)
+    assert energy != pytest.approx(isolated.get_potential_energy(), rel=1e-6)
+
+
 def test_bad_inputs():
     with pytest.raises(ValueError, match="energy_unit must be one of"):
         HipnnTSCalculator(small_model(), energy_unit="kcal")
-    atoms = water()
-    atoms.pbc = True
-    atoms.cell = [10, 10, 10]
-    atoms.calc = HipnnTSCalculator(small_model())
-    with pytest.raises(NotImplementedError, match="periodic"):
-        atoms.get_potential_energy()

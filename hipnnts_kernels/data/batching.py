@@ -1,8 +1,9 @@
 """Training batches built on the device, with no host synchronisation per step.
 
 A conformer's positions are fixed, so the pairs within the cutoff are too: :class:`DeviceDataset`
-finds them once, when it is built (a dense search per conformer, padded to the largest one, on
-the device), and keeps every array on the device. A batch is then pure gathering: the index
+finds them once, when it is built (on the device: a dense search for molecules, padded to the
+largest one; a cell list for large or periodic conformers, with the lattice shift of each
+image pair), and keeps every array on the device. A batch is then pure gathering: the index
 arithmetic runs on host copies of the small per-conformer counts and travels to the device in one
 non-blocking copy; nothing waits for the device.
 """
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..pairs import cell_list_pairs
 from .conformers import Conformers
 
 
@@ -29,6 +31,7 @@ class Batch:
     energy: Tensor  # (B,) kcal/mol
     forces: Tensor | None  # (N, 3) kcal/mol/Å
     n_molecules: int
+    pair_shift: Tensor | None = None  # (P, 3) Å lattice shifts of periodic images, or None
 
 
 def _segment_gather(starts: Tensor, counts: Tensor) -> Tensor:
@@ -37,17 +40,31 @@ def _segment_gather(starts: Tensor, counts: Tensor) -> Tensor:
     return torch.repeat_interleave(starts, counts) + offsets
 
 
+#: Conformers with more atoms than this get a cell list instead of the dense search.
+DENSE_MAX_ATOMS = 512
+
+
 def conformer_pairs(conformers: Conformers, cutoff: float, device: torch.device | str = "cpu",
-                    chunk_atoms: int = 1 << 20) -> tuple[Tensor, Tensor]:
-    """Pairs within ``cutoff`` of every conformer: (pair_ptr (C + 1,) int64 on the host, local
-    (P, 2) int64 atom indices within each conformer, on ``device``), sorted by conformer, then
-    receiver, then sender."""
+                    chunk_atoms: int = 1 << 20) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Pairs within ``cutoff`` of every conformer.
+
+    Molecules of up to :data:`DENSE_MAX_ATOMS` atoms take a dense search, many at a time (padded to
+    the largest); larger or periodic conformers take :func:`~hipnnts_kernels.pairs.cell_list_pairs`.
+
+    Returns:
+        pair_ptr (C + 1,) int64 on the host; local (P, 2) int64 atom indices within each conformer,
+        on ``device``, sorted by conformer, then receiver; shift (P, 3) float64 lattice shifts on
+        ``device`` (pair vector = R[second] - R[first] + shift), or None when nothing is periodic.
+    """
     n_atoms = conformers.n_atoms
-    n_max = int(n_atoms.max()) if len(conformers) else 0
+    periodic = conformers.pbc.any(1) if conformers.pbc is not None else torch.zeros(len(conformers), dtype=torch.bool)
+    special = periodic | (n_atoms > DENSE_MAX_ATOMS)
+    dense_ids = torch.nonzero(~special).flatten()
+    n_max = int(n_atoms[dense_ids].max()) if len(dense_ids) else 0
     per_chunk = max(1, chunk_atoms // max(1, n_max * n_max))
-    counts, local = [], []
-    for c0 in range(0, len(conformers), per_chunk):
-        ids = torch.arange(c0, min(c0 + per_chunk, len(conformers)))
+    owners, locals_, shifts = [], [], []  # per group: conformer of each pair, (P, 2), (P, 3)
+    for c0 in range(0, len(dense_ids), per_chunk):
+        ids = dense_ids[c0:c0 + per_chunk]
         sizes = n_atoms[ids]
         atoms = _segment_gather(conformers.atom_ptr[ids], sizes)
         slot = torch.arange(len(atoms)) - torch.repeat_interleave(torch.cumsum(sizes, 0) - sizes, sizes)
@@ -57,13 +74,26 @@ def conformer_pairs(conformers: Conformers, cutoff: float, device: torch.device 
         dist = torch.cdist(padded, padded)
         eye = torch.eye(n_max, dtype=torch.bool, device=device)
         b, i, j = torch.nonzero((dist < cutoff) & ~eye, as_tuple=True)  # NaN padding compares False
-        counts.append(torch.bincount(b, minlength=len(ids)).cpu())
-        local.append(torch.stack([i, j], 1))
-    if not counts:
-        return torch.zeros(1, dtype=torch.int64), torch.zeros(0, 2, dtype=torch.int64, device=device)
-    pair_counts = torch.cat(counts)
+        owners.append(ids.to(device)[b])
+        locals_.append(torch.stack([i, j], 1))
+        shifts.append(torch.zeros(len(b), 3, dtype=torch.float64, device=device))
+    for c in torch.nonzero(special).flatten().tolist():
+        a0, a1 = int(conformers.atom_ptr[c]), int(conformers.atom_ptr[c + 1])
+        cell = None if conformers.cell is None else conformers.cell[c].to(device)
+        first, second, shift = cell_list_pairs(conformers.positions[a0:a1].to(device), cutoff, cell,
+                                               None if conformers.pbc is None else conformers.pbc[c])
+        owners.append(torch.full((len(first),), c, dtype=torch.int64, device=device))
+        locals_.append(torch.stack([first, second], 1))
+        shifts.append(shift.double())
+    if not owners:
+        empty = torch.zeros(0, 2, dtype=torch.int64, device=device)
+        return torch.zeros(len(conformers) + 1, dtype=torch.int64), empty, None
+    owner = torch.cat(owners)
+    order = torch.argsort(owner, stable=True)
+    pair_counts = torch.bincount(owner, minlength=len(conformers)).cpu()
     pair_ptr = torch.cat([torch.zeros(1, dtype=torch.int64), torch.cumsum(pair_counts, 0)])
-    return pair_ptr, torch.cat(local)
+    shift = torch.cat(shifts)[order] if bool(periodic.any()) else None
+    return pair_ptr, torch.cat(locals_)[order], shift
 
 
 class DeviceDataset:
@@ -81,7 +111,8 @@ class DeviceDataset:
         self.device, self.dtype, self.cutoff = torch.device(device), dtype, float(cutoff)
         self.n_conformers = len(conformers)
         self.atom_ptr = conformers.atom_ptr.clone()  # host copies: batch arithmetic needs no device sync
-        self.pair_ptr, self.local_pairs = conformer_pairs(conformers, cutoff, self.device)
+        self.pair_ptr, self.local_pairs, shift = conformer_pairs(conformers, cutoff, self.device)
+        self.pair_shift = None if shift is None else shift.to(dtype)
         self.species = conformers.species.to(self.device)
         self.positions = conformers.positions.to(self.device, dtype)
         self.energy = conformers.energy.to(self.device, dtype)
@@ -114,4 +145,5 @@ class DeviceDataset:
             pair_first=local[:, 0] + offset, pair_second=local[:, 1] + offset,
             energy=self.energy[indices.to(self.device, non_blocking=True)],
             forces=None if self.forces is None else self.forces[atoms], n_molecules=len(indices),
+            pair_shift=None if self.pair_shift is None else self.pair_shift[pairs],
         )

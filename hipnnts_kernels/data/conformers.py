@@ -30,6 +30,8 @@ class Conformers:
             by molecule use it).
         molecule_names: name of each molecule id.
         provenance: where the data came from (file, keys, units and conventions read).
+        cell: (C, 3, 3) float64 lattice vectors as rows, Å, or None (no periodic conformers).
+        pbc: (C, 3) bool periodic directions, or None; set together with ``cell``.
     """
 
     species: Tensor
@@ -40,6 +42,8 @@ class Conformers:
     molecule: Tensor
     molecule_names: list[str]
     provenance: dict = field(default_factory=dict)
+    cell: Tensor | None = None
+    pbc: Tensor | None = None
 
     def __post_init__(self) -> None:
         n_atoms, n_conf = self.species.shape[0], self.energy.shape[0]
@@ -51,7 +55,12 @@ class Conformers:
             raise ValueError(f"forces must be ({n_atoms}, 3), got {tuple(self.forces.shape)}")
         if self.molecule.shape != (n_conf,):
             raise ValueError(f"molecule must be ({n_conf},), got {tuple(self.molecule.shape)}")
-        for name in ("positions", "energy", "forces"):
+        if (self.cell is None) != (self.pbc is None):
+            raise ValueError("cell and pbc must be given together")
+        if self.cell is not None and (self.cell.shape != (n_conf, 3, 3) or self.pbc.shape != (n_conf, 3)):
+            raise ValueError(f"cell must be ({n_conf}, 3, 3) and pbc ({n_conf}, 3), got {tuple(self.cell.shape)} "
+                             f"and {tuple(self.pbc.shape)}")
+        for name in ("positions", "energy", "forces", "cell"):
             value = getattr(self, name)
             if value is not None and not torch.isfinite(value).all():
                 raise ValueError(f"{name} holds non-finite values")
@@ -81,4 +90,5 @@ class Conformers:
             atom_ptr=torch.cat([torch.zeros(1, dtype=torch.int64), torch.cumsum(counts, 0)]),
             energy=self.energy[indices], forces=None if self.forces is None else self.forces[atoms],
             molecule=self.molecule[indices], molecule_names=self.molecule_names, provenance=dict(self.provenance),
+            cell=None if self.cell is None else self.cell[indices], pbc=None if self.pbc is None else self.pbc[indices],
         )

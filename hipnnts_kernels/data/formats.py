@@ -114,7 +114,8 @@ def read_ani_h5(path: str | os.PathLike, *, forces_convention: str | None, energ
 def read_xyz(path: str | os.PathLike, *, energy_unit: str, length_unit: str = "angstrom", energy_key: str = "energy",
              forces_key: str = "forces") -> Conformers:
     """Read an extended XYZ file with ASE: per-frame ``energy_key`` and per-atom ``forces_key``
-    (true forces). Frames with the same chemical formula form one molecule."""
+    (true forces). Frames with the same chemical formula form one molecule. Frames with periodic
+    boundary conditions keep their cell and pbc."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"no such dataset file: {path}")
     try:
@@ -123,7 +124,7 @@ def read_xyz(path: str | os.PathLike, *, energy_unit: str, length_unit: str = "a
         raise ImportError("reading XYZ files needs ASE: pip install ase") from None
     e_factor, r_factor = energy_factor(energy_unit), length_factor(length_unit)
     frames = ase.io.read(str(path), index=":")
-    species, positions, energies, forces, counts, formulas = [], [], [], [], [], []
+    species, positions, energies, forces, counts, formulas, cells, pbcs = [], [], [], [], [], [], [], []
     for k, frame in enumerate(frames):
         info = {**frame.info, **(frame.calc.results if frame.calc is not None else {})}
         arrays = {**frame.arrays, **(frame.calc.results if frame.calc is not None else {})}
@@ -137,11 +138,17 @@ def read_xyz(path: str | os.PathLike, *, energy_unit: str, length_unit: str = "a
         forces.append(np.asarray(arrays[forces_key], dtype=np.float64) * (e_factor / r_factor))
         counts.append(np.array([len(frame)]))
         formulas.append(frame.get_chemical_formula())
+        cells.append(np.asarray(frame.cell.array, dtype=np.float64) * r_factor)
+        pbcs.append(np.asarray(frame.pbc, dtype=bool))
     names = sorted(set(formulas))
     molecule = np.array([names.index(f) for f in formulas])
     provenance = dict(source=str(path), format="extxyz", energy_unit=energy_unit, length_unit=length_unit,
                       forces_convention="forces", keys=[energy_key, forces_key])
-    return _assemble(species, positions, energies, forces, counts, molecule, names, provenance)
+    conformers = _assemble(species, positions, energies, forces, counts, molecule, names, provenance)
+    if any(p.any() for p in pbcs):
+        conformers.cell, conformers.pbc = torch.from_numpy(np.stack(cells)), torch.from_numpy(np.stack(pbcs))
+        conformers.__post_init__()
+    return conformers
 
 
 def _assemble(species, positions, energies, forces, counts, molecule, names, provenance) -> Conformers:
@@ -178,6 +185,9 @@ def save(conformers: Conformers, path: str | os.PathLike) -> None:
             file["molecule_names"] = np.array(conformers.molecule_names, dtype=h5py.string_dtype())
             if conformers.forces is not None:
                 file["forces"] = conformers.forces.numpy().astype(np.float32)
+            if conformers.cell is not None:
+                file["cell"] = conformers.cell.numpy()
+                file["pbc"] = conformers.pbc.numpy()
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -202,6 +212,8 @@ def load(path: str | os.PathLike) -> Conformers:
             forces=read("forces", np.float64) if "forces" in file else None, molecule=read("molecule", np.int64),
             molecule_names=[n.decode() if isinstance(n, bytes) else str(n) for n in file["molecule_names"][()]],
             provenance=json.loads(file.attrs.get("provenance", "{}")),
+            cell=read("cell", np.float64) if "cell" in file else None,
+            pbc=read("pbc", bool) if "pbc" in file else None,
         )
 
 

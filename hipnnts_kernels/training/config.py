@@ -53,7 +53,7 @@ class TrainConfig:
     backend: str = _field("auto", "kernel backend of the interaction op", "model")
 
     # -- optimisation ------------------------------------------------------------------------
-    epochs: int = _field(60, "maximum number of epochs", "optimisation")
+    epochs: int = _field(20, "maximum number of epochs", "optimisation")
     batch_size: int = _field(32, "molecules per batch (per process under torchrun)", "optimisation")
     eval_batch_size: int = _field(128, "molecules per batch when evaluating", "optimisation")
     optimizer: str = _field("adam", "optimiser", "optimisation", choices=("adam", "adamw"))

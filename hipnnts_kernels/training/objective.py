@@ -48,13 +48,13 @@ class ErrorSums:
         atoms = torch.bincount(batch.mol_index, minlength=batch.n_molecules).clamp(min=1)
         de = (out.energy.detach() - batch.energy).double()
         parts = [
-            de.new_tensor(batch.n_molecules), de.new_tensor(batch.species.shape[0]),
+            de.new_full((), batch.n_molecules), de.new_full((), batch.species.shape[0]),  # fills: no copy
             de.new_zeros(()) if loss is None else loss.detach().double() * batch.n_molecules,
             de.abs().sum(), de.square().sum(), (de / atoms).abs().sum(), (de / atoms).square().sum(),
         ]
         if batch.forces is not None and out.forces is not None:
             df = (out.forces.detach() - batch.forces).double()
-            parts += [de.new_tensor(df.numel()), df.abs().sum(), df.square().sum(), batch.forces.double().abs().sum()]
+            parts += [de.new_full((), df.numel()), df.abs().sum(), df.square().sum(), batch.forces.double().abs().sum()]
         else:
             parts += [de.new_zeros(())] * 4
         self.values += torch.stack(parts)

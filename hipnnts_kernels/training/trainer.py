@@ -84,7 +84,7 @@ def evaluate(model: HipnnTS, dataset: datasets.DeviceDataset, indices: Tensor, b
         for start in range(0, len(indices), batch_size):
             batch = dataset.batch(indices[start:start + batch_size])
             out = model(batch.species, batch.positions, batch.mol_index, batch.pair_first, batch.pair_second,
-                        n_molecules=batch.n_molecules, forces=batch.forces is not None)
+                        n_molecules=batch.n_molecules, pair_shift=batch.pair_shift, forces=batch.forces is not None)
             sums.add(out, batch)
     if process is not None:
         process.all_reduce(sums.values)
@@ -219,7 +219,7 @@ class Trainer:
         batch = self.dataset.batch(indices)
         with value_checks(False):
             out = self.net(batch.species, batch.positions, batch.mol_index, batch.pair_first, batch.pair_second,
-                           n_molecules=batch.n_molecules, forces=self.has_forces)
+                           n_molecules=batch.n_molecules, pair_shift=batch.pair_shift, forces=self.has_forces)
             terms = loss_terms(self.model, out, batch, energy_weight=config.energy_weight,
                                force_weight=config.force_weight, hierarchicality_weight=config.hierarchicality_weight,
                                l2_weight=config.l2_weight)
@@ -306,7 +306,7 @@ class Trainer:
             write_log(self.history, self.out)
             plot_learning_curves(self.history, self.out / "learning_curve.png")
             _print(f"epoch {epoch + 1:3d}  lr {row['lr']:.2e}  " + _summary("train", row) + "  "
-                   + _summary("valid", row) + f"  {progress['seconds']:.0f} s", config.progress)
+                   + _summary("valid", row) + f"  {progress['seconds']:.0f} s")
 
     def _out_of_time(self) -> bool:
         limit = self.config.time_limit
@@ -330,7 +330,7 @@ class Trainer:
         if self.process.is_main:
             (self.out / "metrics.json").write_text(json.dumps(summary, indent=1))
             write_log(self.history, self.out, summary)
-            _print(_final_table(summary), True)
+            _print(_final_table(summary))
         return summary
 
 
@@ -356,11 +356,11 @@ def _progress_bar(total: int, initial: int, desc: str, enabled: bool):
                 dynamic_ncols=True)
 
 
-def _print(text: str, enabled: bool) -> None:
+def _print(text: str) -> None:
+    """Print without breaking a progress bar."""
     from tqdm.auto import tqdm
 
-    if enabled:
-        tqdm.write(text)
+    tqdm.write(text)
 
 
 def _postfix(metrics: dict) -> str:
