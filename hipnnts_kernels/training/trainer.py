@@ -287,6 +287,8 @@ class Trainer:
         score = config.energy_weight * valid["energy_rmse"] ** 2 + (
             config.force_weight * valid["force_rmse"] ** 2 if "force_rmse" in valid else 0.0)
         row["valid_score"] = score
+        test = evaluate(self.model, self.dataset, self.splits[2], config.eval_batch_size, self.process)
+        row.update({f"test_{k}": v for k, v in test.items()})  # reported only; never used for decisions
         progress["epoch"], progress["batch_in_epoch"] = epoch + 1, 0
         self.history.append(row)
         if score < progress["best_valid"]:
