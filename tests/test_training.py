@@ -91,6 +91,22 @@ def test_same_seed_same_run_and_resume_repeats_nothing(toy, tmp_path):
     assert not torch.equal(_weights(tmp_path / "other"), _weights(tmp_path / "full"))
 
 
+def test_time_limit_stops_cleanly_and_a_resume_extends_it(toy, tmp_path):
+    summary = Trainer(TrainConfig(out=str(tmp_path), epochs=3, time_limit=1e-9, **SMALL), toy).run()
+    assert summary["stopped"].startswith("time limit") and summary["epochs"] == 1
+    summary = Trainer(TrainConfig(out=str(tmp_path), epochs=3, **SMALL), toy, resume=True).run()
+    assert summary["stopped"] == "reached 3 epochs"
+    assert [r["epoch"] for r in _rows(tmp_path)] == [1, 2, 3]
+
+
+def test_early_stopping(toy, tmp_path):
+    """lr = 0 never improves on the first epoch, so the run stops after early_stopping more."""
+    summary = Trainer(TrainConfig(out=str(tmp_path), epochs=10, lr=1e-30, early_stopping=2, min_lr=0.0,
+                                  **SMALL), toy).run()
+    assert summary["stopped"].startswith("early stopping") and summary["epochs"] == 3
+    assert summary["best_epoch"] == 1
+
+
 def test_an_existing_run_needs_resume_and_the_same_settings(toy, tmp_path):
     Trainer(TrainConfig(out=str(tmp_path), epochs=1, **SMALL), toy).run()
     with pytest.raises(FileExistsError, match="--resume"):

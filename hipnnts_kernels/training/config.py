@@ -84,12 +84,12 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         positive = ("n_features", "n_sensitivities", "n_interaction_layers", "epochs", "batch_size",
-                    "eval_batch_size", "checkpoint_every", "lr", "cutoff")
+                    "eval_batch_size", "checkpoint_every", "lr", "cutoff", "early_stopping")
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
         for name in ("n_atom_layers", "weight_decay", "energy_weight", "force_weight", "hierarchicality_weight",
-                     "l2_weight", "lr_patience", "early_stopping", "min_lr"):
+                     "l2_weight", "lr_patience", "min_lr"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be non-negative, got {getattr(self, name)!r}")
         for f in dataclasses.fields(self):
