@@ -68,7 +68,7 @@ def test_training_learns_and_writes_its_outputs(toy, tmp_path):
 def test_self_energies_fitted_on_the_training_split(toy, tmp_path):
     trainer = Trainer(TrainConfig(out=str(tmp_path), epochs=1, **SMALL), toy)
     train = toy.subset(trainer.splits[0])
-    counts = trainer_module.species_counts(train, list(trainer.model.species))
+    counts = trainer.model.species_counts(train.species, train.conformer_index, len(train))
     residual = train.energy - counts @ torch.tensor(trainer.self_energies, dtype=torch.float64)
     # least squares: the residual is orthogonal to every species count column
     assert (counts.t() @ residual).abs().max() < 1e-6 * train.energy.abs().max()
@@ -236,3 +236,17 @@ def test_every_setting_has_a_flag():
     help_text = build_parser()._subparsers._group_actions[0].choices["train"].format_help()
     for name in TrainConfig.__dataclass_fields__:
         assert "--" + name.replace("_", "-") in help_text, name
+
+
+def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
+    from hipnnts_kernels.atomic import atomic_write
+
+    target = tmp_path / "last.pt"
+    target.write_text("old")
+    with pytest.raises(RuntimeError), atomic_write(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("killed mid-write")
+    assert target.read_text() == "old" and list(tmp_path.iterdir()) == [target]
+    with atomic_write(target) as tmp:
+        tmp.write_text("new")
+    assert target.read_text() == "new" and list(tmp_path.iterdir()) == [target]

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..atomic import atomic_write
 from .conformers import ATOMIC_NUMBERS, Conformers
 from .units import ENERGY_UNITS, energy_factor, length_factor
 
@@ -170,27 +171,21 @@ def save(conformers: Conformers, path: str | os.PathLike) -> None:
     Positions and forces are stored as float32 (about 1e-7 relative), energies as float64.
     """
     h5py = _h5py()
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with h5py.File(tmp, "w") as file:
-            file.attrs.update(format=FORMAT_NAME, version=FORMAT_VERSION, energy_unit="kcal/mol",
-                              length_unit="angstrom", forces="true forces -dE/dR, kcal/mol/angstrom",
-                              provenance=json.dumps(conformers.provenance))
-            file["species"] = conformers.species.numpy().astype(np.uint8)
-            file["positions"] = conformers.positions.numpy().astype(np.float32)
-            file["atom_ptr"] = conformers.atom_ptr.numpy()
-            file["energy"] = conformers.energy.numpy()
-            file["molecule"] = conformers.molecule.numpy()
-            file["molecule_names"] = np.array(conformers.molecule_names, dtype=h5py.string_dtype())
-            if conformers.forces is not None:
-                file["forces"] = conformers.forces.numpy().astype(np.float32)
-            if conformers.cell is not None:
-                file["cell"] = conformers.cell.numpy()
-                file["pbc"] = conformers.pbc.numpy()
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_write(path) as tmp, h5py.File(tmp, "w") as file:
+        file.attrs.update(format=FORMAT_NAME, version=FORMAT_VERSION, energy_unit="kcal/mol",
+                          length_unit="angstrom", forces="true forces -dE/dR, kcal/mol/angstrom",
+                          provenance=json.dumps(conformers.provenance))
+        file["species"] = conformers.species.numpy().astype(np.uint8)
+        file["positions"] = conformers.positions.numpy().astype(np.float32)
+        file["atom_ptr"] = conformers.atom_ptr.numpy()
+        file["energy"] = conformers.energy.numpy()
+        file["molecule"] = conformers.molecule.numpy()
+        file["molecule_names"] = np.array(conformers.molecule_names, dtype=h5py.string_dtype())
+        if conformers.forces is not None:
+            file["forces"] = conformers.forces.numpy().astype(np.float32)
+        if conformers.cell is not None:
+            file["cell"] = conformers.cell.numpy()
+            file["pbc"] = conformers.pbc.numpy()
 
 
 def load(path: str | os.PathLike) -> Conformers:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from ..atomic import atomic_write
 from ..model import HipnnTS
 
 FORMAT = "hipnnts-checkpoint"
@@ -20,17 +21,11 @@ VERSION = 1
 
 def save_checkpoint(state: dict, path: str | os.PathLike) -> None:
     """Write ``state`` to ``path`` atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as file:
-            torch.save({"format": FORMAT, "version": VERSION, **state}, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path) as tmp, open(tmp, "wb") as file:
+        torch.save({"format": FORMAT, "version": VERSION, **state}, file)
+        file.flush()
+        os.fsync(file.fileno())
 
 
 def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:

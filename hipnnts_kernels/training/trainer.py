@@ -60,16 +60,6 @@ def read_dataset(config: TrainConfig) -> Conformers:
     return conformers
 
 
-def species_counts(conformers: Conformers, species: list[int]) -> Tensor:
-    """(C, S) float64 count of each species in each conformer."""
-    column = torch.full((max(species) + 1,), -1, dtype=torch.long)
-    column[torch.tensor(species)] = torch.arange(len(species))
-    counts = torch.zeros(len(conformers), len(species), dtype=torch.float64)
-    counts.index_put_((conformers.conformer_index, column[conformers.species]), torch.ones((), dtype=torch.float64),
-                    accumulate=True)
-    return counts
-
-
 @torch.no_grad()
 def evaluate(model: HipnnTS, dataset: datasets.DeviceDataset, indices: Tensor, batch_size: int,
              process: distributed.Process | None = None) -> dict[str, float]:
@@ -118,7 +108,8 @@ class Trainer:
             species = sorted(set(conformers.species.tolist()))
             self.model = HipnnTS(**config.model_kwargs(species))
             train = conformers.subset(self.splits[0])
-            self.self_energies = self.model.fit_self_energies(species_counts(train, species), train.energy).tolist()
+            counts = self.model.species_counts(train.species, train.conformer_index, len(train))
+            self.self_energies = self.model.fit_self_energies(counts, train.energy).tolist()
         else:
             self.model = HipnnTS(**state["model_hparams"])
             self.model.energy_heads[0].weight.requires_grad_(False)
