@@ -1,5 +1,6 @@
 """An ASE calculator wrapping a :class:`~hipnnts_kernels.HipnnTS` model (energy and forces), so
-that ASE can run molecular dynamics or geometry optimisation with it.
+that ASE can run molecular dynamics or geometry optimisation with it. Any model with HipnnTS's
+``forward`` interface works, e.g. :class:`~hipnnts_kernels.tensornet.TensorNetModel` (molecules only).
 
 The model works in kcal/mol and Å (the package's units); ASE works in eV and Å, so energies and
 forces are converted on the way out. Periodic systems (``atoms.pbc``) take a cell list with
@@ -51,6 +52,8 @@ class HipnnTSCalculator(Calculator):
             cell = torch.as_tensor(self.atoms.cell.array, dtype=self.dtype, device=self.device)
             pair_first, pair_second, shift = cell_list_pairs(positions, self.model.cutoff, cell,
                                                               torch.as_tensor(self.atoms.pbc))
+            if not self.atoms.pbc.any():
+                shift = None  # all zero; models without periodic support take None
         else:
             pair_first, pair_second = pairs_within_cutoff(positions, mol_index, self.model.cutoff)
         out = self.model(species, positions, mol_index, pair_first, pair_second, n_molecules=1, pair_shift=shift,

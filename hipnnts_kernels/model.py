@@ -288,11 +288,26 @@ class HipnnTS(nn.Module):
         Returns:
             (n_species,) the fitted E0 (float64).
         """
-        check_tensor("counts", counts, (None, len(self.species)), (torch.float32, torch.float64, torch.int64))
-        check_tensor("energies", energies, (counts.shape[0],))
-        a, b = counts.double().cpu(), energies.double().cpu()
-        e0 = torch.linalg.pinv(a.t() @ a) @ (a.t() @ b)
+        e0 = least_squares_self_energies(counts, energies, len(self.species))
         head = self.energy_heads[0]
         head.weight.copy_(e0.to(head.weight).unsqueeze(0))
-        head.weight.requires_grad_(False)
+        self.freeze_self_energies()
         return e0
+
+    def freeze_self_energies(self) -> None:
+        """Exclude the self energies (head 0's weight) from training: ``requires_grad`` off. A new
+        model trains them until :meth:`fit_self_energies`; call this after loading fitted weights."""
+        self.energy_heads[0].weight.requires_grad_(False)
+
+
+def least_squares_self_energies(counts: Tensor, energies: Tensor, n_species: int) -> Tensor:
+    """(n_species,) float64 per-species energies E0 minimising |counts @ E0 - energies|^2 (minimum-norm
+    solution where a species count is missing or collinear).
+
+    Args:
+        counts: (M, n_species) species counts of molecules; energies: (M,) their energies.
+    """
+    check_tensor("counts", counts, (None, n_species), (torch.float32, torch.float64, torch.int64))
+    check_tensor("energies", energies, (counts.shape[0],))
+    a, b = counts.double().cpu(), energies.double().cpu()
+    return torch.linalg.pinv(a.t() @ a) @ (a.t() @ b)

@@ -117,6 +117,27 @@ def test_an_existing_run_needs_resume_and_the_same_settings(toy, tmp_path):
         Trainer(TrainConfig(out=str(tmp_path / "nothing"), **SMALL), toy, resume=True)
 
 
+def test_checkpoints_without_an_architecture_are_hipnnts(toy, tmp_path):
+    """Runs written before the architecture setting existed load and resume as HipnnTS."""
+    from hipnnts_kernels import HipnnTS
+    from hipnnts_kernels.training import save_checkpoint
+
+    Trainer(TrainConfig(out=str(tmp_path), epochs=1, **SMALL), toy).run()
+    for name in ("last.pt", "best.pt"):
+        state = read_checkpoint(tmp_path / name)
+        assert state.pop("architecture") == "hipnnts"
+        assert state["config"].pop("architecture") == "hipnnts"
+        state.pop("format"), state.pop("version")
+        save_checkpoint(state, tmp_path / name)
+    model = load_model(tmp_path / "best.pt")
+    assert isinstance(model, HipnnTS) and not model.energy_heads[0].weight.requires_grad
+    trainer = Trainer(TrainConfig(out=str(tmp_path), epochs=2, **SMALL), toy, resume=True)
+    assert isinstance(trainer.model, HipnnTS) and not trainer.model.energy_heads[0].weight.requires_grad
+    assert trainer.run()["epochs"] == 2
+    with pytest.raises(ValueError, match="architecture 'hipnnts' -> 'tensornet'"):
+        Trainer(TrainConfig(out=str(tmp_path), epochs=3, **{**SMALL, "architecture": "tensornet"}), toy, resume=True)
+
+
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(toy, tmp_path, monkeypatch):
     real, calls = trainer_module.loss_terms, []
 

@@ -4,10 +4,12 @@
 - :class:`Trainer`: one run (single process, or one rank under ``torchrun``), resumable.
 - :func:`evaluate`: errors of a model on a set of conformers.
 - :func:`load_model`: the trained model of a checkpoint.
+- :func:`build_model`: a model of an architecture ("hipnnts", "tensornet") from its constructor arguments.
 """
+from .architectures import ARCHITECTURES, build_model
 from .checkpoint import load_model, read_checkpoint, save_checkpoint
 from .config import TrainConfig, read_config_file
 from .trainer import Trainer, TrainingDiverged, evaluate
 
-__all__ = ["TrainConfig", "Trainer", "TrainingDiverged", "evaluate", "load_model", "read_checkpoint",
-           "save_checkpoint", "read_config_file"]
+__all__ = ["ARCHITECTURES", "TrainConfig", "Trainer", "TrainingDiverged", "build_model", "evaluate", "load_model",
+           "read_checkpoint", "save_checkpoint", "read_config_file"]

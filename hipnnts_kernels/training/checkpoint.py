@@ -11,9 +11,10 @@ import os
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from ..atomic import atomic_write
-from ..model import HipnnTS
+from .architectures import LEGACY_ARCHITECTURE, build_model
 
 FORMAT = "hipnnts-checkpoint"
 VERSION = 1
@@ -44,18 +45,22 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return state
 
 
-def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", backend: str | None = None) -> HipnnTS:
-    """The trained model of a checkpoint, in evaluation mode, with its dtype.
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", backend: str | None = None) -> nn.Module:
+    """The trained model of a checkpoint (:class:`~hipnnts_kernels.HipnnTS` or
+    :class:`~hipnnts_kernels.tensornet.TensorNetModel`, as the checkpoint's ``architecture`` says;
+    checkpoints that name none are HipnnTS), in evaluation mode, with its dtype.
 
     Args:
-        backend: override the kernel backend it was trained with (e.g. "reference" on a CPU).
+        backend: override the kernel backend it was trained with (e.g. "reference" on a CPU); ignored
+            for architectures that have no backend setting.
     """
     state = read_checkpoint(path)
+    architecture = state.get("architecture", LEGACY_ARCHITECTURE)
     hparams = dict(state["model_hparams"])
-    if backend is not None:
+    if backend is not None and "backend" in hparams:
         hparams["backend"] = backend
-    model = HipnnTS(**hparams)
+    model = build_model(architecture, hparams)
     dtype = next(iter(state["model_state"].values())).dtype
     model.to(dtype).load_state_dict(state["model_state"])
-    model.energy_heads[0].weight.requires_grad_(False)
+    model.freeze_self_energies()
     return model.to(device).eval()

@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import architectures
+from .architectures import ARCHITECTURES
+
 SECTIONS = ("data", "model", "optimisation", "run")
 
 
@@ -41,6 +44,11 @@ class TrainConfig:
     max_conformers: int | None = _field(None, "use at most this many conformers (a seeded random subset)", "data")
 
     # -- model (SPEC section 7 names) ----------------------------------------------------------
+    architecture: str = _field("hipnnts", "model: 'hipnnts' (HIP-NN / HIP-NN-TS) or 'tensornet' (torchmd-net's "
+                               "TensorNet, needs `pip install --no-deps torchmd-net==3.0.2`); for tensornet "
+                               "n_features -> hidden channels, n_interaction_layers -> layers, n_sensitivities -> "
+                               "radial basis functions, cutoff -> cutoff, and the other model settings are ignored",
+                               "model", choices=ARCHITECTURES)
     lmax: int = _field(2, "0 = HIP-NN, 1 or 2 = HIP-NN-TS", "model", choices=(0, 1, 2))
     n_features: int = _field(48, "width of every layer (SPEC: 128)", "model")
     n_sensitivities: int = _field(16, "sensitivity functions per interaction layer (SPEC: 20)", "model")
@@ -103,10 +111,10 @@ class TrainConfig:
         if self.lr_factor <= 0 or self.lr_factor >= 1:
             raise ValueError(f"lr_factor must be in (0, 1), got {self.lr_factor}")
 
-    def model_kwargs(self, species: list[int]) -> dict:
-        """Keyword arguments of :class:`~hipnnts_kernels.HipnnTS`."""
-        names = [f.name for f in dataclasses.fields(self) if f.metadata["section"] == "model"]
-        return dict(species=species, **{n: getattr(self, n) for n in names})
+    def model_kwargs(self, species: list[int], max_atoms: int | None = None) -> dict:
+        """Constructor arguments of the model of :attr:`architecture` (see
+        :func:`~hipnnts_kernels.training.architectures.model_kwargs`)."""
+        return architectures.model_kwargs(self, species, max_atoms)
 
     def to_dict(self) -> dict:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

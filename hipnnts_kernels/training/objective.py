@@ -8,17 +8,17 @@ molecular energies, of energies per atom and of force components.
 from __future__ import annotations
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..data.batching import Batch
-from ..model import HipnnTS, ModelOutput
+from ..model import ModelOutput
 
 #: Names of the running sums, in order.
 SUM_NAMES = ("molecules", "atoms", "loss", "energy_abs", "energy_sq", "energy_atom_abs", "energy_atom_sq",
              "force_components", "force_abs", "force_sq", "force_target_abs")
 
 
-def loss_terms(model: HipnnTS, out: ModelOutput, batch: Batch, *, energy_weight: float, force_weight: float,
+def loss_terms(model: nn.Module, out: ModelOutput, batch: Batch, *, energy_weight: float, force_weight: float,
                hierarchicality_weight: float, l2_weight: float) -> dict[str, Tensor]:
     """The loss and its parts (scalars): ``loss``, ``energy_mse``, ``force_mse`` (absent without force
     targets), ``hierarchicality`` and ``l2``."""

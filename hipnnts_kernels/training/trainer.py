@@ -24,14 +24,14 @@ import time
 from pathlib import Path
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from .. import data as datasets
 from ..checks import value_checks
 from ..data.conformers import Conformers
-from ..model import HipnnTS
 from . import distributed
+from .architectures import LEGACY_ARCHITECTURE, build_model
 from .checkpoint import read_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .objective import ErrorSums, loss_terms
@@ -61,7 +61,7 @@ def read_dataset(config: TrainConfig) -> Conformers:
 
 
 @torch.no_grad()
-def evaluate(model: HipnnTS, dataset: datasets.DeviceDataset, indices: Tensor, batch_size: int,
+def evaluate(model: nn.Module, dataset: datasets.DeviceDataset, indices: Tensor, batch_size: int,
              process: distributed.Process | None = None) -> dict[str, float]:
     """Errors of ``model`` on the conformers ``indices`` (kcal/mol, kcal/mol/Å); under torchrun each
     process takes a share and the sums are reduced."""
@@ -106,13 +106,14 @@ class Trainer:
         if state is None:
             torch.manual_seed(config.seed)
             species = sorted(set(conformers.species.tolist()))
-            self.model = HipnnTS(**config.model_kwargs(species))
+            max_atoms = int(conformers.n_atoms.max()) if len(conformers) else 0
+            self.model = build_model(config.architecture, config.model_kwargs(species, max_atoms))
             train = conformers.subset(self.splits[0])
             counts = self.model.species_counts(train.species, train.conformer_index, len(train))
             self.self_energies = self.model.fit_self_energies(counts, train.energy).tolist()
         else:
-            self.model = HipnnTS(**state["model_hparams"])
-            self.model.energy_heads[0].weight.requires_grad_(False)
+            self.model = build_model(state.get("architecture", LEGACY_ARCHITECTURE), state["model_hparams"])
+            self.model.freeze_self_energies()
             self.self_energies = state["self_energies"]
         self.model.to(self.process.device, self.dtype)
         self.dataset = datasets.DeviceDataset(conformers, self.model.cutoff, self.process.device, self.dtype)
@@ -145,7 +146,8 @@ class Trainer:
         if state["world_size"] != self.process.world_size:
             raise ValueError(f"{last} was written by {state['world_size']} processes; resume it with as many "
                              f"(now {self.process.world_size}): the batch shards depend on it")
-        saved = {k: v for k, v in state["config"].items() if k not in RESUMABLE}
+        saved = {"architecture": LEGACY_ARCHITECTURE, **state["config"]}  # older runs name none
+        saved = {k: v for k, v in saved.items() if k not in RESUMABLE}
         now = {k: v for k, v in self.config.to_dict().items() if k not in RESUMABLE}
         changed = sorted(k for k in now if _normal(now[k]) != _normal(saved.get(k)))
         if changed:
@@ -166,7 +168,8 @@ class Trainer:
 
     def _state(self, sums: ErrorSums | None) -> dict:
         return dict(
-            model_hparams=self.model.hparams, model_state=self.model.state_dict(),
+            architecture=self.config.architecture, model_hparams=self.model.hparams,
+            model_state=self.model.state_dict(),
             optimizer_state=self.optimizer.state_dict(), scheduler_state=self.scheduler.state_dict(),
             progress=dict(self.progress), history=self.history, config=self.config.to_dict(),
             partial_sums=None if sums is None else self.process.all_gather(sums.values).cpu(),
@@ -313,7 +316,7 @@ class Trainer:
         metrics = {name: evaluate(self.model, self.dataset, part, self.config.eval_batch_size, self.process)
                    for name, part in zip(("train", "valid", "test"), self.splits)}
         summary = dict(
-            stopped=STOP_REASONS[self.progress["stopped"]].format(c=self.config),
+            stopped=STOP_REASONS[self.progress["stopped"]].format(c=self.config), architecture=self.config.architecture,
             best_epoch=self.progress["best_epoch"], epochs=self.progress["epoch"],
             steps=self.progress["step"], train_seconds=round(self.progress["seconds"], 2),
             parameters=sum(p.numel() for p in self.model.parameters()),
