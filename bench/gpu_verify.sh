@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # GPU verification of the Triton and CUDA backends in one command for the device tool (see
 # docs/kernels.md): build the CUDA extension and the CMake targets, run the C++ kernel test under
-# compute-sanitizer, the GPU tests on CUDA tensors, and the interaction microbenchmark at the SPEC
-# section 9 batch. Logs and results land in $OUT (device tool) or bench/results/gpu; copy the
-# benchmark's .md and .json into bench/results/ and commit them.
-# hippynn 0.1.3 (the comparison) is not on the GPU image: carry its wheel in .whl/ (see docs).
+# compute-sanitizer, the GPU tests on CUDA tensors, the interaction microbenchmark at the SPEC
+# section 9 batch, then the comparison suite (hipnnts bench kernels / models). Logs and results land
+# in $OUT (device tool) or bench/results/gpu; copy the .md, .json and .png files into bench/results/
+# and commit them. hippynn 0.1.3 and torchmd-net 3.0.2 (the peers) are not on the GPU image: carry
+# their wheels in .whl/ (see docs/kernels.md).
 set -uo pipefail
 OUT=${OUT:-bench/results/gpu}
 mkdir -p "$OUT"
@@ -29,4 +30,7 @@ step "memcheck (python)" compute-sanitizer --tool memcheck --error-exitcode 1 py
 step "tests" python3 -m pytest -q -p no:cacheprovider tests/test_cuda_kernels.py tests/test_triton.py \
     tests/test_triton_compile.py tests/test_ops.py tests/test_backends.py tests/test_model.py
 step "benchmark" python3 -m hipnnts_kernels.benchmarks.interaction --out "$OUT"
+step "bench kernels" python3 -m hipnnts_kernels.cli bench kernels --out "$OUT"
+step "bench models" python3 -m hipnnts_kernels.cli bench models --out "$OUT"
+step "bench suite" python3 -m pytest -q -p no:cacheprovider bench/ --preset spec9 --benchmark-json "$OUT/bench_suite.json"
 exit $status

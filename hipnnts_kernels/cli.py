@@ -9,6 +9,8 @@ Units everywhere: kcal/mol, Å, kcal/mol/Å.
     torchrun --nproc-per-node 4 -m hipnnts_kernels.cli train ...   # several GPUs (DDP)
     hipnnts eval runs/ani1x/best.pt        # errors on the run's test split
     hipnnts data inspect FILE | data convert IN OUT | data xtb OUT   (see hipnnts data --help)
+    hipnnts bench kernels                  # every op x backend x size vs the roofline -> bench/results/
+    hipnnts bench models                   # HIP-NN, HIP-NN-TS vs hippynn and TensorNet -> bench/results/
 """
 from __future__ import annotations
 
@@ -171,7 +173,7 @@ def cmd_data_convert(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hipnnts", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,eval,data}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,eval,data,bench}")
 
     train = commands.add_parser(
         "train", help="train HIP-NN / HIP-NN-TS on energies and forces",
@@ -214,6 +216,17 @@ def build_parser() -> argparse.ArgumentParser:
                                         description=xtb.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     xtb.add_arguments(generate)
     generate.set_defaults(func=lambda args: xtb.run(args) or 0)
+
+    from .benchmarks import kernels, models
+
+    bench = commands.add_parser("bench", help="kernel microbenchmarks and model comparisons (JSON, markdown, PNG)")
+    bench_commands = bench.add_subparsers(dest="bench_command", required=True, metavar="{kernels,models}")
+    for name, module, text in (("kernels", kernels, "every op x backend x size preset against the roofline"),
+                               ("models", models, "HIP-NN and HIP-NN-TS against hippynn and TensorNet")):
+        command = bench_commands.add_parser(name, help=text, description=module.__doc__,
+                                            formatter_class=argparse.RawDescriptionHelpFormatter)
+        module.add_arguments(command)
+        command.set_defaults(func=lambda args, module=module: print(module.run_from_arguments(args)) or 0)
     return parser
 
 

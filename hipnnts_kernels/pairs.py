@@ -37,21 +37,35 @@ def pairs_within_cutoff(positions: Tensor, mol_index: Tensor, cutoff: float) -> 
     """All ordered pairs (i, j), i != j, of the same molecule with |R_j - R_i| < cutoff.
 
     Args:
-        positions: (N, 3) in Å; mol_index: (N,) molecule of each atom.
+        positions: (N, 3) in Å; mol_index: (N,) molecule of each atom (any order).
 
     Returns:
-        pair_first, pair_second: (P,) int64, sorted by pair_first. Dense N x N search: for batches
-        of small molecules; memory grows as N^2.
+        pair_first, pair_second: (P,) int64, sorted by pair_first, then pair_second. A dense search
+        within each molecule, all molecules at once (padded to the largest): memory grows as
+        molecules x (largest molecule)^2, so it suits batches of molecules of up to a few hundred
+        atoms; use :func:`cell_list_pairs` for large systems.
     """
     check_tensor("positions", positions, (None, 3))
     check_tensor("mol_index", mol_index, (positions.shape[0],), INDEX_DTYPES, like=positions)
     check_finite("positions", positions)
+    empty = torch.zeros(0, dtype=torch.int64, device=positions.device)
+    if positions.shape[0] == 0:
+        return empty, empty.clone()
     with torch.no_grad():
-        dist = torch.cdist(positions, positions)
-        mask = (mol_index.unsqueeze(0) == mol_index.unsqueeze(1)) & (dist < cutoff)
-        mask.fill_diagonal_(False)
-        pair_first, pair_second = mask.nonzero(as_tuple=True)
-    return pair_first, pair_second
+        order = torch.argsort(mol_index, stable=True)  # atoms grouped by molecule
+        _, counts = torch.unique_consecutive(mol_index[order], return_counts=True)
+        starts = torch.cumsum(counts, 0) - counts
+        row = torch.repeat_interleave(torch.arange(len(counts), device=positions.device), counts)
+        slot = torch.arange(len(order), device=positions.device) - starts[row]
+        n_max = int(counts.max())
+        padded = positions.new_full((len(counts), n_max, 3), float("nan"))
+        padded[row, slot] = positions[order]
+        eye = torch.eye(n_max, dtype=torch.bool, device=positions.device)
+        b, i, j = torch.nonzero((torch.cdist(padded, padded) < cutoff) & ~eye, as_tuple=True)  # NaN: False
+        first, second = order[starts[b] + i], order[starts[b] + j]
+        key = first * len(order) + second
+        keep = torch.argsort(key)
+    return first[keep], second[keep]
 
 
 def flatten_padded(species: Tensor, positions: Tensor, cutoff: float) -> FlatBatch:

@@ -5,8 +5,10 @@ import importlib.util
 import json
 
 import pytest
+import torch
 
-from hipnnts_kernels.benchmarks import interaction
+from hipnnts_kernels.benchmarks import interaction, kernels, models
+from hipnnts_kernels.benchmarks.costs import LEVELS, op_cost
 from hipnnts_kernels.benchmarks.timing import time_call
 
 
@@ -23,8 +25,8 @@ def test_interaction_benchmark_smoke(tmp_path):
     assert "## Op level" in (tmp_path / "interaction_smoke.md").read_text()
 
 
-def test_compulsory_bytes_grow_with_the_level():
-    sizes = [interaction.compulsory_bytes(level, 10, 100, 4, 8, 4) for level in interaction.LEVELS]
+def test_interaction_bytes_grow_with_the_level():
+    sizes = [op_cost("interaction", 10, 100, 4, 8, 2, 4).bytes(level) for level in LEVELS]
     assert sizes == sorted(sizes) and len(set(sizes)) == 3
     # forward: Y, pair vectors, the receiver CSR index (int64) and the output
     assert sizes[0] == 10 * 4 * 8 * 4 + 100 * 3 * 4 + (2 * 100 + 11) * 8 + 10 * 8 * 4
@@ -35,3 +37,107 @@ def test_failures_are_recorded_not_raised():
                                  interaction.torch.device("cpu"), 0, 1, 1.0)
     assert record.error.startswith("ZeroDivisionError") and record.median_us is None
     assert time_call(lambda: None, interaction.torch.device("cpu"), warmup=0, repeats=3).median_us >= 0
+
+
+# -- costs -------------------------------------------------------------------------------------
+def test_costs_count_the_contraction_and_scale_by_level():
+    n, p, nu, f = 10, 100, 4, 8
+    envsum = op_cost("envsum", n, p, nu, f, 0, 4)
+    assert envsum.forward_flops == 2 * p * nu * f
+    assert [envsum.flops(level) for level in LEVELS] == [2 * p * nu * f * k for k in (1, 3, 7)]
+    # forward: sens (P nu) and feat (N F) read, env (N nu F) written, two int64 index vectors
+    assert envsum.bytes("forward") == (p * nu + n * f + n * nu * f) * 4 + 2 * p * 8
+    assert op_cost("interaction", n, p, nu, f, 2, 4).forward_flops == 2 * p * f * (nu + 9)
+    with pytest.raises(ValueError, match="unknown op"):
+        op_cost("nope", n, p, nu, f, 0, 4)
+
+
+# -- hipnnts bench kernels ---------------------------------------------------------------------
+def test_kernel_benchmark_records_every_case(tmp_path):
+    meta, records = kernels.run(["tiny"], ["envsum", "interaction"], ["reference", "cuda", "hippynn"], [2],
+                                torch.float32, torch.device("cpu"), warmup=0, repeats=2, progress=False)
+    ran = [r for r in records if r.median_us is not None]
+    assert {(r.op, r.backend) for r in ran} == {("envsum", "reference"), ("interaction", "reference"),
+                                               ("envsum", "hippynn")}
+    assert all(r.level in LEVELS and r.bytes > 0 and r.flops > 0 and r.pct_roofline > 0 for r in ran)
+    assert all(r.p10_us <= r.median_us <= r.p90_us for r in ran)
+    skipped = {(r.op, r.backend) for r in records if r.skipped}
+    assert ("envsum", "cuda") in skipped and ("interaction", "hippynn") in skipped
+    assert not [r for r in records if r.error]
+    assert meta["copy_gbps"] > 0 and meta["matmul_gflops"] > 0 and meta["presets"]["tiny"]["pairs_total"] > 0
+    text = kernels.markdown(meta, records)
+    assert "## Preset `tiny`" in text and "| envsum |  | training |" in text and "Not applicable" in text
+
+
+def test_kernel_benchmark_refuses_to_time_a_wrong_kernel(monkeypatch):
+    real = kernels.backend_functions
+
+    def wrong(backend, device):
+        functions = real(backend, device)
+        functions["envsum"] = lambda *t: 1.01 * kernels.reference.envsum(*t)
+        return functions
+
+    monkeypatch.setattr(kernels, "backend_functions", wrong)
+    _, records = kernels.run(["tiny"], ["envsum", "sensesum"], ["reference"], [0], torch.float32,
+                             torch.device("cpu"), warmup=0, repeats=1, progress=False)
+    envsum = [r for r in records if r.op == "envsum"]
+    assert len(envsum) == 3 and all("differs from the reference" in r.error and r.median_us is None for r in envsum)
+    assert all(r.median_us is not None for r in records if r.op == "sensesum")
+
+
+def test_kernel_level_closures_reach_the_double_backward():
+    spec = kernels.PRESETS["tiny"]
+    problem = kernels.make_problem(spec, torch.float64, torch.device("cpu"))
+    (case,) = kernels.make_cases(problem, spec, [1], ["interaction"])
+    functions = kernels.backend_functions("reference", torch.device("cpu"))
+    grads = kernels.level_closures(case, functions)["training"]()
+    # gradients with respect to Y, pair vectors, mu, sigma, vecscales and the output gradient
+    assert len(grads) == len(case.differentiable) + 1 and all(g is not None for g in grads)
+
+
+def test_bench_cli_writes_json_markdown_and_plots(tmp_path):
+    from hipnnts_kernels.cli import main
+
+    assert main(["bench", "kernels", "--preset", "tiny", "--op", "featsum", "--backend", "reference",
+                 "--repeats", "1", "--warmup", "0", "--device", "cpu", "--out", str(tmp_path)]) == 0
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["kernels_tiny_cpu.json", "kernels_tiny_cpu.md", "kernels_tiny_cpu_speedup.png",
+                     "kernels_tiny_cpu_time.png"]
+    result = json.loads((tmp_path / "kernels_tiny_cpu.json").read_text())
+    assert result["meta"]["git_commit"] and result["meta"]["torch"] and len(result["records"]) == 3
+
+
+# -- hipnnts bench models ----------------------------------------------------------------------
+def test_model_benchmark_compares_identical_weights_and_states_the_rules(tmp_path):
+    peers = ["hippynn"] + (["tensornet"] if importlib.util.find_spec("torchmdnet") else [])
+    results = models.run(["one"], [2], ["reference"], peers, torch.float32, torch.device("cpu"), warmup=0,
+                         repeats=2, tensornet_variants=((1, 4.5),))
+    names = {r.contender for r in results.records}
+    assert {"HIP-NN-TS l=2 [reference]"} < names and any("hippynn" in n for n in names)
+    assert max(results.parity["HIP-NN-TS l=2 [reference]"].values()) < 1e-4
+    assert not [r for r in results.records if r.error]
+    assert all(r.us_per_atom > 0 and r.molecules_per_s > 0 and r.atoms == results.meta["sizes"]["one"]["atoms"]
+               for r in results.records)
+    text = models.markdown(results)
+    for rule in ("TF32 off", "Neighbour list **inside**", "no CUDA graphs and no torch.compile", "Warm-up excluded",
+                 "Peak memory", "Versions:", "from this one run"):
+        assert rule in text
+    assert "HIP-NN-TS l=2 [hippynn" in text and "×" in text
+    paths = models.plots(results, tmp_path, "models_test")
+    assert all(p.stat().st_size > 0 for p in paths)
+
+
+def test_model_benchmark_does_not_time_a_model_that_disagrees_with_hippynn(monkeypatch):
+    real = models.our_contenders
+
+    def perturbed(*args, **kwargs):
+        contenders = real(*args, **kwargs)
+        with torch.no_grad():
+            contenders[0].module.energy_heads[1].weight.mul_(1.5)  # ours only; hippynn keeps the weights
+        return contenders
+
+    monkeypatch.setattr(models, "our_contenders", perturbed)
+    results = models.run(["one"], [0], ["reference"], ["hippynn"], torch.float32, torch.device("cpu"), warmup=0,
+                         repeats=1)
+    ours = [r for r in results.records if r.family == "ours"]
+    assert ours and all("differs from hippynn" in r.error for r in ours)

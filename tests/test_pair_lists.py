@@ -19,6 +19,18 @@ def _as_set(first, second, shift):
     return {(a, b, tuple(round(x, 6) for x in v)) for a, b, v in zip(first.tolist(), second.tolist(), shift.tolist())}
 
 
+def test_dense_search_matches_brute_force_with_unsorted_molecules():
+    g = torch.Generator().manual_seed(0)
+    positions = 4 * torch.rand(40, 3, generator=g, dtype=torch.float64)
+    mol_index = torch.randint(0, 5, (40,), generator=g)  # interleaved molecules, one of them maybe empty
+    first, second = pairs_within_cutoff(positions, mol_index, 2.0)
+    brute = [(i, j) for i, j in itertools.permutations(range(40), 2)
+             if mol_index[i] == mol_index[j] and (positions[i] - positions[j]).norm() < 2.0]
+    assert list(zip(first.tolist(), second.tolist())) == sorted(brute) and len(brute) > 50
+    empty = pairs_within_cutoff(positions[:0], mol_index[:0], 2.0)
+    assert [t.shape[0] for t in empty] == [0, 0] and empty[0].dtype == torch.int64
+
+
 def test_cell_list_matches_dense_search_on_a_large_molecule():
     _, positions, mol_index = random_molecules(1, 400, 400, seed=2)
     first, second, shift = cell_list_pairs(positions, 3.0)

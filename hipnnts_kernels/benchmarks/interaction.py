@@ -12,7 +12,7 @@ and forces need); ``training`` (forward, backward and the double backward force 
   path of the derivative levels; ``triton``; the reference eager and under ``torch.compile``)
   on the same tensors. Each
   level's time is compared with its compulsory HBM traffic (inputs read once, outputs written
-  once; see :func:`compulsory_bytes`) at the device-to-device copy bandwidth measured in the
+  once; see :mod:`.costs`) at the device-to-device copy bandwidth measured in the
   same run: that is the roofline floor.
 - **Layer level**: one interaction layer (Y = W z GEMM, the op, the self-interaction) through
   autograd, as a model runs it: ours with the CUDA, Triton and reference backends, and hippynn
@@ -38,9 +38,9 @@ from torch import Tensor
 from .. import backends, pairs_within_cutoff, reference
 from ..model import InteractionLayer
 from ..synthetic import random_molecules
+from .costs import LEVELS, op_cost
 from .timing import Timing, copy_bandwidth, environment, time_call
 
-LEVELS = ("forward", "forward+backward", "training")
 OP_BACKENDS = ("cuda", "cuda-molecules", "triton", "reference", "reference-compile")
 LAYER_BACKENDS = ("cuda", "triton", "reference", "hippynn-triton")
 
@@ -98,25 +98,6 @@ def make_problem(shape: Shape, lmax: int, dtype: torch.dtype, device: torch.devi
         cotangents=(like(Y), like(pair_coord), like(layer.mu), like(layer.sigma),
                     *(None if s is None else like(s) for s in scales)),
     )
-
-
-def compulsory_bytes(level: str, n_atoms: int, n_pairs: int, nu: int, features: int, itemsize: int,
-                     index_itemsize: int = 8) -> int:
-    """HBM bytes a level must move at least: each input read once, each output written once.
-
-    Forward: Y (N nu F), pair vectors (P 3), receiver CSR (pair order, segment starts, senders)
-    read; out (N F) written. The backward also reads grad_out and writes grad_Y and the pair-vector
-    gradient; the double backward also reads the cotangents (N nu F + P 3) and writes grad_grad_out,
-    a second grad_Y and pair-vector gradient. Intermediates (t, dt, ...) are not counted.
-    """
-    f = itemsize
-    y, coord, atom_rows = n_atoms * nu * features * f, n_pairs * 3 * f, n_atoms * features * f
-    index = (2 * n_pairs + n_atoms + 1) * index_itemsize
-    forward = y + coord + index + atom_rows
-    backward = atom_rows + y + coord + index + y + coord
-    double = atom_rows + y + coord + index + (y + coord) + atom_rows + y + coord
-    return {"forward": forward, "forward+backward": forward + backward,
-            "training": forward + backward + double}[level]
 
 
 def op_levels(impl: dict, problem: dict) -> dict[str, Callable[[], object]]:
@@ -233,7 +214,8 @@ def _run_lmax(problem, shape, lmax, device, warmup, repeats, bandwidth, op_backe
     for backend in op_backends:
         for level, fn in _guarded(lambda b=backend: op_levels(op_implementation(b), problem)).items():
             record = Record("op", backend, lmax, level,
-                            bytes=compulsory_bytes(level, n_atoms, n_pairs, shape.nu, shape.features, itemsize))
+                            bytes=op_cost("interaction", n_atoms, n_pairs, shape.nu, shape.features, lmax,
+                                          itemsize).bytes(level))
             records.append(_measure(record, fn, device, warmup, repeats, bandwidth,
                                     check=check if level == "forward" else None))
     for backend in layer_backends:

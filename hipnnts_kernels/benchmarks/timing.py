@@ -7,25 +7,30 @@ compilation) and is excluded, with the warm-up calls, from the median.
 from __future__ import annotations
 
 import datetime
+import os
 import platform
 import statistics
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 import torch
 
 
 @dataclass
 class Timing:
-    """Median and interquartile range of the timed calls (microseconds), first-call latency (s),
-    and peak memory allocated during the timed calls (MiB, CUDA only)."""
+    """Median, 10th/90th percentiles and interquartile range of the timed calls (microseconds),
+    first-call latency (s), and peak memory allocated during the timed calls (MiB, CUDA only)."""
 
     median_us: float
     iqr_us: float
     first_call_s: float
     peak_mib: float | None
+    p10_us: float
+    p90_us: float
 
 
 def _sync(device: torch.device) -> None:
@@ -60,10 +65,11 @@ def time_call(fn: Callable[[], object], device: torch.device, warmup: int = 5, r
             samples.append(1e6 * (time.perf_counter() - start))
         peak = None
     if len(samples) > 1:
-        q1, _, q3 = statistics.quantiles(samples, n=4, method="inclusive")
+        deciles = statistics.quantiles(samples, n=20, method="inclusive")  # 5 % steps
+        p10, q1, q3, p90 = deciles[1], deciles[4], deciles[14], deciles[17]
     else:
-        q1 = q3 = samples[0]
-    return Timing(statistics.median(samples), q3 - q1, first, peak)
+        p10 = q1 = q3 = p90 = samples[0]
+    return Timing(statistics.median(samples), q3 - q1, first, peak, p10, p90)
 
 
 def copy_bandwidth(device: torch.device, mib: int = 1024, repeats: int = 20) -> float:
@@ -75,6 +81,18 @@ def copy_bandwidth(device: torch.device, mib: int = 1024, repeats: int = 20) -> 
     return 2 * n * 4 / (timing.median_us * 1e-6) / 1e9
 
 
+def matmul_flops(device: torch.device, dtype: torch.dtype = torch.float32, n: int | None = None,
+                 repeats: int = 20) -> float:
+    """Dense matmul rate in GFLOP/s of an n x n product (n = 8192 on CUDA, 1024 on CPU) in ``dtype``,
+    under the current TF32 setting: the compute ceiling the kernels are compared with."""
+    n = n or (8192 if device.type == "cuda" else 1024)
+    a = torch.randn(n, n, dtype=dtype, device=device)
+    b = torch.randn(n, n, dtype=dtype, device=device)
+    out = torch.empty_like(a)
+    timing = time_call(lambda: torch.mm(a, b, out=out), device, warmup=3, repeats=repeats)
+    return 2 * n**3 / (timing.median_us * 1e-6) / 1e9
+
+
 def package_version(name: str) -> str:
     try:
         return version(name)
@@ -83,14 +101,55 @@ def package_version(name: str) -> str:
 
 
 def environment(device: torch.device) -> dict:
-    """Device, library versions and date of a benchmark run."""
+    """Provenance of a benchmark run: date, device (GPU, driver, memory; or CPU model and threads),
+    versions of torch, CUDA, Triton, this package and every peer, the git commit of this
+    package's source tree, and the TF32 setting."""
     record = dict(
         date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        device=torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-        torch=torch.__version__, cuda=torch.version.cuda, triton=package_version("triton"),
-        hippynn=package_version("hippynn"), hipnnts_kernels=package_version("hipnnts-kernels"),
-        python=platform.python_version(), tf32=torch.backends.cuda.matmul.allow_tf32,
+        device=_device_name(device), torch=torch.__version__, cuda=torch.version.cuda,
+        triton=package_version("triton"), hipnnts_kernels=package_version("hipnnts-kernels"),
+        git_commit=_git_commit(), hippynn=package_version("hippynn"), numba=package_version("numba"),
+        torchmd_net=package_version("torchmd-net"), python=platform.python_version(),
+        tf32=torch.backends.cuda.matmul.allow_tf32,
     )
-    if device.type == "cpu":
-        record["threads"] = torch.get_num_threads()
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        record.update(driver=_nvidia_smi("driver_version"), gpu_memory_gib=round(props.total_memory / 2**30, 1),
+                      compute_capability=f"{props.major}.{props.minor}")
+    else:
+        record.update(threads=torch.get_num_threads(), cores=os.cpu_count())
     return record
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
+
+
+def _nvidia_smi(field: str) -> str | None:
+    try:
+        out = subprocess.run(["nvidia-smi", f"--query-gpu={field}", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=30, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.splitlines()[0].strip() if out.strip() else None
+
+
+def _git_commit() -> str | None:
+    """Commit (with ``-dirty`` for uncommitted changes) of the source tree this package runs from."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=30, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=30, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("-dirty" if dirty else "")
