@@ -15,7 +15,8 @@ def cases(preset, device):
     return {(c.op, c.lmax): c for c in kernels.make_cases(problem, spec, lmax_values=(0, 2))}
 
 
-CASE_KEYS = [(op, lmax) for op in kernels.OPS for lmax in ((0, 2) if op in kernels.LMAX_OPS else (None,))]
+LMAX = {"interaction": (0, 2), "tensor_factors": (2,)}  # tensor_factors at lmax 0 is the constant 1
+CASE_KEYS = [(op, lmax) for op in kernels.OPS for lmax in LMAX.get(op, (None,))]
 BACKENDS = ("cuda", "triton", "reference", "hippynn")
 
 
@@ -24,7 +25,7 @@ BACKENDS = ("cuda", "triton", "reference", "hippynn")
 @pytest.mark.parametrize("key", CASE_KEYS, ids=[f"{op}{'' if lmax is None else lmax}" for op, lmax in CASE_KEYS])
 def test_kernel(benchmark, cases, device, synchronised, key, backend, level):
     case = cases[key]
-    reason = kernels._skip_reason(backend, case.op, device)
+    reason = kernels.skip_reason(backend, case.op, device, level)
     if reason is not None:
         pytest.skip(reason)
     functions = kernels.backend_functions(backend, device)

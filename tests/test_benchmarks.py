@@ -65,6 +65,8 @@ def test_kernel_benchmark_records_every_case(tmp_path):
     assert ("envsum", "cuda") in skipped and ("interaction", "hippynn") in skipped
     assert not [r for r in records if r.error]
     assert meta["copy_gbps"] > 0 and meta["matmul_gflops"] > 0 and meta["presets"]["tiny"]["pairs_total"] > 0
+    assert kernels.skip_reason("reference-compile", "envsum", torch.device("cpu"), "training")
+    assert kernels.skip_reason("reference-compile", "envsum", torch.device("cpu"), "forward") is None
     text = kernels.markdown(meta, records)
     assert "## Preset `tiny`" in text and "| envsum |  | training |" in text and "Not applicable" in text
 

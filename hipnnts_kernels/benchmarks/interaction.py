@@ -39,6 +39,7 @@ from .. import backends, pairs_within_cutoff, reference
 from ..model import InteractionLayer
 from ..synthetic import random_molecules
 from .costs import LEVELS, op_cost
+from .report import describe_error
 from .timing import Timing, copy_bandwidth, environment, time_call
 
 OP_BACKENDS = ("cuda", "cuda-molecules", "triton", "reference", "reference-compile")
@@ -246,7 +247,7 @@ def _measure(record: Record, fn, device, warmup, repeats, bandwidth, check=None)
             raise RuntimeError(f"forward differs from the reference by {check(fn()):.1e} (relative)")
         timing: Timing = time_call(fn, device, warmup=warmup, repeats=repeats)
     except Exception as err:  # noqa: BLE001 -- recorded in the results
-        record.error = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:300]
+        record.error = describe_error(err)
         return record
     record.median_us, record.iqr_us = timing.median_us, timing.iqr_us
     record.first_call_s, record.peak_mib = timing.first_call_s, timing.peak_mib

@@ -36,7 +36,7 @@ from ..checks import value_checks
 from ..synthetic import random_molecules
 from . import report
 from .costs import LEVELS, OpCost, op_cost
-from .report import num
+from .report import describe_error, num
 from .timing import copy_bandwidth, environment, matmul_flops, time_call
 
 OPS = ("envsum", "sensesum", "featsum", "sensitivity", "tensor_factors", "interaction")
@@ -162,9 +162,9 @@ def make_cases(problem: Problem, preset: Preset, lmax_values, op_names=OPS) -> l
         elif op == "sensitivity":
             cases.append(Case(op, None, (dist, pr.mu, pr.sigma), (0, 1, 2),
                               lambda fns, d, m, s: fns["sensitivity"](d, m, s, preset.cutoff), cost(op)))
-        elif op == "tensor_factors":
+        elif op == "tensor_factors":  # lmax 0 is the constant 1: nothing to time
             cases += [Case(op, lmax, (unit,), (0,), lambda fns, u, lmax=lmax: fns["tensor_factors"](u, lmax),
-                           cost(op, lmax)) for lmax in lmax_values]
+                           cost(op, lmax)) for lmax in lmax_values if lmax > 0]
         elif op == "interaction":
             for lmax in lmax_values:
                 scales = (pr.scales,) * lmax
@@ -220,7 +220,10 @@ class _Skip(Exception):
     """A case that does not apply here (recorded as skipped, not as a failure)."""
 
 
-def _skip_reason(backend: str, op: str, device: torch.device) -> str | None:
+def skip_reason(backend: str, op: str, device: torch.device, level: str | None = None) -> str | None:
+    """Why ``backend`` does not apply to ``op`` (at ``level``) on ``device``, or None if it does."""
+    if backend == "reference-compile" and level == "training":
+        return "torch.compile (AOTAutograd) does not support double backward"
     if backend == "hippynn" and op not in HIPPYNN_OPS:
         return "hippynn has no kernel for this op"
     if backend in ("cuda", "triton"):
@@ -272,8 +275,9 @@ def run(preset_names, op_names, backend_names, lmax_values, dtype: torch.dtype, 
                 matmul_gflops=peak, warmup=warmup, repeats=repeats, value_checks="off",
                 pair_list="built outside the timed region",
                 timing="CUDA events" if device.type == "cuda" else "wall clock (perf_counter), synchronised",
-                triton_mode="compiled" if device.type == "cuda" else "interpreter (TRITON_INTERPRET=1): "
-                "correctness only, its times mean nothing",
+                triton_mode="compiled" if device.type == "cuda" else (
+                    "interpreted (TRITON_INTERPRET=1): correctness only, its times mean nothing"
+                    if os.environ.get("TRITON_INTERPRET") == "1" else "not run on the CPU"),
                 presets={})
     records: list[Record] = []
     for name in preset_names:
@@ -294,11 +298,11 @@ def run(preset_names, op_names, backend_names, lmax_values, dtype: torch.dtype, 
             except _Skip as err:
                 fns, failure = None, ("skipped", str(err))
             except Exception as err:  # noqa: BLE001 -- recorded; the other backends still run
-                fns, failure = None, ("error", _describe(err))
+                fns, failure = None, ("error", describe_error(err))
             for case in cases:
                 base = dict(op=case.op, lmax=case.lmax, preset=name, backend=backend, atoms=problem.atoms,
                             pairs=problem.pairs)
-                reason = _skip_reason(backend, case.op, device)
+                reason = skip_reason(backend, case.op, device)
                 if reason is not None or failure is not None:
                     kind, text = ("skipped", reason) if reason is not None else failure
                     records += [Record(**base, level=level, bytes=case.cost.bytes(level),
@@ -324,14 +328,18 @@ def _measure_case(case, fns, expected, base, device, warmup, repeats, bandwidth,
         closures = level_closures(case, fns)
     except Exception as err:  # noqa: BLE001 -- recorded
         return [Record(**base, level=level, bytes=case.cost.bytes(level), flops=case.cost.flops(level),
-                       error=_describe(err)) for level in LEVELS]
+                       error=describe_error(err)) for level in LEVELS]
     for level, fn in closures.items():
         record = Record(**base, level=level, bytes=case.cost.bytes(level), flops=case.cost.flops(level))
+        record.skipped = skip_reason(base["backend"], case.op, device, level)
+        if record.skipped is not None:
+            records.append(record)
+            continue
         try:
             with value_checks(False):
                 timing = time_call(fn, device, warmup=warmup, repeats=repeats)
         except Exception as err:  # noqa: BLE001 -- recorded
-            record.error = _describe(err)
+            record.error = describe_error(err)
             records.append(record)
             continue
         seconds = timing.median_us * 1e-6
@@ -348,11 +356,6 @@ def _measure_case(case, fns, expected, base, device, warmup, repeats, bandwidth,
 def _relative_error(out: Tensor, expected: Tensor) -> float:
     scale = expected.abs().max() if expected.numel() else torch.zeros(())
     return float((out.double() - expected).abs().max() / scale) if expected.numel() and scale > 0 else 0.0
-
-
-def _describe(err: Exception) -> str:
-    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
-    return f"{type(err).__name__}: {text}"[:300]
 
 
 def markdown(meta: dict, records: list[Record]) -> str:
@@ -391,6 +394,7 @@ def markdown(meta: dict, records: list[Record]) -> str:
     skipped = sorted({(r.backend, r.op, r.skipped) for r in records if r.skipped})
     if skipped:
         lines += ["## Not applicable", ""] + [f"- {b} {op}: {why}" for b, op, why in skipped] + [""]
+    lines.append("tensor_factors at lmax 0 is the constant 1 and is not timed.")
     return "\n".join(lines)
 
 

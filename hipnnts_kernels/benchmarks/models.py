@@ -39,7 +39,7 @@ from .. import HipnnTS, backends, pairs_within_cutoff
 from ..checks import value_checks
 from ..synthetic import random_molecules
 from . import report
-from .report import num
+from .report import describe_error, num
 from .timing import environment, time_call
 
 SPECIES = (1, 6, 7, 8)
@@ -294,7 +294,7 @@ def measure(c: Contender, b: BenchBatch, task: str, device: torch.device, warmup
         with value_checks(False):
             timing = time_call(fn, device, warmup=warmup, repeats=repeats)
     except Exception as err:  # noqa: BLE001 -- recorded (out of memory included); the others still run
-        record.error = _describe(err)
+        record.error = describe_error(err)
         return record
     finally:
         if state is not None:  # training steps change the weights; every measurement starts from the same ones
@@ -348,16 +348,11 @@ def largest_batch(c: Contender, device: torch.device, dtype: torch.dtype, start:
                 break
             low, high = (mid, high) if fits(mid) else (low, mid)
     except Exception as err:  # noqa: BLE001 -- recorded
-        return {"error": _describe(err)}
+        return {"error": describe_error(err)}
     finally:
         c.module.load_state_dict(state)
     atoms = int(make_batch("search", torch.device("cpu"), dtype, molecules=low).atoms) if low else 0
     return {"molecules": low, "atoms": atoms, "reached_limit": high is None}
-
-
-def _describe(err: Exception) -> str:
-    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
-    return f"{type(err).__name__}: {text}"[:300]
 
 
 def run(sizes, lmax_values, backend_names, peers, dtype: torch.dtype, device: torch.device, warmup: int,
@@ -410,7 +405,8 @@ def fairness_lines(meta: dict, results: Results) -> list[str]:
         f"({meta['dtype']}); TF32 {'on' if meta['tf32'] else 'off'} for every side.",
         "- Neighbour list **inside** the timed region on every side: HIP-NN / HIP-NN-TS and hippynn use "
         "`pairs_within_cutoff` (dense search per molecule, on the device); TensorNet builds its own in its "
-        f"forward (`OptimizedDistance`). The HIP-NN list alone takes: {nl}.",
+        "forward (`OptimizedDistance`; our wrapper runs it on detached positions and recomputes the found pairs' "
+        f"vectors, so the backward skips the N x N search; same values). The HIP-NN list alone takes: {nl}.",
         "- Same tasks: energy + forces inference (eval mode, forces by autograd); a training step = forward, forces "
         "with create_graph, MSE(E) + MSE(F), backward (double backward), Adam step. Targets are the xTB labels "
         "(random for the synthetic large molecules).",

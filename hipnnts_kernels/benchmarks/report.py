@@ -10,7 +10,8 @@ from pathlib import Path
 from ..atomic import atomic_write
 from ..training.distributed import resolve_device
 
-__all__ = ["num", "provenance_lines", "resolve_device", "slug", "speedup_bars", "time_vs_atoms", "write"]
+__all__ = ["describe_error", "num", "provenance_lines", "resolve_device", "slug", "speedup_bars", "time_vs_atoms",
+           "write"]
 
 _PROVENANCE = ("date", "device", "driver", "gpu_memory_gib", "compute_capability", "cores", "threads", "torch",
                "cuda", "triton", "python", "hipnnts_kernels", "git_commit", "hippynn", "numba", "torchmd_net", "tf32")
@@ -28,6 +29,12 @@ def num(value: float | None) -> str:
     if abs(value) >= 100:
         return f"{value:,.0f}"
     return f"{value:.3g}"
+
+
+def describe_error(err: BaseException) -> str:
+    """'ErrorType: first line of the message', at most 300 characters: a failed case's record."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    return f"{type(err).__name__}: {text}"[:300]
 
 
 def slug(text: str) -> str:
