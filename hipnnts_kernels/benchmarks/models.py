@@ -452,6 +452,8 @@ def markdown(results: Results) -> str:
                   "| contender | " + " | ".join(sizes) + " |", "|---|" + "---:|" * len(sizes)]
         lines += [f"| {n} | " + " | ".join(cell(n, s, "training", lambda r: num(r.peak_mib)) for s in sizes) + " |"
                   for n in names]
+    if "threads" in meta:  # a CPU run
+        lines += ["", "Largest batch that fits: measured on CUDA devices only."]
     if results.largest_batch:
         lines += ["", "## Largest training batch that fits (embedded molecules)", "",
                   "| contender | molecules | atoms |", "|---|---:|---:|"]
@@ -499,8 +501,9 @@ def plots(results: Results, out: Path, stem: str) -> list[Path]:
         panel = f"{r.task}, {'HIP-NN' if lmax == 0 else f'HIP-NN-TS l={lmax}'}" + (" & TensorNet" if lmax == 2 else "")
         value = r.us_per_atom if r.task == "inference" else r.median_ms
         series.setdefault(panel, {}).setdefault(r.contender, []).append((r.atoms, value))
+    labels = {panel: "µs per atom" if panel.startswith("inference") else "ms per step" for panel in series}
     paths = [report.time_vs_atoms(dict(sorted(series.items())), out / f"{stem}_time.png",
-                                  "Inference: µs per atom; training: ms per step", "time")]
+                                  "Energy + forces inference and training step, against batch size", labels)]
     bars: dict[str, dict[str, float]] = {}
     for r in ok:
         if r.task != "training" or r.family == "ours":

@@ -65,8 +65,9 @@ def _pyplot():
 
 
 def time_vs_atoms(series: dict[str, dict[str, list[tuple[int, float]]]], path: Path, title: str,
-                  ylabel: str) -> Path:
-    """Log-log panels, one per key of ``series``, of (atoms, value) points, one line per backend."""
+                  ylabel: str | dict[str, str]) -> Path:
+    """Log-log panels, one per key of ``series``, of (atoms, value) points, one line per backend;
+    ``ylabel`` is one label or one per panel."""
     plt = _pyplot()
     panels = list(series)
     cols = min(3, max(len(panels), 1))
@@ -76,7 +77,8 @@ def time_vs_atoms(series: dict[str, dict[str, list[tuple[int, float]]]], path: P
         for backend, points in sorted(series[panel].items()):
             points = sorted(points)
             ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=backend)
-        ax.set(xscale="log", yscale="log", title=panel, xlabel="atoms", ylabel=ylabel)
+        ax.set(xscale="log", yscale="log", title=panel, xlabel="atoms",
+               ylabel=ylabel if isinstance(ylabel, str) else ylabel[panel])
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(panels):]:
