@@ -43,6 +43,20 @@ def training_step(backend: str, device: torch.device, lmax: int, n_molecules: in
     return out.energy.detach(), out.forces.detach(), dict(zip(names, grads))
 
 
+def assert_forces_match_central_differences(energy, positions, forces, h: float = 1e-5) -> None:
+    """``forces`` (N, 3) equal -d energy(R) / dR by central differences of step ``h`` (Å), atom by atom
+    and axis by axis; ``energy(R)`` returns the (float64) total energy at positions R."""
+    for atom in range(positions.shape[0]):
+        for axis in range(3):
+            shifted = []
+            for sign in (1, -1):
+                pos = positions.clone()
+                pos[atom, axis] += sign * h
+                shifted.append(energy(pos))
+            numeric = -(shifted[0] - shifted[1]) / (2 * h)
+            assert float(forces[atom, axis].detach()) == pytest.approx(float(numeric.detach()), rel=1e-6, abs=1e-8)
+
+
 def assert_same_training_step(got: tuple, want: tuple) -> None:
     """Energies and forces to 1e-10, parameter gradients to 1e-9 (relative to their largest entry)."""
     for a, b in zip(got[:2], want[:2]):

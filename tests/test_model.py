@@ -5,7 +5,7 @@ import math
 
 import pytest
 import torch
-from conftest import shuffled_pairs
+from conftest import assert_forces_match_central_differences, shuffled_pairs
 
 from hipnnts_kernels import HipnnTS, flatten_padded, pairs_within_cutoff
 from hipnnts_kernels.synthetic import random_molecules
@@ -62,16 +62,8 @@ def test_forces_match_central_finite_differences(lmax):
     species, positions, mol_index = batch(seed=10 + lmax, n_molecules=2, min_atoms=3, max_atoms=6)
     pf, ps = pairs_within_cutoff(positions, mol_index, model.cutoff)
     out = model(species, positions, mol_index, pf, ps, n_molecules=2, forces=True)
-    h = 1e-5
-    for atom in range(species.shape[0]):
-        for axis in range(3):
-            shifted = []
-            for sign in (1, -1):
-                pos = positions.clone()
-                pos[atom, axis] += sign * h
-                shifted.append(model(species, pos, mol_index, pf, ps, n_molecules=2).energy.sum())
-            numeric = -(shifted[0] - shifted[1]) / (2 * h)
-            assert float(out.forces[atom, axis].detach()) == pytest.approx(float(numeric.detach()), rel=1e-6, abs=1e-8)
+    assert_forces_match_central_differences(
+        lambda pos: model(species, pos, mol_index, pf, ps, n_molecules=2).energy.sum(), positions, out.forces)
 
 
 @pytest.mark.parametrize("lmax", [0, 2])

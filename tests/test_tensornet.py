@@ -10,6 +10,8 @@ import torch
 
 pytest.importorskip("torchmdnet.models.tensornet")
 
+from conftest import assert_forces_match_central_differences  # noqa: E402
+
 from hipnnts_kernels import TensorNetModel, pairs_within_cutoff  # noqa: E402
 from hipnnts_kernels.synthetic import random_molecules, toy_conformers  # noqa: E402
 from hipnnts_kernels.training import TrainConfig, Trainer, load_model, read_checkpoint  # noqa: E402
@@ -72,16 +74,8 @@ def test_forces_are_minus_the_gradient_and_match_central_finite_differences():
     (grad,) = torch.autograd.grad(run(model, species, pos, mol_index, 2).energy.sum(), pos)
     torch.testing.assert_close(out.forces, -grad, rtol=1e-12, atol=1e-12)
     assert out.forces.abs().max() > 1e-3  # a non-trivial test
-    h = 1e-5
-    for atom in range(species.shape[0]):
-        for axis in range(3):
-            shifted = []
-            for sign in (1, -1):
-                pos = positions.clone()
-                pos[atom, axis] += sign * h
-                shifted.append(run(model, species, pos, mol_index, 2).energy.sum())
-            numeric = -(shifted[0] - shifted[1]) / (2 * h)
-            assert float(out.forces[atom, axis]) == pytest.approx(float(numeric.detach()), rel=1e-6, abs=1e-8)
+    assert_forces_match_central_differences(lambda pos: run(model, species, pos, mol_index, 2).energy.sum(),
+                                            positions, out.forces)
 
 
 def test_training_mode_keeps_the_force_graph():
