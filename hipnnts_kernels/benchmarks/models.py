@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import sys
 import warnings
 from collections.abc import Callable
@@ -114,7 +115,10 @@ class Results:
 
 
 # -- molecules ---------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=1)
 def _dataset():
+    """The embedded set and a fixed random order of its conformers, read once (the largest-batch
+    search builds many batches from it)."""
     from ..data.embedded import load_embedded
 
     data = load_embedded()
