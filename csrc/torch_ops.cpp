@@ -7,6 +7,7 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
+#include <torch/version.h>
 
 #include <optional>
 
@@ -344,8 +345,26 @@ TORCH_LIBRARY_IMPL(hipnnts_cuda, CUDA, m) {
     m.impl("featsum_molecules", &featsum_molecules);
 }
 
+// What the extension was built against, read by hipnnts_kernels.cuda_backend at import: setup.py
+// passes TORCH_CUDA_ARCH_LIST as HIPNNTS_CUDA_ARCHS (comma-separated).
+#ifndef HIPNNTS_CUDA_ARCHS
+#define HIPNNTS_CUDA_ARCHS unknown
+#endif
+#define HIPNNTS_STRING_(...) #__VA_ARGS__
+#define HIPNNTS_STRING(...) HIPNNTS_STRING_(__VA_ARGS__)
+
 // Importable as hipnnts_kernels._C; importing it runs the registrations above.
 extern "C" PyObject* PyInit__C(void) {
     static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
-    return PyModule_Create(&module);
+    PyObject* m = PyModule_Create(&module);
+    if (m == nullptr) return nullptr;
+    const char* torch_version = HIPNNTS_STRING(TORCH_VERSION_MAJOR) "." HIPNNTS_STRING(TORCH_VERSION_MINOR) "."
+        HIPNNTS_STRING(TORCH_VERSION_PATCH);
+    if (PyModule_AddStringConstant(m, "torch_version", torch_version) < 0 ||
+        PyModule_AddIntConstant(m, "cuda_runtime_version", CUDART_VERSION) < 0 ||
+        PyModule_AddStringConstant(m, "cuda_archs", HIPNNTS_STRING(HIPNNTS_CUDA_ARCHS)) < 0) {
+        Py_DECREF(m);
+        return nullptr;
+    }
+    return m;
 }

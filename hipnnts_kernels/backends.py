@@ -9,12 +9,16 @@ is an error that says why.
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import importlib.util
 import os
+import re
 import warnings
 from collections.abc import Callable
 
 import torch
+
+from . import cuda_backend
 
 #: Backends ``"auto"`` tries, in order, for each device type (others get ``"reference"``).
 #: The Triton interpreter (``TRITON_INTERPRET=1``) runs on CPU tensors only when asked for by name.
@@ -117,20 +121,48 @@ def resolve(op: str, backend: str, device: torch.device) -> str:
     raise RuntimeError(f"no backend can run {op!r} on {device}: {'; '.join(reasons)}")
 
 
-def _triton_availability(device: torch.device) -> str | None:
+def _triton_problem() -> str | None:
+    """Why the Triton backend cannot run at all in this environment (None if it can)."""
     if importlib.util.find_spec("triton") is None:
         return "triton is not installed (pip install triton)"
-    if device.type == "cuda" or (device.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1"):
+    return None
+
+
+def _interpreter_problem() -> str | None:
+    """Why Triton's interpreter (TRITON_INTERPRET=1, CPU tensors) cannot run the kernels here."""
+    import numpy
+
+    version = importlib.metadata.version("triton")
+    release = tuple(int(x) for x in re.findall(r"\d+", version)[:2])
+    try:
+        int(numpy.ones(1))
+    except TypeError:  # numpy >= 2.4 converts only 0-d arrays to Python scalars
+        if release < (3, 7):
+            return (f"triton {version}'s interpreter cannot run these kernels with numpy {numpy.__version__}: it "
+                    "converts loop bounds loaded from memory with int() of a 1-element array, which numpy >= 2.4 "
+                    "rejects (fixed in triton 3.7; compiled Triton on a GPU is not affected)")
+    return None
+
+
+# The environment is probed once, at import (the probes do not trace under torch.compile).
+_TRITON_PROBLEM = _triton_problem()
+_INTERPRETER_PROBLEM = _interpreter_problem() if _TRITON_PROBLEM is None else None
+
+
+def _triton_availability(device: torch.device) -> str | None:
+    if _TRITON_PROBLEM is not None:
+        return _TRITON_PROBLEM
+    if device.type == "cuda":
         return None
+    if device.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1":
+        return _INTERPRETER_PROBLEM
     return f"Triton kernels need CUDA tensors (or TRITON_INTERPRET=1 for CPU tensors), got {device.type} tensors"
 
 
 def _cuda_availability(device: torch.device) -> str | None:
     if device.type != "cuda":
         return f"the CUDA kernels need CUDA tensors, got {device.type} tensors"
-    if importlib.util.find_spec("hipnnts_kernels._C") is None:
-        return "the CUDA extension hipnnts_kernels._C is not built (reinstall with CUDA torch and nvcc present)"
-    return None
+    return cuda_backend.device_problem(device)
 
 
 register_backend("reference", lambda device: None)

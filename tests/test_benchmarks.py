@@ -7,12 +7,14 @@ import json
 import pytest
 import torch
 
+from hipnnts_kernels import backends
 from hipnnts_kernels.benchmarks import interaction, kernels, models
 from hipnnts_kernels.benchmarks.costs import LEVELS, op_cost
 from hipnnts_kernels.benchmarks.timing import time_call
 
 
-@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
+@pytest.mark.skipif(backends.unavailable_reason("triton", torch.device("cpu")) is not None,
+                    reason=str(backends.unavailable_reason("triton", torch.device("cpu"))))
 def test_interaction_benchmark_smoke(tmp_path):
     interaction.main(["--smoke", "--lmax", "2", "--repeats", "1", "--warmup", "0", "--op-backends", "triton",
                       "reference", "--layer-backends", "triton", "reference", "--out", str(tmp_path)])

@@ -5,8 +5,6 @@ GPU they run on CUDA tensors at realistic sizes.
 """
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 import torch
 from conftest import assert_same_training_step, shuffled_pairs, training_step
@@ -19,11 +17,12 @@ from hipnnts_kernels.ops.interaction import _interaction, _interaction_backward,
 from hipnnts_kernels.pair_index import _CACHE
 from hipnnts_kernels.synthetic import random_molecules
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
-
 F64, F32 = torch.float64, torch.float32
 ON_GPU = torch.cuda.is_available()
 DEVICE = torch.device("cuda" if ON_GPU else "cpu")
+#: Why the Triton kernels cannot run on DEVICE here (not installed, or an interpreter that cannot run them).
+TRITON_PROBLEM = backends.unavailable_reason("triton", DEVICE)
+pytestmark = pytest.mark.skipif(TRITON_PROBLEM is not None, reason=str(TRITON_PROBLEM))
 # (atoms, random pairs, nu, features): interpreter-sized on CPU, closer to SPEC section 7 on a GPU
 SIZE = (200, 3000, 20, 128) if ON_GPU else (6, 15, 3, 4)
 MOLECULES = (24, 20) if ON_GPU else (3, 4)  # molecules, max atoms per molecule
