@@ -16,6 +16,7 @@ import pytest
 import torch
 from conftest import assert_same_training_step, training_step
 from cuda_emulation import EmulatedLaunchers, build
+from cuda_launch_limits import documented_widest
 from test_ops import CUTOFF, FLOAT_KEYS, envsum_inputs, interaction_fn, interaction_inputs
 from test_triton import all_levels, assert_close_f64, case_inputs, op_args, strided
 
@@ -141,8 +142,33 @@ def test_envsum_family_matches_reference(target, kernels, cuda_backend, name):
 
 def test_too_many_features_is_a_clear_error(target, kernels):
     x = on(target, interaction_inputs(0, n_atoms=3, n_pairs=4, nu=1, features=1025, seed=0))
-    with pytest.raises(RuntimeError, match="at most 1024 features"):
+    with pytest.raises(RuntimeError, match=r"interaction_forward \(float64, lmax 0\) runs one thread per feature.* at "
+                                           r"most 1024.*1025 features is too wide"):
         kernels.interaction(*op_args(x, 0))
+
+
+@pytest.mark.parametrize("dtype", [F32, F64])
+def test_the_documented_widths_hold_on_this_gpu(target, kernels, dtype):
+    """The double backward launches at its widest documented F and refuses one feature more with the
+    limit in the message (docs/kernels.md, from the compiled registers and shared memory)."""
+    impl, device = target
+    if device.type != "cuda" or torch.cuda.get_device_capability(device) not in ((9, 0), (8, 0)):
+        pytest.skip("the documented widths are for sm_90 and sm_80 GPUs")
+    sm = 90 if torch.cuda.get_device_capability(device) == (9, 0) else 80
+    kernel = "interaction_double_backward" + ("_molecule" if impl.molecule_max_atoms else "")
+    widest = documented_widest(kernel, 2, "double" if dtype == F64 else "float", sm)
+    for features in (widest, widest + 1) if widest < 1024 else (widest,):
+        x = on(target, interaction_inputs(2, n_atoms=4, n_pairs=6, nu=20, features=features, seed=2), dtype)
+        g = torch.Generator().manual_seed(0)
+        grad_out, *cotangents = (torch.randn(t.shape, generator=g, dtype=F64).to(t)
+                                 for t in (x["Y"][:, 0], *(x[k] for k in FLOAT_KEYS)))
+        args = (grad_out, *op_args(x, 2)[:8], *cotangents, CUTOFF, 1e-6, 2)
+        if features == widest:
+            kernels.interaction_double_backward(*args)
+            torch.cuda.synchronize(device)
+        else:
+            with pytest.raises(RuntimeError, match=f"{kernel}s? .*{features} features is too wide"):
+                kernels.interaction_double_backward(*args)
 
 
 def test_cutoff_is_respected(target, cuda_backend):

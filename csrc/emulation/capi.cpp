@@ -121,4 +121,23 @@ HIPNNTS_FAMILY(envsum)
 HIPNNTS_FAMILY(sensesum)
 HIPNNTS_FAMILY(featsum)
 
+// The launch geometry, for the launch-limit tests: the block one launch of kernel `kind` takes
+// (threads, returned dynamic shared bytes), and the check of a block against given limits.
+size_t hipnnts_emu_launch_block(int kind, int is_double, int lmax, int nu, int features, unsigned* threads) {
+    const auto k = static_cast<hipnnts::KernelKind>(kind);
+    const hipnnts::Block block = is_double ? hipnnts::launch_block<double>(k, lmax, nu, features)
+                                           : hipnnts::launch_block<float>(k, lmax, nu, features);
+    *threads = block.threads;
+    return block.shared_bytes;
+}
+
+const char* hipnnts_emu_kernel_name(int kind) { return hipnnts::kernel_name(static_cast<hipnnts::KernelKind>(kind)); }
+
+const char* hipnnts_emu_check_block(int kind, int is_double, int lmax, int features, unsigned threads,
+                                    size_t shared_bytes, int max_threads, int registers, size_t max_dynamic_shared) {
+    return hipnnts::check_block(static_cast<hipnnts::KernelKind>(kind), is_double != 0, lmax, features,
+                                hipnnts::Block{threads, shared_bytes},
+                                hipnnts::KernelLimits{max_threads, registers, max_dynamic_shared});
+}
+
 }  // extern "C"

@@ -3,6 +3,7 @@
 // `stream` and returns nullptr on success or a message saying what failed.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 #ifdef HIPNNTS_EMULATE
@@ -37,8 +38,47 @@ struct InteractionInputs {
     double cutoff, cusp_reg;
 };
 
-// Largest feature count (threads per block) the CSR kernels take.
-constexpr int kMaxFeatures = 1024;
+// Largest thread block (the CSR kernels run one thread per feature).
+constexpr int kMaxThreads = 1024;
+
+// The kernels the launchers start.
+enum class KernelKind : int {
+    forward,
+    backward,
+    double_backward,
+    backward_molecules,
+    double_backward_molecules,
+    sender_sum,
+    envsum,
+    sensesum,
+    featsum,
+    featsum_molecules,
+};
+constexpr int kKernelKinds = 10;
+const char* kernel_name(KernelKind kind);
+
+// The thread block one launch of a kernel takes: threads (one per feature, and in the interaction
+// kernels at least one per sensitivity) and dynamic shared memory. The one place the launchers and
+// the launch-limit checks get a block's shape from.
+struct Block {
+    unsigned threads;
+    size_t shared_bytes;
+};
+template <class T>
+Block launch_block(KernelKind kind, int lmax, int nu, int features);
+
+// What a compiled kernel may launch with on a device: threads per block as its registers allow,
+// and dynamic shared memory (the device's opt-in limit less the kernel's static shared memory).
+struct KernelLimits {
+    int max_threads;
+    int registers;
+    size_t max_dynamic_shared;
+};
+
+// nullptr if `block` fits `limits`, else a message naming the kernel, the width and the limit.
+// (Thread-local storage: valid until the next call on this thread.)
+const char* check_block(KernelKind kind, bool is_double, int lmax, int features, Block block,
+                        const KernelLimits& limits);
 
 template <class T>
 const char* interaction_forward(const InteractionInputs<T>& in, T* out, cudaStream_t stream);

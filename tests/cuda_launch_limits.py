@@ -1,0 +1,141 @@
+"""The widest layer each CUDA kernel of csrc/ launches at, from its compiled resource usage.
+
+Each CSR kernel runs one thread per feature, so a kernel's widest F is set by its registers (they
+bound the threads per block) and by its shared memory (which grows with F). This module compiles
+csrc/kernels/launch.cu with nvcc for sm_90 and sm_80, reads ptxas's register and static shared
+memory report per kernel, takes every launch's block shape from the launchers' own code
+(``hipnnts::launch_block``, through the emulator library) and finds the widest F per kernel,
+dtype, lmax and architecture at nu = 20. Run it to print the table of docs/kernels.md:
+
+    python tests/cuda_launch_limits.py
+"""
+from __future__ import annotations
+
+import ctypes
+import math
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs" / "kernels.md"
+BEGIN, END = "<!-- launch-limits:begin -->", "<!-- launch-limits:end -->"
+NU = 20
+MAX_THREADS = 1024
+#: Per architecture: the name in the table and the largest opt-in shared memory per block (bytes).
+ARCHS = {90: ("sm_90", 227 * 1024), 80: ("sm_80", 163 * 1024)}
+#: hipnnts::KernelKind, in order, by the name of the kernel template that implements it.
+KINDS = ("interaction_forward", "interaction_backward", "interaction_double_backward",
+         "interaction_backward_molecule", "interaction_double_backward_molecule", "sender_sum", "envsum", "sensesum",
+         "featsum", "featsum_molecule")
+#: Kernels whose template arguments include lmax (the others take any lmax).
+WITH_LMAX = set(KINDS[:5])
+DTYPES = ("float", "double")
+
+
+@dataclass(frozen=True)
+class Resources:
+    registers: int
+    static_shared: int
+
+
+def max_threads(registers: int) -> int:
+    """Threads per block that ``registers`` per thread allow on sm_80 / sm_90: 64 Ki registers per
+    block, allocated per warp in units of 256."""
+    per_warp = math.ceil(registers * 32 / 256) * 256
+    return min(MAX_THREADS, 65536 // per_warp * 32)
+
+
+def compiled_resources(sm: int, workdir: Path) -> dict[tuple[str, str, int | None], Resources]:
+    """ptxas's registers and static shared memory per (kernel, dtype, lmax or None) for sm_``sm``."""
+    nvcc = shutil.which("nvcc")
+    result = subprocess.run([nvcc, "-O3", "-std=c++17", f"-I{ROOT / 'csrc'}", f"-arch=sm_{sm}", "-Xptxas", "-v", "-c",
+                             str(ROOT / "csrc" / "kernels" / "launch.cu"), "-o", str(workdir / f"launch_{sm}.o")],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"nvcc failed for sm_{sm}:\n{result.stderr[-4000:]}")
+    entries = re.split(r"Compiling entry function '", result.stdout + result.stderr)[1:]
+    names = [entry.split("'")[0] for entry in entries]
+    demangled = subprocess.run(["c++filt"], input="\n".join(names), capture_output=True, text=True).stdout.split("\n")
+    resources = {}
+    for entry, name in zip(entries, demangled):
+        match = re.search(r"hipnnts::(\w+)_kernel<(float|double)(?:, (\d+))?", name)
+        kernel, dtype = match.group(1), match.group(2)
+        lmax = int(match.group(3)) if kernel in WITH_LMAX else None
+        registers = int(re.search(r"Used (\d+) registers", entry).group(1))
+        shared = re.search(r"(\d+) bytes smem", entry)
+        resources[kernel, dtype, lmax] = Resources(registers, int(shared.group(1)) if shared else 0)
+    return resources
+
+
+def _emulator(workdir: Path) -> ctypes.CDLL:
+    sys.path.insert(0, str(ROOT / "tests"))
+    from cuda_emulation import build
+
+    lib = build(workdir)
+    lib.hipnnts_emu_launch_block.restype = ctypes.c_size_t
+    return lib
+
+
+def launch_block(lib: ctypes.CDLL, kernel: str, dtype: str, lmax: int, nu: int, features: int) -> tuple[int, int]:
+    """(threads, dynamic shared bytes) of one launch, from the launchers' code."""
+    threads = ctypes.c_uint(0)
+    shared = lib.hipnnts_emu_launch_block(KINDS.index(kernel), int(dtype == "double"), lmax, nu, features,
+                                          ctypes.byref(threads))
+    return threads.value, shared
+
+
+def widest(lib: ctypes.CDLL, kernel: str, dtype: str, lmax: int, resources: Resources, shared_limit: int) \
+        -> tuple[int, str]:
+    """(the widest F that launches, what binds it: "regs", "smem" or "" for the block maximum)."""
+    threads_limit = max_threads(resources.registers)
+    for features in range(1, MAX_THREADS + 2):
+        threads, shared = launch_block(lib, kernel, dtype, lmax, NU, features)
+        if threads > threads_limit:
+            return features - 1, "regs" if threads_limit < MAX_THREADS else ""
+        if shared + resources.static_shared > shared_limit:
+            return features - 1, "smem"
+    return MAX_THREADS, ""
+
+
+def limits_table() -> str:
+    """The markdown table of docs/kernels.md, from a fresh compile."""
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        lib = _emulator(workdir)
+        compiled = {sm: compiled_resources(sm, workdir) for sm in ARCHS}
+        rows = ["| kernel | lmax | registers sm_90 (f32 / f64) | widest F sm_90 (f32 / f64) | "
+                "widest F sm_80 (f32 / f64) |", "|---|---:|---:|---:|---:|"]
+        for kernel in KINDS:
+            for lmax in ((0, 1, 2) if kernel in WITH_LMAX else (None,)):
+                cells = [" / ".join(str(compiled[90][kernel, dtype, lmax].registers) for dtype in DTYPES)]
+                for sm, (_, shared_limit) in ARCHS.items():
+                    found = [widest(lib, kernel, dtype, lmax or 0, compiled[sm][kernel, dtype, lmax], shared_limit)
+                             for dtype in DTYPES]
+                    cells.append(" / ".join(f"{f} ({why})" if why else str(f) for f, why in found))
+                rows.append(f"| {kernel} | {'any' if lmax is None else lmax} | " + " | ".join(cells) + " |")
+        return "\n".join(rows)
+
+
+def documented_table() -> str:
+    """The table between the launch-limit markers of docs/kernels.md."""
+    text = DOCS.read_text()
+    return text[text.index(BEGIN) + len(BEGIN):text.index(END)].strip()
+
+
+def documented_widest(kernel: str, lmax: int, dtype: str, sm: int) -> int:
+    """The documented widest F of one kernel (a KINDS name), lmax, dtype ("float"/"double") and sm (90/80)."""
+    column = 3 if sm == 90 else 4
+    for row in documented_table().splitlines()[2:]:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        if cells[0] == kernel and cells[1] in ("any", str(lmax)):
+            return int(cells[column].split(" / ")[DTYPES.index(dtype)].split()[0])
+    raise KeyError((kernel, lmax))
+
+
+if __name__ == "__main__":
+    print(limits_table())
