@@ -17,7 +17,7 @@ def cases(preset, device):
 
 LMAX = {"interaction": (0, 2), "tensor_factors": (2,)}  # tensor_factors at lmax 0 is the constant 1
 CASE_KEYS = [(op, lmax) for op in kernels.OPS for lmax in LMAX.get(op, (None,))]
-BACKENDS = ("cuda", "triton", "reference", "hippynn")
+BACKENDS = ("cuda", "cuda-molecules", "triton", "reference", "hippynn")
 
 
 @pytest.mark.parametrize("level", LEVELS)
@@ -31,6 +31,6 @@ def test_kernel(benchmark, cases, device, synchronised, key, backend, level):
     functions = kernels.backend_functions(backend, device)
     fn = kernels.level_closures(case, functions)[level]
     benchmark.extra_info.update(bytes=case.cost.bytes(level), flops=case.cost.flops(level))
-    with kernels.value_checks(False):
+    with kernels.value_checks(False), kernels.backend_setting(backend):
         out = benchmark(synchronised(fn))
     assert out is not None

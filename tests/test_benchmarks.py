@@ -109,14 +109,41 @@ def test_bench_cli_writes_json_markdown_and_plots(tmp_path):
                      "kernels_tiny_cpu_time.png"]
     result = json.loads((tmp_path / "kernels_tiny_cpu.json").read_text())
     assert result["meta"]["git_commit"] and result["meta"]["torch"] and len(result["records"]) == 3
+    assert result["meta"]["complete"] is True and "Partial" not in (tmp_path / "kernels_tiny_cpu.md").read_text()
+
+
+def test_a_cut_run_keeps_what_it_measured(tmp_path, monkeypatch):
+    """The report is rewritten after every backend: a run stopped in its second backend leaves the
+    first backend's measurements, marked as partial."""
+    from hipnnts_kernels.cli import main
+
+    real, calls = kernels._measure_case, []
+
+    def stopped_in_the_second_backend(case, fns, expected, base, *args):
+        calls.append(base["backend"])
+        if base["backend"] == "hippynn":
+            raise KeyboardInterrupt
+        return real(case, fns, expected, base, *args)
+
+    monkeypatch.setattr(kernels, "_measure_case", stopped_in_the_second_backend)
+    assert main(["bench", "kernels", "--preset", "tiny", "--op", "featsum", "--backend", "reference", "hippynn",
+                 "--repeats", "1", "--warmup", "0", "--device", "cpu", "--out", str(tmp_path)]) == 130
+    assert calls == ["reference", "hippynn"]
+    result = json.loads((tmp_path / "kernels_tiny_cpu.json").read_text())
+    assert result["meta"]["complete"] is False
+    assert {r["backend"] for r in result["records"]} == {"reference"} and len(result["records"]) == 3
+    assert "**Partial results**" in (tmp_path / "kernels_tiny_cpu.md").read_text()
+    assert not list(tmp_path.glob("*.png"))  # plots only for a finished run
 
 
 # -- hipnnts bench models ----------------------------------------------------------------------
 def test_model_benchmark_compares_identical_weights_and_states_the_rules(tmp_path):
     peers = ["hippynn"] + (["tensornet"] if importlib.util.find_spec("torchmdnet") else [])
+    saved = []
     results = models.run(["one"], [2], ["reference"], peers, torch.float32, torch.device("cpu"), warmup=0,
-                         repeats=2, tensornet_variants=((1, 4.5),))
+                         repeats=2, tensornet_variants=((1, 4.5),), on_progress=lambda r: saved.append(len(r.records)))
     names = {r.contender for r in results.records}
+    assert saved == [2 * k for k in range(1, len(names) + 1)]  # after every contender, its two tasks
     assert {"HIP-NN-TS l=2 [reference]"} < names and any("hippynn" in n for n in names)
     assert max(results.parity["HIP-NN-TS l=2 [reference]"].values()) < 1e-4
     assert not [r for r in results.records if r.error]

@@ -6,7 +6,9 @@ Each op runs through its public autograd op (value checks off, as in training) a
 ``forward`` (no grad), ``forward+backward`` (gradients of all differentiable inputs) and
 ``training`` (the same with ``create_graph=True``, then the gradient of those gradients with
 respect to the inputs and the output gradient: the double backward force training needs).
-Backends: ``cuda``, ``triton`` (CPU: through its interpreter, correctness only), ``reference``,
+Backends: ``cuda``, ``cuda-molecules`` (the cuda backend with its molecule path, which changes the
+interaction's derivative levels and featsum), ``triton`` (CPU: through its interpreter, correctness
+only), ``reference``,
 ``reference-compile`` (the reference under ``torch.compile``) and, for the envsum family,
 ``hippynn`` 0.1.3's custom kernels (Triton on CUDA, numba on the CPU). Every case's forward is
 checked against the reference before it is timed.
@@ -21,10 +23,11 @@ FLOPs / matmul rate) over the measured time.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -37,10 +40,12 @@ from ..synthetic import random_molecules
 from . import report
 from .costs import LEVELS, OpCost, op_cost
 from .report import describe_error, num
-from .timing import copy_bandwidth, environment, matmul_flops, time_call
+from .timing import copy_bandwidth, device_name, environment, matmul_flops, time_call
 
 OPS = ("envsum", "sensesum", "featsum", "sensitivity", "tensor_factors", "interaction")
-BACKENDS = ("cuda", "triton", "reference", "reference-compile", "hippynn")
+BACKENDS = ("cuda", "cuda-molecules", "triton", "reference", "reference-compile", "hippynn")
+#: The ops whose kernels the CUDA molecule path changes (the interaction's derivative levels, featsum).
+MOLECULE_PATH_OPS = ("interaction", "featsum")
 #: Ops whose cost depends on lmax; the others run once.
 LMAX_OPS = ("tensor_factors", "interaction")
 HIPPYNN_OPS = ("envsum", "sensesum", "featsum")
@@ -184,8 +189,28 @@ def _interaction_call(cutoff: float, lmax: int) -> Callable[..., Tensor]:
     return call
 
 
+@contextlib.contextmanager
+def backend_setting(backend: str) -> Iterator[None]:
+    """The process-wide setting a backend runs under: ``cuda-molecules`` is the cuda backend with its
+    molecule path on (``cuda_backend.KERNELS.molecule_max_atoms``) for the whole block, backward
+    passes included."""
+    if backend != "cuda-molecules":
+        yield
+        return
+    from ..cuda_backend import KERNELS
+
+    previous, KERNELS.molecule_max_atoms = KERNELS.molecule_max_atoms, 1024
+    try:
+        yield
+    finally:
+        KERNELS.molecule_max_atoms = previous
+
+
 def backend_functions(backend: str, device: torch.device) -> dict[str, Callable]:
-    """Positional-argument functions of each op for ``backend``; raises if it cannot run here."""
+    """Positional-argument functions of each op for ``backend``; raises if it cannot run here.
+    ``cuda-molecules`` gives the cuda functions: call them under :func:`backend_setting`."""
+    if backend == "cuda-molecules":
+        backend = "cuda"
     if backend in ("cuda", "triton", "reference"):
         if backend == "triton" and device.type == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
             raise _Skip("Triton on CPU tensors needs TRITON_INTERPRET=1 (set it before Python starts)")
@@ -226,6 +251,10 @@ def skip_reason(backend: str, op: str, device: torch.device, level: str | None =
         return "torch.compile (AOTAutograd) does not support double backward"
     if backend == "hippynn" and op not in HIPPYNN_OPS:
         return "hippynn has no kernel for this op"
+    if backend == "cuda-molecules":
+        if op not in MOLECULE_PATH_OPS:
+            return "the molecule path changes only the interaction's derivative levels and featsum"
+        backend = "cuda"
     if backend in ("cuda", "triton"):
         if not backends.has_implementation(op, backend):
             return f"no {backend} kernel for this op (it runs on the reference)"
@@ -267,8 +296,10 @@ def level_closures(case: Case, fns: dict[str, Callable], seed: int = 0) -> dict[
 
 
 def run(preset_names, op_names, backend_names, lmax_values, dtype: torch.dtype, device: torch.device,
-        warmup: int = 5, repeats: int = 50, progress: bool = True) -> tuple[dict, list[Record]]:
-    """Measure every case; failures are recorded, not raised. Returns (provenance, records)."""
+        warmup: int = 5, repeats: int = 50, progress: bool = True,
+        on_progress: Callable[[dict, list[Record]], None] | None = None) -> tuple[dict, list[Record]]:
+    """Measure every case; failures are recorded, not raised. Returns (provenance, records);
+    ``on_progress(meta, records)`` is called after each backend of each preset."""
     bandwidth = copy_bandwidth(device, mib=64 if device.type == "cpu" else 1024)
     peak = matmul_flops(device, dtype)
     meta = dict(environment(device), dtype=str(dtype).replace("torch.", ""), copy_gbps=bandwidth,
@@ -308,10 +339,13 @@ def run(preset_names, op_names, backend_names, lmax_values, dtype: torch.dtype, 
                     records += [Record(**base, level=level, bytes=case.cost.bytes(level),
                                        flops=case.cost.flops(level), **{kind: text}) for level in LEVELS]
                     continue
-                records += _measure_case(case, fns, expected[id(case)], base, device, warmup, repeats, bandwidth,
-                                         peak, dtype)
+                with backend_setting(backend):
+                    records += _measure_case(case, fns, expected[id(case)], base, device, warmup, repeats,
+                                             bandwidth, peak, dtype)
             if progress:
                 print(f"{name}: {backend} done", file=sys.stderr, flush=True)
+            if on_progress is not None:
+                on_progress(meta, records)
     return meta, records
 
 
@@ -360,7 +394,7 @@ def _relative_error(out: Tensor, expected: Tensor) -> float:
 
 def markdown(meta: dict, records: list[Record]) -> str:
     """The report: provenance, ceilings, one table per preset, skipped and failed cases."""
-    lines = [f"# Kernel microbenchmark ({meta['device']}, {meta['date'][:10]})", "",
+    lines = [f"# Kernel microbenchmark ({meta['device']}, {meta['date'][:10]})", "", *report.partial_notice(meta),
              *report.provenance_lines(meta), "",
              f"Ceilings measured in this run: copy {meta['copy_gbps']:.0f} GB/s, matmul "
              f"{meta['matmul_gflops']:.0f} GFLOP/s ({meta['dtype']}). Timing: {meta['timing']}, median of "
@@ -461,15 +495,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_from_arguments(args: argparse.Namespace) -> Path:
-    """Run the benchmark of parsed ``args``; write the report; return the markdown path."""
+    """Run the benchmark of parsed ``args``; write the report as it goes (so a run cut short keeps
+    what it measured) and in full at the end; return the markdown path."""
     device = report.resolve_device(args.device)
     torch.backends.cuda.matmul.allow_tf32 = bool(args.tf32)
     presets = args.preset or (["spec9", "large"] if device.type == "cuda" else ["tiny", "spec9"])
+    stem = "kernels_" + report.slug(device_name(device) if presets != ["tiny"] else "tiny_" + device.type)
+
+    def save(meta: dict, records: list[Record], complete: bool) -> Path:
+        meta["complete"] = complete
+        return report.write(args.out, stem, meta, {"records": [asdict(r) for r in records]}, markdown(meta, records),
+                            (lambda: plots(records, args.out, stem)) if complete else None)
+
     meta, records = run(presets, args.op, args.backend, args.lmax, getattr(torch, args.dtype), device,
-                        args.warmup, args.repeats)
-    stem = "kernels_" + report.slug(meta["device"] if presets != ["tiny"] else "tiny_" + device.type)
-    return report.write(args.out, stem, meta, {"records": [asdict(r) for r in records]}, markdown(meta, records),
-                        lambda: plots(records, args.out, stem))
+                        args.warmup, args.repeats, on_progress=lambda m, r: save(m, r, False))
+    return save(meta, records, True)
 
 
 def main(argv: list[str] | None = None) -> None:

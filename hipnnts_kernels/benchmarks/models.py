@@ -41,7 +41,7 @@ from ..checks import value_checks
 from ..synthetic import random_molecules
 from . import report
 from .report import describe_error, num
-from .timing import environment, time_call
+from .timing import device_name, environment, time_call
 
 SPECIES = (1, 6, 7, 8)
 #: The SPEC section 7 (ANI-1x) configuration every HIP-NN / HIP-NN-TS contender uses.
@@ -360,7 +360,9 @@ def largest_batch(c: Contender, device: torch.device, dtype: torch.dtype, start:
 
 
 def run(sizes, lmax_values, backend_names, peers, dtype: torch.dtype, device: torch.device, warmup: int,
-        repeats: int, max_batch: bool = True, tensornet_variants=TENSORNET_VARIANTS) -> Results:
+        repeats: int, max_batch: bool = True, tensornet_variants=TENSORNET_VARIANTS,
+        on_progress: Callable[[Results], None] | None = None) -> Results:
+    """Measure every contender on every batch; ``on_progress(results)`` is called after each contender."""
     meta = dict(environment(device), dtype=str(dtype).replace("torch.", ""), warmup=warmup, repeats=repeats,
                 timing="CUDA events" if device.type == "cuda" else "wall clock (perf_counter), synchronised",
                 hipnn_config={k: list(v) if isinstance(v, tuple) else v for k, v in HIPNN_CONFIG.items()},
@@ -397,6 +399,8 @@ def run(sizes, lmax_values, backend_names, peers, dtype: torch.dtype, device: to
             if max_batch and device.type == "cuda":
                 results.largest_batch[c.name] = largest_batch(c, device, dtype, start=1024, limit=1 << 16)
             print(f"{c.name}: done", file=sys.stderr, flush=True)
+            if on_progress is not None:
+                on_progress(results)
     return results
 
 
@@ -430,7 +434,8 @@ def markdown(results: Results) -> str:
     sizes = list(meta["sizes"])
     names = list(meta["contenders"])
     lines = [f"# Model benchmark: HIP-NN, HIP-NN-TS, hippynn, TensorNet ({meta['device']}, {meta['date'][:10]})", "",
-             *report.provenance_lines(meta), "", "## Fairness (SPEC section 11)", "", *fairness_lines(meta, results),
+             *report.partial_notice(meta), *report.provenance_lines(meta), "", "## Fairness (SPEC section 11)", "",
+             *fairness_lines(meta, results),
              "", "## Batches", "", "| size | molecules | atoms | what |", "|---|---:|---:|---|"]
     lines += [f"| {s} | {v['molecules']} | {v['atoms']} | {v['description']} |" for s, v in meta["sizes"].items()]
     lines += ["", "## Contenders", "", "| contender | trainable parameters | what |", "|---|---:|---|"]
@@ -541,17 +546,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_from_arguments(args: argparse.Namespace) -> Path:
+    """Run the benchmark of parsed ``args``; write the report after each contender (so a run cut
+    short keeps what it measured) and in full at the end; return the markdown path."""
     device = report.resolve_device(args.device)
     torch.backends.cuda.matmul.allow_tf32 = bool(args.tf32)
     cuda = device.type == "cuda"
     sizes = args.size or (list(SIZES) if cuda else ["one", "64"])
+    stem = "models_" + report.slug(device_name(device))
+
+    def save(results: Results, complete: bool) -> Path:
+        results.meta["complete"] = complete
+        data = dict(records=[asdict(r) for r in results.records], parity=results.parity,
+                    largest_batch=results.largest_batch, neighbour_list_ms=results.neighbour_list_ms)
+        return report.write(args.out, stem, results.meta, data, markdown(results),
+                            (lambda: plots(results, args.out, stem)) if complete else None)
+
     results = run(sizes, args.lmax, args.backend, args.peers, getattr(torch, args.dtype), device,
                   args.warmup if args.warmup is not None else (5 if cuda else 3),
-                  args.repeats if args.repeats is not None else (30 if cuda else 5), max_batch=not args.no_max_batch)
-    stem = "models_" + report.slug(results.meta["device"])
-    data = dict(records=[asdict(r) for r in results.records], parity=results.parity,
-                largest_batch=results.largest_batch, neighbour_list_ms=results.neighbour_list_ms)
-    return report.write(args.out, stem, results.meta, data, markdown(results), lambda: plots(results, args.out, stem))
+                  args.repeats if args.repeats is not None else (30 if cuda else 5), max_batch=not args.no_max_batch,
+                  on_progress=lambda r: save(r, False))
+    return save(results, True)
 
 
 def main(argv: list[str] | None = None) -> None:

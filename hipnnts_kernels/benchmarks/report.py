@@ -10,8 +10,8 @@ from pathlib import Path
 from ..atomic import atomic_write
 from ..training.distributed import resolve_device
 
-__all__ = ["describe_error", "num", "provenance_lines", "resolve_device", "slug", "speedup_bars", "time_vs_atoms",
-           "write"]
+__all__ = ["describe_error", "num", "partial_notice", "provenance_lines", "resolve_device", "slug", "speedup_bars",
+           "time_vs_atoms", "write"]
 
 _PROVENANCE = ("date", "device", "driver", "gpu_memory_gib", "compute_capability", "cores", "threads", "torch",
                "cuda", "triton", "python", "hipnnts_kernels", "git_commit", "hippynn", "numba", "torchmd_net", "tf32")
@@ -20,6 +20,15 @@ _PROVENANCE = ("date", "device", "driver", "gpu_memory_gib", "compute_capability
 def provenance_lines(meta: dict) -> list[str]:
     """One markdown bullet per provenance field present in ``meta``."""
     return [f"- {key}: {meta[key]}" for key in _PROVENANCE if meta.get(key) is not None]
+
+
+def partial_notice(meta: dict) -> list[str]:
+    """Markdown lines that say a report is partial (``meta["complete"]`` false), else none. The
+    benchmarks rewrite their report as they go, so a run cut short keeps what it measured."""
+    if meta.get("complete", True):
+        return []
+    return ["**Partial results**: the run stopped (or is still running) before it finished; the tables hold "
+            "what was measured until then.", ""]
 
 
 def num(value: float | None) -> str:

@@ -106,7 +106,7 @@ def environment(device: torch.device) -> dict:
     package's source tree, and the TF32 setting."""
     record = dict(
         date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        device=_device_name(device), torch=torch.__version__, cuda=torch.version.cuda,
+        device=device_name(device), torch=torch.__version__, cuda=torch.version.cuda,
         triton=package_version("triton"), hipnnts_kernels=package_version("hipnnts-kernels"),
         git_commit=_git_commit(), hippynn=package_version("hippynn"), numba=package_version("numba"),
         torchmd_net=package_version("torchmd-net"), python=platform.python_version(),
@@ -121,7 +121,8 @@ def environment(device: torch.device) -> dict:
     return record
 
 
-def _device_name(device: torch.device) -> str:
+def device_name(device: torch.device) -> str:
+    """The GPU name, or the CPU model."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     try:
