@@ -105,8 +105,9 @@ def cuda_extension():
     return {"build_ext": BuildExtension}, [extension], None
 
 
-check_build_tools()
-cmdclass, ext_modules, skipped = cuda_extension()
-if skipped:
-    say(f"building without the CUDA extension ({skipped})")
-setup(cmdclass=cmdclass, ext_modules=ext_modules)
+if __name__ == "__main__":  # pip's build backend runs this file as __main__; tests import its helpers
+    check_build_tools()
+    cmdclass, ext_modules, skipped = cuda_extension()
+    if skipped:
+        say(f"building without the CUDA extension ({skipped})")
+    setup(cmdclass=cmdclass, ext_modules=ext_modules)
