@@ -18,14 +18,14 @@
 # per step, rewritten as each ends), gpu_verify.log, kernels_<GPU>.md/.json, models_<GPU>.md/.json
 # and extras.tar.gz (plots, the other reports, test XML, sanitizer logs, pip list, nvidia-smi -q).
 #
-#   bash bench/gpu_verify.sh     # settings: BUDGET=470 (seconds for all steps), PYTHON=python3
+#   bash bench/gpu_verify.sh     # settings: BUDGET=460 (seconds for all steps), PYTHON=python3
 #
 # Without a GPU it runs what it can (set-up, the test step, whose GPU tests skip) and lists the GPU
 # steps as skipped: a dry run of the script and of the extension here.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-bench/results/gpu}
-BUDGET=${BUDGET:-470}
+BUDGET=${BUDGET:-460}
 mkdir -p "$OUT"
 WORK=$(mktemp -d /tmp/gpu_verify.XXXXXX)
 exec > >(tee "$OUT/gpu_verify.log") 2>&1
@@ -34,7 +34,7 @@ PY=${PYTHON:-python3}
 DEADLINE=$((SECONDS + BUDGET))
 STATUS=0
 SUMMARY=$WORK/summary.md
-printf '# GPU verification (%s)\n\n| step | result | seconds | note |\n|---|---|---:|---|\n' "$(date -u +%FT%TZ)" >"$SUMMARY"
+printf '# GPU verification (%s, commit %s)\n\n' "$(date -u +%FT%TZ)" "$(git rev-parse --short HEAD 2>/dev/null)" >"$SUMMARY"
 
 # Copy the results so far to $OUT: the top reports, the summary, everything else packed.
 publish() {
@@ -103,19 +103,28 @@ else
     echo "no .whl/: hippynn and torchmd-net are missing, so the benchmarks run without those peers"
 fi
 $PY -m pip list 2>/dev/null >"$WORK/pip-list.txt"
-$PY -c "import torch, triton, numpy, sys; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', \
-torch.version.cuda, 'triton', triton.__version__, 'numpy', numpy.__version__)" | tee -a "$WORK/versions.txt"
+{
+    echo "- GPU: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || echo none)"
+    $PY -c "import torch, triton, numpy, sys; print(f'- python {sys.version.split()[0]}, torch {torch.__version__}, \
+CUDA {torch.version.cuda}, triton {triton.__version__}, numpy {numpy.__version__}')"
+    printf '\n| step | result | seconds | note |\n|---|---|---:|---|\n'
+} >>"$SUMMARY"
+cat "$SUMMARY"
 HAVE_GPU=$($PY -c "import torch; print(int(torch.cuda.is_available()))")
 extension_problem() { $PY -c "from hipnnts_kernels import cuda_backend as c; print(c.EXTENSION_PROBLEM or '')"; }
 prebuilt=$(ls .device/hipnnts_kernels/_C*.so 2>/dev/null | head -1)
 if [ -n "$prebuilt" ]; then
-    cp "$prebuilt" hipnnts_kernels/
+    installed=hipnnts_kernels/$(basename "$prebuilt")
+    cp "$prebuilt" "$installed"
+    trap 'rm -f ${installed:+"$installed"}' EXIT  # a tree's own build stays as it was
     problem=$(extension_problem)
     if [ -z "$problem" ]; then
-        note "extension" "prebuilt" 0 "$(tr -d '\n{}"' <.device/build_info.json | cut -c1-150)"
+        note "extension" "prebuilt" 0 "$($PY -c "import json; i = json.load(open('.device/build_info.json')); \
+print(f\"built here for torch {i['torch']}, sm {i['archs']}, commit {i['commit']}, {i['date'][:10]}\")")"
     else
         echo "the prebuilt extension does not fit here: $problem"
-        rm -f hipnnts_kernels/"$(basename "$prebuilt")"
+        rm -f "$installed"
+        installed=""
         prebuilt=""
     fi
 fi
