@@ -112,23 +112,27 @@ CUDA {torch.version.cuda}, triton {triton.__version__}, numpy {numpy.__version__
 cat "$SUMMARY"
 HAVE_GPU=$($PY -c "import torch; print(int(torch.cuda.is_available()))")
 extension_problem() { $PY -c "from hipnnts_kernels import cuda_backend as c; print(c.EXTENSION_PROBLEM or '')"; }
+# The extension: the tree's own if it loads with this torch; else the prebuilt one of .device/ if
+# it does (installed by rename, so a process that has the tree's file loaded keeps its copy, and
+# removed at exit unless it replaced a file); else a build here.
+problem=$(extension_problem)
 prebuilt=$(ls .device/hipnnts_kernels/_C*.so 2>/dev/null | head -1)
-if [ -n "$prebuilt" ]; then
+if [ -z "$problem" ]; then
+    note "extension" "the tree's" 0 "hipnnts_kernels/_C loads with this torch"
+elif [ -n "$prebuilt" ]; then
     installed=hipnnts_kernels/$(basename "$prebuilt")
-    cp "$prebuilt" "$installed"
-    trap 'rm -f ${installed:+"$installed"}' EXIT  # a tree's own build stays as it was
+    [ -e "$installed" ] && keep=1 || keep=0
+    cp "$prebuilt" "$installed.tmp" && mv -f "$installed.tmp" "$installed"
+    ((keep)) || trap 'rm -f "$installed"' EXIT
     problem=$(extension_problem)
     if [ -z "$problem" ]; then
         note "extension" "prebuilt" 0 "$($PY -c "import json; i = json.load(open('.device/build_info.json')); \
 print(f\"built here for torch {i['torch']}, sm {i['archs']}, commit {i['commit']}, {i['date'][:10]}\")")"
     else
         echo "the prebuilt extension does not fit here: $problem"
-        rm -f "$installed"
-        installed=""
-        prebuilt=""
     fi
 fi
-if [ -z "$prebuilt" ]; then
+if [ -n "$problem" ]; then
     step "extension build" 240 extension-build.log env MAX_JOBS=16 $PY setup.py -q build_ext --inplace
     echo "extension: $(extension_problem)"
 fi
