@@ -17,13 +17,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 import sys
 import typing
 from pathlib import Path
 
 from .training.config import SECTIONS, TrainConfig, read_config_file
 
-SECTION_TITLES = {"data": "data", "model": "model (SPEC section 7 names)", "optimisation": "optimisation",
+SECTION_TITLES = {"data": "data", "model": "model (names as in the HIP-NN-TS paper)", "optimisation": "optimisation",
                   "run": "run"}
 
 
@@ -91,7 +92,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from . import data as datasets
     from .training.checkpoint import load_model, read_checkpoint
     from .training.distributed import resolve_device
-    from .training.trainer import evaluate, read_dataset
+    from .training.trainer import evaluate, read_dataset, split_conformers
 
     state = read_checkpoint(args.checkpoint)
     device = resolve_device(args.device)
@@ -100,8 +101,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     saved = TrainConfig(**{**state["config"], "split": tuple(state["config"]["split"])})
     if args.data is None:
         conformers = read_dataset(saved)
-        parts = dict(zip(("train", "valid", "test"),
-                         datasets.split(conformers, saved.split, by=saved.split_by, seed=saved.seed)))
+        parts = dict(zip(("train", "valid", "test"), split_conformers(conformers, saved)[0]))
         split = args.split or "test"
     else:
         conformers = datasets.read(args.data, args.data_format, energy_unit=args.energy_unit,
@@ -143,9 +143,15 @@ def _read(args: argparse.Namespace, path: str):
 def cmd_data_inspect(args: argparse.Namespace) -> int:
     import torch
 
+    from . import data as datasets
     from .data.conformers import SYMBOLS
+    from .data.formats import ani_holds_forces
 
-    c = _read(args, args.file)
+    file_format = datasets.detect_format(args.file) if args.data_format == "auto" else args.data_format
+    # a summary needs no force convention: without one, an ANI file's forces are left out and named
+    unknown_forces = file_format == "ani" and args.forces_convention is None and ani_holds_forces(args.file)
+    c = datasets.read(args.file, file_format, energy_unit=args.energy_unit, length_unit=args.length_unit,
+                      forces_convention="none" if unknown_forces else args.forces_convention)
     n_atoms = c.n_atoms.double()
     elements = {SYMBOLS[int(z)]: int(n) for z, n in zip(*torch.unique(c.species, return_counts=True))}
     print(f"{args.file}: {len(c)} conformers of {len(c.molecule.unique())} molecules, {c.species.numel()} atoms")
@@ -155,6 +161,9 @@ def cmd_data_inspect(args: argparse.Namespace) -> int:
     if c.forces is not None:
         print(f"  forces (kcal/mol/Å): mean |component| {c.forces.abs().mean():.3f}, "
               f"max |component| {c.forces.abs().max():.2f}")
+    elif unknown_forces:
+        print("  forces: present, but the file does not say whether they are forces (-dE/dR) or gradients "
+              "(+dE/dR); pass --forces-convention forces or gradient to summarise them and to train on them")
     else:
         print("  forces: none")
     print(f"  provenance: {json.dumps(c.provenance)}")
@@ -168,6 +177,18 @@ def cmd_data_convert(args: argparse.Namespace) -> int:
     save(conformers, args.output)
     print(f"wrote {len(conformers)} conformers to {args.output} (kcal/mol, Å, true forces)")
     return 0
+
+
+#: Settings named in the package's errors by their Python names, which the CLI spells as flags.
+_FLAG_NAMES = sorted({f.name for f in dataclasses.fields(TrainConfig) if "_" in f.name} | {"data_format"},
+                     key=len, reverse=True)
+
+
+def as_flags(message: str) -> str:
+    """``message`` with the settings' Python names (``forces_convention``) as the CLI's flags
+    (``--forces-convention``); names without an underscore are left alone, being ordinary words."""
+    pattern = r"(?<![\w-])(" + "|".join(_FLAG_NAMES) + r")(?!\w)"
+    return re.sub(pattern, lambda m: "--" + m.group(1).replace("_", "-"), message)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -240,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"hipnnts: {err}", file=sys.stderr)
         return 3
     except (ValueError, FileNotFoundError, FileExistsError, ImportError) as err:
-        print(f"hipnnts: error: {err}", file=sys.stderr)
+        print(f"hipnnts: error: {as_flags(str(err))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         resumable = hasattr(args, "resume")  # hipnnts train; the bench reports keep what they measured

@@ -1,13 +1,14 @@
 """Quickstart: HIP-NN-TS energies and forces, then a short energy + force training run.
 
-    python python/quickstart.py                                   # ethanol energy and forces
-    python python/quickstart.py --xyz ../shared/data/rmd17_ethanol_100.xyz --steps 200
+    python python/quickstart.py                       # ethanol, then 100 steps on the embedded dataset
+    python python/quickstart.py --xyz my_data.xyz --steps 200      # your own extended XYZ file
 
-The training part reads any extended XYZ file with per-frame ``energy`` and per-atom ``forces``
-(ASE's reader; units as in the file, here kcal/mol and kcal/mol/Å), fits per-species self
-energies by least squares, and trains with loss = MSE(E) + MSE(F) + hierarchicality + 1e-6 L2.
-Copy it and adapt it to your data; for real training runs use ``hipnnts train`` (checkpoints,
-resume, metrics, several GPUs).
+The training part reads 512 conformers of the dataset shipped with the package (GFN2-xTB energies
+and forces of small CHNO molecules, kcal/mol and Å), or any extended XYZ file with per-frame
+``energy`` and per-atom ``forces`` (ASE's reader; units as in the file). It fits per-species self
+energies by least squares and trains with loss = MSE(E) + MSE(F) + hierarchicality + 1e-6 L2,
+printing the errors as they fall. Copy it and adapt it to your data; for real training runs use
+``hipnnts train`` (validation and test splits, checkpoints, resume, metrics, several GPUs).
 """
 from __future__ import annotations
 
@@ -47,8 +48,22 @@ def load_xyz(path: str) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.T
     return species, positions, energies, forces
 
 
-def train(model: HipnnTS, path: str, steps: int, batch_size: int) -> None:
-    species, positions, energies, forces = load_xyz(path)
+def load_embedded_frames(n_frames: int, seed: int = 0) -> tuple[list[torch.Tensor], list[torch.Tensor],
+                                                                   torch.Tensor, list[torch.Tensor]]:
+    """The same four lists for ``n_frames`` random conformers of the dataset shipped with the package."""
+    from hipnnts_kernels.data.embedded import load_embedded
+
+    data = load_embedded()
+    keep = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:n_frames]
+    data = data.subset(keep.sort().values)
+    bounds = list(zip(data.atom_ptr[:-1].tolist(), data.atom_ptr[1:].tolist()))
+    return ([data.species[a:b] for a, b in bounds], [data.positions[a:b].float() for a, b in bounds], data.energy,
+            [data.forces[a:b].float() for a, b in bounds])
+
+
+def train(model: HipnnTS, path: str | None, steps: int, batch_size: int) -> None:
+    species, positions, energies, forces = load_xyz(path) if path else load_embedded_frames(512)
+    path = path or "the embedded GFN2-xTB dataset"
     n_frames = len(species)
     mol_index = torch.cat([torch.full((len(s),), i) for i, s in enumerate(species)])
     all_species = torch.cat(species)
@@ -81,18 +96,18 @@ def train(model: HipnnTS, path: str, steps: int, batch_size: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lmax", type=int, default=2, choices=(0, 1, 2), help="0 = HIP-NN, 1/2 = HIP-NN-TS")
-    parser.add_argument("--xyz", help="extended XYZ file to train on (energy and forces per frame)")
+    parser.add_argument("--xyz", help="extended XYZ file to train on (energy and forces per frame; default: 512 "
+                                      "conformers of the embedded dataset)")
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--features", type=int, default=64, help="width of every layer (SPEC section 7: 128)")
+    parser.add_argument("--features", type=int, default=64, help="width of every layer (the paper's: 128)")
     args = parser.parse_args()
     torch.manual_seed(0)
     model = HipnnTS(n_features=args.features, n_sensitivities=20, cutoff=6.5, n_interaction_layers=2,
                     n_atom_layers=3, lmax=args.lmax)
     print(model.__class__.__name__, f"lmax={args.lmax}", f"{sum(p.numel() for p in model.parameters()):,} parameters")
     energy_and_forces(model)
-    if args.xyz:
-        train(model, args.xyz, args.steps, args.batch_size)
+    train(model, args.xyz, args.steps, args.batch_size)
 
 
 if __name__ == "__main__":

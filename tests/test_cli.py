@@ -68,7 +68,8 @@ def test_data_inspect_and_convert(toy_file, tmp_path, capsys):
 def test_convert_xyz_needs_its_energy_unit(tmp_path, capsys):
     source, target = DATA / "rmd17_ethanol_100.xyz", tmp_path / "ethanol.h5"
     assert main(["data", "convert", str(source), str(target)]) == 2
-    assert "energy_unit" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "pass --energy-unit" in err and "energy_unit" not in err  # the flag, not the Python name
     assert main(["data", "convert", str(source), str(target), "--energy-unit", "kcal/mol"]) == 0
     assert len(load(target)) == 100
 
@@ -84,11 +85,55 @@ def test_clear_errors(tmp_path, capsys):
         g["species"] = np.array([b"H", b"H"])
         g["energies"] = np.zeros(1)
         g["forces"] = np.zeros((1, 2, 3))
-    assert main(["data", "inspect", str(ani)]) == 2
-    assert "forces_convention" in capsys.readouterr().err
+    assert main(["train", "--data", str(ani), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "pass --forces-convention 'forces', 'gradient' or 'none'" in err and "forces_convention" not in err
+    # a summary does not need the convention: it names what it cannot summarise
+    assert main(["data", "inspect", str(ani)]) == 0
+    text = capsys.readouterr().out
+    assert "1 conformers of 1 molecules" in text and "forces: present, but the file does not say" in text
+    assert main(["data", "inspect", str(ani), "--forces-convention", "gradient"]) == 0
+    assert "forces (kcal/mol/Å): mean |component| 0.000" in capsys.readouterr().out
     assert main(["eval", str(tmp_path / "nothing.pt")]) == 2
     assert "no such checkpoint" in capsys.readouterr().err
     not_a_checkpoint = tmp_path / "x.pt"
     not_a_checkpoint.write_bytes(b"garbage")
     assert main(["eval", str(not_a_checkpoint)]) == 2
     assert "not a readable checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not (DATA / "rmd17_ethanol_100.xyz").is_file(), reason="shared ethanol file not present")
+def test_a_single_molecule_trajectory_is_split_by_conformer(tmp_path, capsys):
+    """The README's MD example: one molecule cannot be split by molecule into three parts."""
+    out = tmp_path / "md"
+    args = ["train", "--data", str(DATA / "rmd17_ethanol_100.xyz"), "--energy-unit", "kcal/mol", "--out", str(out),
+            "--epochs", "1", *SMALL]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "the data hold 1 molecule, fewer than the 3 parts of the split: splitting by conformer instead" in printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["split_by"] == "conformer" and metrics["conformers"] == {"train": 80, "valid": 10, "test": 10}
+    assert main(["eval", str(out / "best.pt"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["conformers"] == 10
+
+
+def test_epoch_lines_label_their_seconds_and_no_bar_goes_to_a_file(toy_file, tmp_path, capsys):
+    args = ["train", "--data", str(toy_file), "--out", str(tmp_path / "run"), "--epochs", "2", *SMALL]
+    assert main([a for a in args if a != "--no-progress"] + ["--progress"]) == 0
+    captured = capsys.readouterr()
+    lines = [line for line in captured.out.splitlines() if line.startswith("epoch")]
+    assert len(lines) == 2 and all(" s in all" in line and "  took " in line for line in lines)
+    assert "batch/s" not in captured.err and "epoch 1/2" not in captured.err  # not a terminal: no progress bar
+
+
+def test_quickstart_trains_on_the_embedded_data_without_arguments():
+    """python/quickstart.py with no arguments shows a complete training loop, as the README says."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "python" / "quickstart.py"
+    result = subprocess.run([sys.executable, str(script), "--steps", "3", "--features", "8", "--batch-size", "4"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "512 frames from the embedded GFN2-xTB dataset" in result.stdout
+    assert [line.split()[1] for line in result.stdout.splitlines() if line.startswith("step")] == ["0", "1", "2"]

@@ -271,3 +271,46 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
     with atomic_write(target) as tmp:
         tmp.write_text("new")
     assert target.read_text() == "new" and list(tmp_path.iterdir()) == [target]
+
+
+def test_ctrl_c_saves_the_step_in_flight_and_resume_repeats_nothing(toy, tmp_path, monkeypatch):
+    """The first SIGINT lets the current step finish, saves last.pt mid-epoch and stops with
+    KeyboardInterrupt; --resume then ends with the weights of an uninterrupted run."""
+    config = dict(epochs=3, checkpoint_every=1000, **SMALL)  # no periodic checkpoint inside an epoch
+    handler = signal.getsignal(signal.SIGINT)
+    Trainer(TrainConfig(out=str(tmp_path / "ref"), **config), toy).run()
+    real_step = Trainer._train_step
+
+    def interrupted(self, indices, sums):
+        real_step(self, indices, sums)
+        if self.progress["step"] == 17:  # the 6th batch of the 2nd epoch (12 per epoch): mid-epoch
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(Trainer, "_train_step", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(TrainConfig(out=str(tmp_path / "run"), **config), toy).run()
+    progress = read_checkpoint(tmp_path / "run" / "last.pt")["progress"]
+    assert (progress["step"], progress["epoch"], progress["batch_in_epoch"]) == (18, 1, 6)
+    monkeypatch.setattr(Trainer, "_train_step", real_step)
+    Trainer(TrainConfig(out=str(tmp_path / "run"), **config), toy, resume=True).run()
+    assert torch.equal(_weights(tmp_path / "run"), _weights(tmp_path / "ref"))
+    assert [r["step"] for r in _rows(tmp_path / "run")] == [r["step"] for r in _rows(tmp_path / "ref")]
+    assert signal.getsignal(signal.SIGINT) is handler  # the trainer's own handler is gone again
+
+
+def test_the_learning_curve_shows_one_epoch_the_baseline_and_the_best_epoch():
+    from hipnnts_kernels.training.report import learning_curve_figure
+
+    row = dict(epoch=1, train_energy_mae=4.0, valid_energy_mae=5.0, train_force_mae=12.0, valid_force_mae=14.0,
+               valid_zero_force_mae=25.0, valid_score=3.0)
+    figure = learning_curve_figure([row, dict(row, epoch=2, valid_score=2.0, valid_force_mae=13.0)])
+    energy, force = figure.axes
+    assert all(line.get_marker() not in (None, "None", "") for line in energy.get_lines()[:2])
+    labels = [t.get_text() for t in force.get_legend().get_texts()]
+    assert labels == ["train", "valid", "valid, zero forces", "best epoch (2)"]
+    assert all(float(t) == int(float(t)) for t in force.get_xticks())  # whole epochs
+    figure.canvas.draw()
+    ticks = [t.get_text() for t in force.get_yticklabels() if t.get_text()]
+    assert "20" in ticks and "10" in ticks  # labelled ticks above 10 on the log axis
+    one_epoch = learning_curve_figure([row]).axes[1]
+    assert [float(t) for t in one_epoch.get_xticks() if 0.5 <= t <= 1.5] == [1.0]

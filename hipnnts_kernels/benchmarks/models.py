@@ -5,7 +5,7 @@ hippynn 0.1.3 with identical weights, and torchmd-net's TensorNet, on the same m
 
 Contenders:
 
-- **ours**: :class:`~hipnnts_kernels.HipnnTS` at the SPEC section 7 size (F = 128, nu = 20,
+- **ours**: :class:`~hipnnts_kernels.HipnnTS` at the paper's ANI-1x size (F = 128, nu = 20,
   cutoff 6.5 Å, 2 interaction layers, 3 atom layers, species H C N O) for lmax 0 (HIP-NN), 1 and
   2, once per kernel backend that runs on the device;
 - **hippynn**: the same networks converted with :func:`~hipnnts_kernels.hippynn_interop.to_hippynn`
@@ -20,7 +20,7 @@ training step (forward, forces with ``create_graph=True``, MSE of energies + MSE
 backward through the double backward, one Adam step; ms per step and molecules per second).
 Sizes: one molecule, 64 molecules and a batch of ≈28k atoms from the embedded GFN2-xTB set
 (ANI-like CHNO molecules), and 16 larger synthetic molecules of 120–160 atoms. Fairness
-(SPEC section 11) is stated in the report: see :func:`fairness_lines`.
+(docs/benchmarks.md, Fairness) is stated in the report: see :func:`fairness_lines`.
 """
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ from .report import describe_error, num
 from .timing import device_name, environment, time_call
 
 SPECIES = (1, 6, 7, 8)
-#: The SPEC section 7 (ANI-1x) configuration every HIP-NN / HIP-NN-TS contender uses.
+#: The paper's ANI-1x configuration every HIP-NN / HIP-NN-TS contender uses.
 HIPNN_CONFIG = dict(species=SPECIES, n_features=128, n_sensitivities=20, dist_soft_min=0.75, dist_soft_max=5.5,
                     cutoff=6.5, n_interaction_layers=2, n_atom_layers=3)
 #: (layers, cutoff Å) of the TensorNet contenders: torchmd-net's default cutoff, and the HIP-NN-TS one.
@@ -406,7 +406,7 @@ def run(sizes, lmax_values, backend_names, peers, dtype: torch.dtype, device: to
 
 # -- report ------------------------------------------------------------------------------------
 def fairness_lines(meta: dict, results: Results) -> list[str]:
-    """SPEC section 11's rules, each as this run applied it."""
+    """The fairness rules (docs/benchmarks.md), each as this run applied it."""
     nl = ", ".join(f"{s} {v:.2f} ms" for s, v in results.neighbour_list_ms.items())
     return [
         f"- Same device for every side ({meta['device']}), same molecules and batches (below), same dtype "
@@ -434,7 +434,7 @@ def markdown(results: Results) -> str:
     sizes = list(meta["sizes"])
     names = list(meta["contenders"])
     lines = [f"# Model benchmark: HIP-NN, HIP-NN-TS, hippynn, TensorNet ({meta['device']}, {meta['date'][:10]})", "",
-             *report.partial_notice(meta), *report.provenance_lines(meta), "", "## Fairness (SPEC section 11)", "",
+             *report.partial_notice(meta), *report.provenance_lines(meta), "", "## Fairness rules", "",
              *fairness_lines(meta, results),
              "", "## Batches", "", "| size | molecules | atoms | what |", "|---|---:|---:|---|"]
     lines += [f"| {s} | {v['molecules']} | {v['atoms']} | {v['description']} |" for s, v in meta["sizes"].items()]

@@ -95,7 +95,8 @@ def read_ani_h5(path: str | os.PathLike, *, forces_convention: str | None, energ
                                  f"and {species_key}")
             if forces_convention is not None:
                 if forces_key not in group:
-                    raise ValueError(f"{path}:{name}: no {forces_key!r} (pass forces_convention=None to skip forces)")
+                    raise ValueError(f"{path}:{name}: no {forces_key!r} arrays (forces_convention none reads "
+                                     "energies only)")
                 f = np.asarray(group[forces_key][()], dtype=np.float64)
                 if f.shape != coords.shape:
                     raise ValueError(f"{path}:{name}: {forces_key} has shape {f.shape}, expected {coords.shape}")
@@ -224,6 +225,14 @@ def detect_format(path: str | os.PathLike) -> str:
         return "hipnnts" if file.attrs.get("format") == FORMAT_NAME else "ani"
 
 
+def ani_holds_forces(path: str | os.PathLike) -> bool:
+    """Whether a pyanitools file has ``forces`` arrays (whose sign convention it does not record)."""
+    with _open(path) as file:
+        found = []
+        file.visititems(lambda name, obj: found.append(name) if name.endswith("/forces") else None)
+    return bool(found)
+
+
 def read(path: str | os.PathLike, format: str = "auto", *, energy_unit: str | None = None,
          length_unit: str = "angstrom", forces_convention: str | None = None) -> Conformers:
     """Read any supported dataset file (``format``: auto, hipnnts, ani or xyz).
@@ -245,13 +254,9 @@ def read(path: str | os.PathLike, format: str = "auto", *, energy_unit: str | No
             raise ValueError(f"{path}: extended XYZ files do not record their energy unit; pass energy_unit "
                              f"(one of {sorted(ENERGY_UNITS)})")
         return read_xyz(path, energy_unit=energy_unit, length_unit=length_unit)
-    if forces_convention is None:
-        with _open(path) as file:
-            has_forces = []
-            file.visititems(lambda name, obj: has_forces.append(name) if name.endswith("/forces") else None)
-        if has_forces:
-            raise ValueError(f"{path} holds 'forces' arrays, and pyanitools files do not say whether they are forces "
-                             "(-dE/dR) or gradients (+dE/dR; COMP6 stores gradients): pass forces_convention "
-                             "'forces', 'gradient' or 'none' (train on energies only)")
+    if forces_convention is None and ani_holds_forces(path):
+        raise ValueError(f"{path} holds 'forces' arrays, and pyanitools files do not say whether they are forces "
+                         "(-dE/dR) or gradients (+dE/dR; COMP6 stores gradients): pass forces_convention "
+                         "'forces', 'gradient' or 'none' (train on energies only)")
     return read_ani_h5(path, forces_convention=None if forces_convention == "none" else forces_convention,
                        energy_unit=energy_unit or "hartree", length_unit=length_unit)

@@ -1,6 +1,6 @@
 """Energy + force training of HIP-NN / HIP-NN-TS: the trainer behind ``hipnnts train``.
 
-- :class:`TrainConfig`: every setting (SPEC section 7 names), from files and flags.
+- :class:`TrainConfig`: every setting (named as in the HIP-NN-TS paper), from files and flags.
 - :class:`Trainer`: one run (single process, or one rank under ``torchrun``), resumable.
 - :func:`evaluate`: errors of a model on a set of conformers.
 - :func:`load_model`: the trained model of a checkpoint.

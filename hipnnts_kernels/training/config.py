@@ -2,7 +2,7 @@
 and from command-line flags (flags win over the file, the file over the defaults).
 
 The defaults train HIP-NN-TS (l = 2) on the embedded GFN2-xTB dataset in a few minutes on a
-2-core CPU; SPEC section 7's reference configuration is ``n_features = 128``,
+2-core CPU; the paper's ANI-1x configuration (Chigaev et al. 2023) is ``n_features = 128``,
 ``n_sensitivities = 20``, ``n_atom_layers = 3``.
 """
 from __future__ import annotations
@@ -43,20 +43,20 @@ class TrainConfig:
                            choices=("molecule", "conformer"))
     max_conformers: int | None = _field(None, "use at most this many conformers (a seeded random subset)", "data")
 
-    # -- model (SPEC section 7 names) ----------------------------------------------------------
+    # -- model (named as in the HIP-NN-TS paper) -----------------------------------------------
     architecture: str = _field("hipnnts", "model: 'hipnnts' (HIP-NN / HIP-NN-TS) or 'tensornet' (torchmd-net's "
                                "TensorNet, needs `pip install --no-deps torchmd-net==3.0.2`); for tensornet "
                                "n_features -> hidden channels, n_interaction_layers -> layers, n_sensitivities -> "
                                "radial basis functions, cutoff -> cutoff, and the other model settings are ignored",
                                "model", choices=ARCHITECTURES)
     lmax: int = _field(2, "0 = HIP-NN, 1 or 2 = HIP-NN-TS", "model", choices=(0, 1, 2))
-    n_features: int = _field(48, "width of every layer (SPEC: 128)", "model")
-    n_sensitivities: int = _field(16, "sensitivity functions per interaction layer (SPEC: 20)", "model")
+    n_features: int = _field(48, "width of every layer (the paper: 128)", "model")
+    n_sensitivities: int = _field(16, "sensitivity functions per interaction layer (the paper: 20)", "model")
     dist_soft_min: float = _field(0.75, "smallest initial sensitivity centre, Å", "model")
     dist_soft_max: float = _field(5.5, "largest initial sensitivity centre, Å", "model")
     cutoff: float = _field(6.5, "hard cutoff r_c, Å", "model")
     n_interaction_layers: int = _field(2, "interaction blocks", "model")
-    n_atom_layers: int = _field(2, "atom layers after each interaction layer (SPEC: 3)", "model")
+    n_atom_layers: int = _field(2, "atom layers after each interaction layer (the paper: 3)", "model")
     cusp_reg: float = _field(1e-6, "eps inside the invariants' square roots", "model")
     backend: str = _field("auto", "kernel backend of the interaction op", "model")
 
@@ -69,7 +69,7 @@ class TrainConfig:
     weight_decay: float = _field(0.0, "decoupled weight decay (adamw)", "optimisation")
     energy_weight: float = _field(1.0, "weight of the energy MSE, (kcal/mol)^-2", "optimisation")
     force_weight: float = _field(1.0, "weight of the force MSE, (kcal/mol/Å)^-2", "optimisation")
-    hierarchicality_weight: float = _field(1.0, "weight of the mean hierarchicality (SPEC section 6)",
+    hierarchicality_weight: float = _field(1.0, "weight of the mean hierarchicality (see the README, Training)",
                                            "optimisation")
     l2_weight: float = _field(1e-6, "weight of the L2 penalty on weight matrices", "optimisation")
     clip_grad_norm: float | None = _field(10.0, "clip the gradient norm to this ('none': no clipping)",

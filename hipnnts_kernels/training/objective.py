@@ -1,4 +1,4 @@
-"""The training loss (SPEC section 6) and error metrics accumulated on the device.
+"""The training loss (the README's Training section) and error metrics accumulated on the device.
 
 Loss = w_E MSE(E_mol) + w_F MSE(F) + w_H mean(hierarchicality) + w_L2 Σ‖W‖², with E in kcal/mol
 and F in kcal/mol/Å. Metrics are running sums kept in one device tensor, so accumulating them

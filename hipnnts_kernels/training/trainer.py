@@ -1,7 +1,7 @@
 """The energy + force trainer behind ``hipnnts train``.
 
 One run: read the data, split it (by molecule by default), fit the per-species self energies on
-the training split (SPEC section 6), train with Adam/AdamW, ReduceLROnPlateau, early stopping and
+the training split, train with Adam/AdamW, ReduceLROnPlateau, early stopping and
 gradient clipping, then report the best model's errors on train / valid / test.
 
 The hot loop does not synchronise with the device: batches and pair lists are gathered on the
@@ -10,7 +10,8 @@ were checked when read), metrics are summed on the device, and a non-finite loss
 The host looks every ``SYNC_EVERY`` steps (progress bar, NaN stop, time limit), before every
 checkpoint and at the end of every epoch.
 
-Outputs in ``config.out``: ``last.pt`` (every ``checkpoint_every`` steps and every epoch),
+Outputs in ``config.out``: ``last.pt`` (every ``checkpoint_every`` steps, every epoch, and on
+Ctrl-C after the step in flight: see :class:`StopRequest`),
 ``best.pt`` (best validation loss), ``log.csv``/``log.json``, ``learning_curve.png`` and
 ``metrics.json``. ``resume=True`` continues from ``last.pt``; the batch order of every epoch is a
 function of the seed and the epoch, so a resumed run repeats nothing and loses only the steps
@@ -20,6 +21,9 @@ from __future__ import annotations
 
 import json
 import math
+import signal
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -60,6 +64,15 @@ def read_dataset(config: TrainConfig) -> Conformers:
     return conformers
 
 
+def split_conformers(conformers: Conformers, config: TrainConfig) -> tuple[list[Tensor], str]:
+    """A run's train / valid / test conformer indices and what they were split by: molecules as
+    configured, or conformers when the data hold fewer molecules than parts (one MD trajectory)."""
+    by = config.split_by
+    if by == "molecule" and len(conformers.molecule.unique()) < len(config.split):
+        by = "conformer"
+    return datasets.split(conformers, config.split, by=by, seed=config.seed), by
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, dataset: datasets.DeviceDataset, indices: Tensor, batch_size: int,
              process: distributed.Process | None = None) -> dict[str, float]:
@@ -82,6 +95,32 @@ def evaluate(model: nn.Module, dataset: datasets.DeviceDataset, indices: Tensor,
     return sums.result()
 
 
+class StopRequest:
+    """Ctrl-C (SIGINT) during training: the first one lets the current step finish, then the
+    trainer saves ``last.pt`` and raises KeyboardInterrupt, so ``--resume`` loses nothing; a second
+    one interrupts at once. Installed only in the main thread (signals go nowhere else)."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        sys.stderr.write("\nhipnnts: stopping after this step and saving last.pt (Ctrl-C again to stop at once)\n")
+
+
 class Trainer:
     """A training run (see the module docstring).
 
@@ -99,9 +138,14 @@ class Trainer:
         state = self._previous_state(resume)
         conformers = read_dataset(config) if conformers is None else conformers
         self.provenance = conformers.provenance
-        self.splits = datasets.split(conformers, config.split, by=config.split_by, seed=config.seed)
+        self.splits, self.split_by = split_conformers(conformers, config)
         if any(len(part) == 0 for part in self.splits):
             raise ValueError(f"split {config.split} of {len(conformers)} conformers leaves a part empty")
+        if self.split_by != config.split_by and self.process.is_main:
+            molecules = len(conformers.molecule.unique())
+            _print(f"the data hold {molecules} molecule{'s' if molecules > 1 else ''}, fewer than the "
+                   f"{len(config.split)} parts of the split: splitting by conformer instead (as --split-by "
+                   "conformer), so the validation and test conformers come from the molecules it trains on")
         self.has_forces = conformers.forces is not None and config.force_weight > 0
         if state is None:
             torch.manual_seed(config.seed)
@@ -129,6 +173,7 @@ class Trainer:
         self.progress = dict(epoch=0, step=0, batch_in_epoch=0, best_valid=math.inf, best_epoch=0,
                              epochs_since_best=0, seconds=0.0, stopped=None)
         self.history: list[dict] = []
+        self.stop = StopRequest()
         self.partial_sums: Tensor | None = None
         self.first_bad_step = torch.full((), -1, dtype=torch.int64, device=self.process.device)
         if state is not None:
@@ -235,8 +280,9 @@ class Trainer:
                 write_log(self.history, self.out)
         started = time.perf_counter() - progress["seconds"]
         try:
-            while progress["stopped"] is None and progress["epoch"] < config.epochs:
-                self._run_epoch(started)
+            with self.stop:
+                while progress["stopped"] is None and progress["epoch"] < config.epochs:
+                    self._run_epoch(started)
             if progress["stopped"] is None:
                 progress["stopped"] = "epochs"
                 self._save("last.pt", None)
@@ -268,6 +314,9 @@ class Trainer:
                         progress["stopped"] = "time_limit"
                         self._save("last.pt", sums)
                         return
+                if self._stop_requested():
+                    self._save("last.pt", sums)
+                    raise KeyboardInterrupt
                 if progress["step"] % config.checkpoint_every == 0 and k + 1 < len(batches):
                     self._save("last.pt", sums)
         finally:
@@ -301,8 +350,16 @@ class Trainer:
         if self.process.is_main:
             write_log(self.history, self.out)
             plot_learning_curves(self.history, self.out / "learning_curve.png")
+            previous = self.history[-2]["seconds"] if len(self.history) > 1 else 0.0
             _print(f"epoch {epoch + 1:3d}  lr {row['lr']:.2e}  " + _summary("train", row) + "  "
-                   + _summary("valid", row) + f"  {progress['seconds']:.0f} s")
+                   + _summary("valid", row) + f"  took {row['seconds'] - previous:.0f} s, "
+                   f"{row['seconds']:.0f} s in all")
+
+    def _stop_requested(self) -> bool:
+        """Whether Ctrl-C asked to stop; under torchrun all processes agree, at the host's looks."""
+        if not self.process.distributed:
+            return self.stop.requested
+        return self.progress["step"] % SYNC_EVERY == 0 and self.process.broadcast_flag(self.stop.requested)
 
     def _out_of_time(self) -> bool:
         limit = self.config.time_limit
@@ -317,6 +374,7 @@ class Trainer:
                    for name, part in zip(("train", "valid", "test"), self.splits)}
         summary = dict(
             stopped=STOP_REASONS[self.progress["stopped"]].format(c=self.config), architecture=self.config.architecture,
+            split_by=self.split_by,
             best_epoch=self.progress["best_epoch"], epochs=self.progress["epoch"],
             steps=self.progress["step"], train_seconds=round(self.progress["seconds"], 2),
             parameters=sum(p.numel() for p in self.model.parameters()),
@@ -348,8 +406,9 @@ def _normal(value):
 def _progress_bar(total: int, initial: int, desc: str, enabled: bool):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=initial, desc=desc, disable=not enabled, leave=False, unit="batch",
-                dynamic_ncols=True)
+    # disable=None: tqdm shows the bar on a terminal only, so logs of redirected output stay clean
+    return tqdm(total=total, initial=initial, desc=desc, disable=None if enabled else True, leave=False,
+                unit="batch", dynamic_ncols=True)
 
 
 def _print(text: str) -> None:
