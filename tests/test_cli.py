@@ -29,7 +29,9 @@ def test_help(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
     assert exit_info.value.code == 0
-    assert "usage: hipnnts" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "usage: hipnnts" in text
+    assert "SPEC" not in text  # a file users do not have: the help cites the paper and the docs
 
 
 def test_train_then_eval_reports_the_same_test_errors(toy_file, tmp_path, capsys):

@@ -70,7 +70,7 @@ class Preset:
 
 PRESETS = {p.name: p for p in (
     Preset("tiny", 3, 5, 8, 4, 3.0, 1.2, "3 molecules x 5 atoms, F = 8, nu = 4 (CI smoke test)"),
-    Preset("spec9", 256, 20, 128, 20, 6.5, 1.9, "SPEC section 9: 256 molecules x 20 atoms, F = 128, nu = 20"),
+    Preset("spec9", 256, 20, 128, 20, 6.5, 1.9, "the reference batch: 256 molecules x 20 atoms, F = 128, nu = 20"),
     Preset("large", 1, 4096, 128, 20, 6.5, 1.9,
            "one 4,096-atom system at condensed-phase density (0.1 atoms/Å^3), F = 128, nu = 20"),
 )}
