@@ -11,6 +11,7 @@ Units everywhere: kcal/mol, Å, kcal/mol/Å.
     hipnnts data inspect FILE | data convert IN OUT | data xtb OUT   (see hipnnts data --help)
     hipnnts bench kernels                  # every op x backend x size vs the roofline -> bench/results/
     hipnnts bench models                   # HIP-NN, HIP-NN-TS vs hippynn and TensorNet -> bench/results/
+    hipnnts bench traffic                  # memory-traffic model of the CUDA kernels, no GPU needed
 """
 from __future__ import annotations
 
@@ -238,12 +239,13 @@ def build_parser() -> argparse.ArgumentParser:
     xtb.add_arguments(generate)
     generate.set_defaults(func=lambda args: xtb.run(args) or 0)
 
-    from .benchmarks import kernels, models
+    from .benchmarks import kernels, models, traffic
 
     bench = commands.add_parser("bench", help="kernel microbenchmarks and model comparisons (JSON, markdown, PNG)")
-    bench_commands = bench.add_subparsers(dest="bench_command", required=True, metavar="{kernels,models}")
+    bench_commands = bench.add_subparsers(dest="bench_command", required=True, metavar="{kernels,models,traffic}")
     for name, module, text in (("kernels", kernels, "every op x backend x size preset against the roofline"),
-                               ("models", models, "HIP-NN and HIP-NN-TS against hippynn and TensorNet")):
+                               ("models", models, "HIP-NN and HIP-NN-TS against hippynn and TensorNet"),
+                               ("traffic", traffic, "memory-traffic MODEL of the CUDA kernels (emulator, no GPU)")):
         command = bench_commands.add_parser(name, help=text, description=module.__doc__,
                                             formatter_class=argparse.RawDescriptionHelpFormatter)
         module.add_arguments(command)

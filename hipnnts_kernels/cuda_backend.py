@@ -12,7 +12,7 @@ the backend unavailable with the reason, so ``backend="auto"`` falls back instea
 the first call.
 
 The same glue drives the host emulation of the kernels that the CPU test suite builds from the
-same sources (``tests/cuda_emulation.py``), so the kernels' logic is tested without a GPU.
+same sources (:mod:`hipnnts_kernels.emulation`), so the kernels' logic is tested without a GPU.
 
 Implemented: the interaction forward, backward and double backward, and the envsum family
 (``sensitivity`` and ``tensor_factors`` are elementwise and left to the other backends).

@@ -16,7 +16,6 @@ import math
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,8 +72,7 @@ def compiled_resources(sm: int, workdir: Path) -> dict[tuple[str, str, int | Non
 
 
 def _emulator(workdir: Path) -> ctypes.CDLL:
-    sys.path.insert(0, str(ROOT / "tests"))
-    from cuda_emulation import build
+    from hipnnts_kernels.emulation import build
 
     lib = build(workdir)
     lib.hipnnts_emu_launch_block.restype = ctypes.c_size_t

@@ -172,3 +172,24 @@ def test_model_benchmark_does_not_time_a_model_that_disagrees_with_hippynn(monke
                          repeats=1)
     ours = [r for r in results.records if r.family == "ours"]
     assert ours and all("differs from hippynn" in r.error for r in ours)
+
+
+# -- hipnnts bench traffic ---------------------------------------------------------------------
+def test_traffic_model_covers_every_launch_and_is_labelled_a_model(tmp_path):
+    from hipnnts_kernels.cli import main
+
+    assert main(["bench", "traffic", "--preset", "tiny", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "traffic_model.json").read_text())
+    rows = result["rows"]
+    kernels_seen = {(r["path"], r["passname"], r["kernel"].split()[0]) for r in rows if r["kernel"] != "total"}
+    assert {("per-atom", "backward", "interaction_backward"), ("per-atom", "backward", "sender_sum"),
+            ("per-atom", "double", "interaction_double_backward"), ("molecule", "double",
+            "interaction_double_backward_molecules"), ("molecule", "forward", "featsum_molecules")} <= kernels_seen
+    for r in rows:
+        assert r["dram_lower_bound"] <= r["l2_bytes"] and r["flops"] > 0
+        if r["kernel"] == "total":  # every input read once and every output written once, at least
+            assert r["dram_lower_bound"] >= 0.9 * r["minimum_bytes"], r
+        else:
+            assert 1 <= r["sectors_per_load_request"] <= 32
+    assert result["meta"]["report_kind"].startswith("MODEL")
+    assert "**A model, not a measurement**" in (tmp_path / "traffic_model.md").read_text()

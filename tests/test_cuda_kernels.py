@@ -15,12 +15,12 @@ import shutil
 import pytest
 import torch
 from conftest import assert_same_training_step, training_step
-from cuda_emulation import EmulatedLaunchers, build
 from cuda_launch_limits import documented_widest
 from test_ops import CUTOFF, FLOAT_KEYS, envsum_inputs, interaction_fn, interaction_inputs
 from test_triton import all_levels, assert_close_f64, case_inputs, op_args, strided
 
 from hipnnts_kernels import backends, ops, reference
+from hipnnts_kernels.emulation import EmulatedLaunchers, build
 from hipnnts_kernels.ops.interaction import _interaction, _interaction_backward, _interaction_double_backward
 from hipnnts_kernels.segment_kernels import OPS, SegmentKernels
 

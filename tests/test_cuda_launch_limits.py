@@ -7,8 +7,9 @@ import ctypes
 import shutil
 
 import pytest
-from cuda_emulation import build
 from cuda_launch_limits import KINDS, documented_table, limits_table, max_threads
+
+from hipnnts_kernels.emulation import build
 
 HAVE_NVCC = shutil.which("nvcc") is not None and shutil.which("c++filt") is not None
 

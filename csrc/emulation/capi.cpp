@@ -1,6 +1,9 @@
 // C entry points of the host-emulated CUDA kernels, for the CPU test suite (loaded with ctypes by
 // tests/cuda_emulation.py). Floating arrays are float64 when `is_double`, else float32.
+#include <cstring>
+
 #include "../kernels/launch.h"
+#include "host_cuda.h"
 
 using hipnnts::index_t;
 using hipnnts::InteractionInputs;
@@ -138,6 +141,34 @@ const char* hipnnts_emu_check_block(int kind, int is_double, int lmax, int featu
     return hipnnts::check_block(static_cast<hipnnts::KernelKind>(kind), is_double != 0, lmax, features,
                                 hipnnts::Block{threads, shared_bytes},
                                 hipnnts::KernelLimits{max_threads, registers, max_dynamic_shared});
+}
+
+// The traffic model (traffic.h): switch recording on or off (and forget earlier launches), then
+// read each recorded launch's kernel name and totals. The totals come in TRAFFIC_FIELDS order.
+void hipnnts_emu_traffic_record(int on) {
+    hipnnts_emu::traffic::recorder.enabled = on != 0;
+    hipnnts_emu::traffic::launches.clear();
+}
+
+int hipnnts_emu_traffic_launches() { return int(hipnnts_emu::traffic::launches.size()); }
+
+const char* hipnnts_emu_traffic_kernel(int i) { return hipnnts_emu::traffic::launches.at(size_t(i)).first.c_str(); }
+
+// blocks, threads_per_block, warps, global load / store requests, global load / store bytes,
+// shared load / store requests, shared load / store bytes, global load / store sectors, global load /
+// store distinct bytes, shared load / store wavefronts, shared load / store ideal wavefronts, flops
+constexpr int kTrafficFields = 20;
+
+int hipnnts_emu_traffic_fields() { return kTrafficFields; }
+
+void hipnnts_emu_traffic_stats(int i, uint64_t* out) {
+    const hipnnts_emu::traffic::Stats& s = hipnnts_emu::traffic::launches.at(size_t(i)).second;
+    const uint64_t fields[kTrafficFields] = {
+        s.blocks, s.threads_per_block, s.warps, s.requests[0][0], s.requests[0][1], s.bytes[0][0], s.bytes[0][1],
+        s.requests[1][0], s.requests[1][1], s.bytes[1][0], s.bytes[1][1], s.sectors[0], s.sectors[1],
+        s.distinct_bytes[0], s.distinct_bytes[1], s.wavefronts[0], s.wavefronts[1], s.ideal_wavefronts[0],
+        s.ideal_wavefronts[1], s.flops};
+    std::memcpy(out, fields, sizeof fields);
 }
 
 }  // extern "C"

@@ -8,11 +8,15 @@ namespace hipnnts {
 
 // env[i, n, f] = sum over receiver i's pairs p of sens[p, n] feat[second(p), f]; block (i, n-block).
 template <class T, int K, int NB>
-__global__ void envsum_kernel(const T* __restrict__ sens, const T* __restrict__ feat, const index_t* __restrict__ second,
-                              const index_t* __restrict__ order, const index_t* __restrict__ ptr, int nu, int features,
-                              T* __restrict__ env) {
-    __shared__ index_t partner_sh[K];
-    __shared__ T s_sh[K * NB];
+__global__ void envsum_kernel(gptr<const T> __restrict__ sens, gptr<const T> __restrict__ feat,
+                              gptr<const index_t> __restrict__ second,
+                              gptr<const index_t> __restrict__ order, gptr<const index_t> __restrict__ ptr, int nu,
+                              int features,
+                              gptr<T> __restrict__ env) {
+    __shared__ index_t partner_storage[K];
+    __shared__ T s_storage[K * NB];
+    const sptr<index_t> partner_sh(partner_storage);
+    const sptr<T> s_sh(s_storage);
     const index_t i = blockIdx.x;
     const int n0 = blockIdx.y * NB, nb = nu - n0 < NB ? nu - n0 : NB, f = threadIdx.x;
     const index_t start = ptr[i], end = ptr[i + 1];
@@ -31,6 +35,7 @@ __global__ void envsum_kernel(const T* __restrict__ sens, const T* __restrict__ 
                 const T x = feat[partner_sh[kk] * features + f];
                 for (int n = 0; n < NB; ++n)
                     if (n < nb) acc[n] += s_sh[kk * NB + n] * x;
+                HIPNNTS_FLOPS(2 * nb);
             }
         }
         __syncthreads();
@@ -42,33 +47,36 @@ __global__ void envsum_kernel(const T* __restrict__ sens, const T* __restrict__ 
 // sens[p, n] = sum_f env[first(p), n, f] feat[second(p), f]; block per receiver i, its pairs in
 // order, one thread per (pair, n) item.
 template <class T>
-__global__ void sensesum_kernel(const T* __restrict__ env, const T* __restrict__ feat,
-                                const index_t* __restrict__ second, const index_t* __restrict__ order,
-                                const index_t* __restrict__ ptr, int nu, int features, T* __restrict__ sens) {
+__global__ void sensesum_kernel(gptr<const T> __restrict__ env, gptr<const T> __restrict__ feat,
+                                gptr<const index_t> __restrict__ second, gptr<const index_t> __restrict__ order,
+                                gptr<const index_t> __restrict__ ptr, int nu, int features, gptr<T> __restrict__ sens) {
     const index_t i = blockIdx.x;
     const index_t start = ptr[i], end = ptr[i + 1];
-    const T* env_i = env + i * nu * features;
+    gptr<const T> env_i = env + i * nu * features;
     for (index_t item = start * nu + threadIdx.x; item < end * nu; item += blockDim.x) {
         const index_t q = item / nu;
         const int n = int(item - q * nu);
         const index_t p = order[q];
-        const T* e = env_i + index_t(n) * features;
-        const T* x = feat + second[p] * features;
+        gptr<const T> e = env_i + index_t(n) * features;
+        gptr<const T> x = feat + second[p] * features;
         T acc = T(0);
         for (int f = 0; f < features; ++f) acc += e[f] * x[f];
+        HIPNNTS_FLOPS(2 * features);
         sens[p * nu + n] = acc;
     }
 }
 
 // feat[j, f] = sum over sender j's pairs p of sum_n env[first(p), n, f] sens[p, n].
 template <class T, int K>
-__global__ void featsum_kernel(const T* __restrict__ env, const T* __restrict__ sens, const index_t* __restrict__ first,
-                               const index_t* __restrict__ order, const index_t* __restrict__ ptr, int nu, int features,
-                               T* __restrict__ feat) {
+__global__ void featsum_kernel(gptr<const T> __restrict__ env, gptr<const T> __restrict__ sens,
+                               gptr<const index_t> __restrict__ first,
+                               gptr<const index_t> __restrict__ order, gptr<const index_t> __restrict__ ptr, int nu,
+                               int features,
+                               gptr<T> __restrict__ feat) {
     HIPNNTS_DYNAMIC_SHARED(unsigned char, smem);
     SharedCarver carver{smem};
-    index_t* partner_sh = carver.take<index_t>(K);
-    T* s_sh = carver.take<T>(K * nu);
+    const sptr<index_t> partner_sh = carver.take<index_t>(K);
+    const sptr<T> s_sh = carver.take<T>(K * nu);
     const index_t j = blockIdx.x;
     const int f = threadIdx.x;
     const index_t start = ptr[j], end = ptr[j + 1];
@@ -83,8 +91,9 @@ __global__ void featsum_kernel(const T* __restrict__ env, const T* __restrict__ 
         __syncthreads();
         if (f < features) {
             for (int kk = 0; kk < count; ++kk) {
-                const T* e = env + partner_sh[kk] * nu * features + f;
+                gptr<const T> e = env + partner_sh[kk] * nu * features + f;
                 for (int n = 0; n < nu; ++n) acc += e[index_t(n) * features] * s_sh[kk * nu + n];
+                HIPNNTS_FLOPS(2 * nu);
             }
         }
         __syncthreads();
@@ -96,20 +105,22 @@ __global__ void featsum_kernel(const T* __restrict__ env, const T* __restrict__ 
 // receivers' pairs in turn; thread f owns column f of feat for the range's atoms, so the scatter by
 // sender needs neither atomics nor the sender sort.
 template <class T>
-__global__ void featsum_molecule_kernel(const T* __restrict__ env, const T* __restrict__ sens,
-                                        const index_t* __restrict__ second, const index_t* __restrict__ order,
-                                        const index_t* __restrict__ ptr, const index_t* __restrict__ molecule_ptr,
-                                        int nu, int features, T* __restrict__ feat) {
+__global__ void featsum_molecule_kernel(gptr<const T> __restrict__ env, gptr<const T> __restrict__ sens,
+                                        gptr<const index_t> __restrict__ second, gptr<const index_t> __restrict__ order,
+                                        gptr<const index_t> __restrict__ ptr,
+                                        gptr<const index_t> __restrict__ molecule_ptr,
+                                        int nu, int features, gptr<T> __restrict__ feat) {
     const int f = threadIdx.x;
     if (f >= features) return;  // no block-wide synchronisation below
     const index_t a0 = molecule_ptr[blockIdx.x], a1 = molecule_ptr[blockIdx.x + 1];
     for (index_t j = a0; j < a1; ++j) feat[j * features + f] = T(0);
     for (index_t i = a0; i < a1; ++i) {
-        const T* e = env + i * nu * features + f;
+        gptr<const T> e = env + i * nu * features + f;
         for (index_t q = ptr[i]; q < ptr[i + 1]; ++q) {
             const index_t p = order[q];
             T acc = T(0);
             for (int n = 0; n < nu; ++n) acc += e[index_t(n) * features] * sens[p * nu + n];
+            HIPNNTS_FLOPS(2 * nu);
             feat[second[p] * features + f] += acc;
         }
     }

@@ -13,7 +13,7 @@ struct Pair {
 
 // r_hat, r and 1/r of pair p from its (P, 3) pair vector.
 template <class T>
-HIPNNTS_HD Pair<T> load_pair(const T* __restrict__ coord, index_t p) {
+HIPNNTS_HD Pair<T> load_pair(gptr<const T> __restrict__ coord, index_t p) {
     const T x = coord[3 * p], y = coord[3 * p + 1], z = coord[3 * p + 2];
     const T r = sqrt(x * x + y * y + z * z);
     const T inv_r = T(1) / r;
@@ -74,8 +74,9 @@ HIPNNTS_HD SensitivitySecond<T> sensitivity_second(T inv_r, T inv_mu, T sigma, C
 }
 
 // Angular factors [1 | x, y, z | Qxx, Qxy, Qxz, Qyy, Qyz], Q = u u^T - I/3, first n_components(LMAX).
-template <class T, int LMAX>
-HIPNNTS_HD void angular_factors(T ux, T uy, T uz, T* a) {
+// (Out-arrays are any pointer type: registers, or shared memory.)
+template <class T, int LMAX, class A>
+HIPNNTS_HD void angular_factors(T ux, T uy, T uz, A a) {
     a[0] = T(1);
     if (LMAX >= 1) {
         a[1] = ux;
@@ -94,16 +95,16 @@ HIPNNTS_HD void angular_factors(T ux, T uy, T uz, T* a) {
 
 // sum_c g[c] d(factor_c)/du at u, for the quadrupole rows only; linear in u, so at u = t it is
 // the Hessian of the factors applied to t, contracted with g.
-template <class T>
-HIPNNTS_HD void quad_transpose(T x, T y, T z, const T* g, T* out) {
+template <class T, class G, class O>
+HIPNNTS_HD void quad_transpose(T x, T y, T z, G g, O out) {
     out[0] = T(2) * x * g[4] + y * g[5] + z * g[6];
     out[1] = x * g[5] + T(2) * y * g[7] + z * g[8];
     out[2] = x * g[6] + y * g[8];
 }
 
 // Gradient with respect to the unit vector from a gradient g of the factors.
-template <class T, int LMAX>
-HIPNNTS_HD void unit_gradient(T ux, T uy, T uz, const T* g, T* out) {
+template <class T, int LMAX, class G, class O>
+HIPNNTS_HD void unit_gradient(T ux, T uy, T uz, G g, O out) {
     out[0] = out[1] = out[2] = T(0);
     if (LMAX >= 1) {
         out[0] = g[1];
@@ -120,8 +121,8 @@ HIPNNTS_HD void unit_gradient(T ux, T uy, T uz, const T* g, T* out) {
 }
 
 // Directional derivative of the factors along t.
-template <class T, int LMAX>
-HIPNNTS_HD void angular_jvp(T ux, T uy, T uz, T tx, T ty, T tz, T* out) {
+template <class T, int LMAX, class O>
+HIPNNTS_HD void angular_jvp(T ux, T uy, T uz, T tx, T ty, T tz, O out) {
     out[0] = T(0);
     if (LMAX >= 1) {
         out[1] = tx;
@@ -138,8 +139,8 @@ HIPNNTS_HD void angular_jvp(T ux, T uy, T uz, T tx, T ty, T tz, T* out) {
 }
 
 // Gradient with respect to the pair vector from gradients with respect to r_hat (g) and r.
-template <class T>
-HIPNNTS_HD void chain_to_coord(const Pair<T>& pr, const T* g, T g_dist, T* out) {
+template <class T, class G, class O>
+HIPNNTS_HD void chain_to_coord(const Pair<T>& pr, G g, T g_dist, O out) {
     const T radial = g[0] * pr.ux + g[1] * pr.uy + g[2] * pr.uz;
     out[0] = (g[0] - radial * pr.ux) * pr.inv_r + g_dist * pr.ux;
     out[1] = (g[1] - radial * pr.uy) * pr.inv_r + g_dist * pr.uy;

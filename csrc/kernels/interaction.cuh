@@ -13,15 +13,15 @@ namespace hipnnts {
 // constants in the kernel's precision.
 template <class T>
 struct InteractionView {
-    const T* Y;              // (N, nu, F)
-    const T* coord;          // (P, 3)
-    const index_t* second;   // (P,) sender of each pair
-    const index_t* order;    // (P,) pair ids sorted by receiver
-    const index_t* ptr;      // (N + 1,) receiver segments in order
-    const T* mu;             // (nu,)
-    const T* sigma;          // (nu,)
-    const T* lam1;           // (F,) or null
-    const T* lam2;           // (F,) or null
+    gptr<const T> Y;              // (N, nu, F)
+    gptr<const T> coord;          // (P, 3)
+    gptr<const index_t> second;   // (P,) sender of each pair
+    gptr<const index_t> order;    // (P,) pair ids sorted by receiver
+    gptr<const index_t> ptr;      // (N + 1,) receiver segments in order
+    gptr<const T> mu;             // (nu,)
+    gptr<const T> sigma;          // (nu,)
+    gptr<const T> lam1;           // (F,) or null
+    gptr<const T> lam2;           // (F,) or null
     int nu, features;
     T k, rc, eps;            // pi / (2 r_c), r_c, cusp_reg
 
@@ -32,7 +32,22 @@ struct InteractionView {
     }
 };
 
+// The cotangents of the double backward as the kernels read them (v_Y, v_lam1, v_lam2 may be null).
+template <class T>
+struct CotangentView {
+    gptr<const T> v_Y, v_coord, v_mu, v_sigma, v_lam1, v_lam2;
+
+    static CotangentView from(const Cotangents<T>& c) {
+        return {c.v_Y, c.v_coord, c.v_mu, c.v_sigma, c.v_lam1, c.v_lam2};
+    }
+};
+
 HIPNNTS_HD index_t min_index(index_t a, index_t b) { return a < b ? a : b; }
+
+// FLOPs the traffic model counts for one sensitivity with its partials (exp, cos, sin and about
+// twenty products) and for its second partials; the feature loops count theirs where they run.
+constexpr int kSensitivityFlops = 25;
+constexpr int kSecondPartialFlops = 60;
 
 // Carves typed arrays out of the dynamic shared buffer; with a null base it only sums sizes, so
 // the host computes the launch's shared-memory size with the same code the kernel uses.
@@ -40,23 +55,23 @@ struct SharedCarver {
     unsigned char* base;
     size_t offset = 0;
     template <class U>
-    HIPNNTS_HD U* take(size_t count) {
+    HIPNNTS_HD sptr<U> take(size_t count) {
         U* ptr = reinterpret_cast<U*>(base + offset);
         offset += aligned_bytes(count * sizeof(U));
-        return ptr;
+        return sptr<U>(ptr);
     }
 };
 
 // Shared arrays of the receiver kernels for chunks of K pairs.
 template <class T>
 struct ReceiverShared {
-    index_t *pair, *partner;
-    T *s, *s_r, *s_mu, *s_sigma;  // (K, nu)
-    T *factors;                   // (K, C)
-    T *t, *dt;                    // (K, F)
-    T *ds;                        // (K, nu)
-    T *d_factors;                 // (K, C)
-    T *dm;                        // (C, F)
+    sptr<index_t> pair, partner;
+    sptr<T> s, s_r, s_mu, s_sigma;  // (K, nu)
+    sptr<T> factors;                // (K, C)
+    sptr<T> t, dt;                  // (K, F)
+    sptr<T> ds;                     // (K, nu)
+    sptr<T> d_factors;              // (K, C)
+    sptr<T> dm;                     // (C, F)
 
     // backward = false: only what the forward contraction needs.
     HIPNNTS_HD static ReceiverShared carve(SharedCarver& c, int K, int nu, int n_comp, int features, bool backward) {
@@ -92,7 +107,8 @@ __device__ void contract_segment(const InteractionView<T>& v, index_t start, ind
         for (int item = threadIdx.x; item < count * v.nu; item += blockDim.x) {
             const int kk = item / v.nu, n = item - kk * v.nu;
             const Pair<T> pr = load_pair(v.coord, v.order[c0 + kk]);
-            sh.s[item] = sensitivity(pr.inv_r, T(1) / v.mu[n], v.sigma[n], cutoff_terms(pr.r, v.k, v.rc)).s;
+            sh.s[item] = sensitivity<T>(pr.inv_r, T(1) / v.mu[n], v.sigma[n], cutoff_terms(pr.r, v.k, v.rc)).s;
+            HIPNNTS_FLOPS(kSensitivityFlops);
         }
         for (int kk = threadIdx.x; kk < count; kk += blockDim.x) {
             const index_t p = v.order[c0 + kk];
@@ -103,10 +119,11 @@ __device__ void contract_segment(const InteractionView<T>& v, index_t start, ind
         __syncthreads();
         if (f < v.features) {
             for (int kk = 0; kk < count; ++kk) {
-                const T* y = v.Y + sh.partner[kk] * v.nu * v.features + f;
+                gptr<const T> y = v.Y + sh.partner[kk] * v.nu * v.features + f;
                 T t = T(0);
                 for (int n = 0; n < v.nu; ++n) t += sh.s[kk * v.nu + n] * y[index_t(n) * v.features];
                 for (int c = 0; c < C; ++c) m[c] += sh.factors[kk * C + c] * t;
+                HIPNNTS_FLOPS(2 * v.nu + 2 * C);
             }
         }
         __syncthreads();
@@ -148,7 +165,7 @@ HIPNNTS_HD void d_out_d_m(const T* m, T g, T l1, T l2, T a1, T a2, T* dm) {
 }
 
 template <class T, int LMAX, int K>
-__global__ void interaction_forward_kernel(InteractionView<T> v, T* __restrict__ out) {
+__global__ void interaction_forward_kernel(InteractionView<T> v, gptr<T> __restrict__ out) {
     constexpr int C = n_components(LMAX);
     HIPNNTS_DYNAMIC_SHARED(unsigned char, smem);
     SharedCarver carver{smem};
@@ -172,9 +189,11 @@ __global__ void interaction_forward_kernel(InteractionView<T> v, T* __restrict__
 // partial gradients of mu, sigma (nu,) and of the scales (F,).
 template <class T, int LMAX, int K>
 __device__ void backward_receiver(const InteractionView<T>& v, index_t i, ReceiverShared<T>& sh,
-                                  const T* __restrict__ grad_out, T* __restrict__ dt_out, T* __restrict__ grad_Y,
-                                  T* __restrict__ grad_coord, T* __restrict__ mu_part, T* __restrict__ sigma_part,
-                                  T* __restrict__ lam1_part, T* __restrict__ lam2_part) {
+                                  gptr<const T> __restrict__ grad_out, gptr<T> __restrict__ dt_out,
+                                  gptr<T> __restrict__ grad_Y,
+                                  gptr<T> __restrict__ grad_coord, gptr<T> __restrict__ mu_part,
+                                  gptr<T> __restrict__ sigma_part,
+                                  gptr<T> __restrict__ lam1_part, gptr<T> __restrict__ lam2_part) {
     constexpr int C = n_components(LMAX);
     const int tid = threadIdx.x, f = tid, F = v.features, nu = v.nu;
     const index_t start = v.ptr[i], end = v.ptr[i + 1];
@@ -195,7 +214,8 @@ __device__ void backward_receiver(const InteractionView<T>& v, index_t i, Receiv
         for (int item = tid; item < count * nu; item += blockDim.x) {
             const int kk = item / nu, n = item - kk * nu;
             const Pair<T> pr = load_pair(v.coord, v.order[c0 + kk]);
-            const Sensitivity<T> s = sensitivity(pr.inv_r, T(1) / v.mu[n], v.sigma[n], cutoff_terms(pr.r, v.k, v.rc));
+            const Sensitivity<T> s = sensitivity<T>(pr.inv_r, T(1) / v.mu[n], v.sigma[n], cutoff_terms(pr.r, v.k, v.rc));
+            HIPNNTS_FLOPS(kSensitivityFlops);
             sh.s[item] = s.s;
             sh.s_r[item] = s.s_r;
             sh.s_mu[item] = s.s_mu;
@@ -211,16 +231,17 @@ __device__ void backward_receiver(const InteractionView<T>& v, index_t i, Receiv
         __syncthreads();
         if (f < F) {  // t = s . Y[j] and dt = A . dm for every pair of the chunk, this feature
             for (int kk = 0; kk < count; ++kk) {
-                const T* y = v.Y + sh.partner[kk] * nu * F + f;
+                gptr<const T> y = v.Y + sh.partner[kk] * nu * F + f;
                 T t = T(0), dt = T(0);
                 for (int n = 0; n < nu; ++n) t += sh.s[kk * nu + n] * y[index_t(n) * F];
                 for (int c = 0; c < C; ++c) dt += sh.factors[kk * C + c] * dm[c];
+                HIPNNTS_FLOPS(2 * nu + 2 * C + (grad_Y == nullptr ? 0 : 2 * nu));
                 sh.t[kk * F + f] = t;
                 sh.dt[kk * F + f] = dt;
                 if (grad_Y == nullptr) {
                     dt_out[sh.pair[kk] * F + f] = dt;
                 } else {
-                    T* gy = grad_Y + sh.partner[kk] * nu * F + f;
+                    gptr<T> gy = grad_Y + sh.partner[kk] * nu * F + f;
                     for (int n = 0; n < nu; ++n) gy[index_t(n) * F] += sh.s[kk * nu + n] * dt;
                 }
             }
@@ -231,12 +252,14 @@ __device__ void backward_receiver(const InteractionView<T>& v, index_t i, Receiv
             const int kk = item / (nu + C), x = item - kk * (nu + C);
             T acc = T(0);
             if (x < nu) {
-                const T* y = v.Y + (sh.partner[kk] * nu + x) * F;
+                gptr<const T> y = v.Y + (sh.partner[kk] * nu + x) * F;
                 for (int ff = 0; ff < F; ++ff) acc += y[ff] * sh.dt[kk * F + ff];
+                HIPNNTS_FLOPS(2 * F);
                 sh.ds[kk * nu + x] = acc;
             } else {
                 const int c = x - nu;
                 for (int ff = 0; ff < F; ++ff) acc += sh.dm[c * F + ff] * sh.t[kk * F + ff];
+                HIPNNTS_FLOPS(2 * F);
                 sh.d_factors[kk * C + c] = acc;
             }
         }
@@ -265,10 +288,11 @@ __device__ void backward_receiver(const InteractionView<T>& v, index_t i, Receiv
 }
 
 template <class T, int LMAX, int K>
-__global__ void interaction_backward_kernel(InteractionView<T> v, const T* __restrict__ grad_out, T* __restrict__ dt_out,
-                                            T* __restrict__ grad_coord, T* __restrict__ mu_part,
-                                            T* __restrict__ sigma_part, T* __restrict__ lam1_part,
-                                            T* __restrict__ lam2_part) {
+__global__ void interaction_backward_kernel(InteractionView<T> v, gptr<const T> __restrict__ grad_out,
+                                            gptr<T> __restrict__ dt_out,
+                                            gptr<T> __restrict__ grad_coord, gptr<T> __restrict__ mu_part,
+                                            gptr<T> __restrict__ sigma_part, gptr<T> __restrict__ lam1_part,
+                                            gptr<T> __restrict__ lam2_part) {
     HIPNNTS_DYNAMIC_SHARED(unsigned char, smem);
     SharedCarver carver{smem};
     ReceiverShared<T> sh = ReceiverShared<T>::carve(carver, K, v.nu, n_components(LMAX), v.features, true);
@@ -278,7 +302,7 @@ __global__ void interaction_backward_kernel(InteractionView<T> v, const T* __res
 
 // Zero grad_Y[j, :, f] for the atoms of [a0, a1): the molecule path's per-thread columns.
 template <class T>
-__device__ void zero_columns(T* grad_Y, index_t a0, index_t a1, int nu, int features) {
+__device__ void zero_columns(gptr<T> grad_Y, index_t a0, index_t a1, int nu, int features) {
     const int f = threadIdx.x;
     if (f >= features) return;
     for (index_t j = a0; j < a1; ++j)
@@ -288,11 +312,12 @@ __device__ void zero_columns(T* grad_Y, index_t a0, index_t a1, int nu, int feat
 // Molecule path: one block per atom range that no pair crosses (molecule_ptr), its receivers in
 // turn; grad_Y is accumulated in place, so no sender kernel, sender sort or dt round trip.
 template <class T, int LMAX, int K>
-__global__ void interaction_backward_molecule_kernel(InteractionView<T> v, const index_t* __restrict__ molecule_ptr,
-                                                     const T* __restrict__ grad_out, T* __restrict__ grad_Y,
-                                                     T* __restrict__ grad_coord, T* __restrict__ mu_part,
-                                                     T* __restrict__ sigma_part, T* __restrict__ lam1_part,
-                                                     T* __restrict__ lam2_part) {
+__global__ void interaction_backward_molecule_kernel(InteractionView<T> v,
+                                                     gptr<const index_t> __restrict__ molecule_ptr,
+                                                     gptr<const T> __restrict__ grad_out, gptr<T> __restrict__ grad_Y,
+                                                     gptr<T> __restrict__ grad_coord, gptr<T> __restrict__ mu_part,
+                                                     gptr<T> __restrict__ sigma_part, gptr<T> __restrict__ lam1_part,
+                                                     gptr<T> __restrict__ lam2_part) {
     HIPNNTS_DYNAMIC_SHARED(unsigned char, smem);
     SharedCarver carver{smem};
     ReceiverShared<T> sh = ReceiverShared<T>::carve(carver, K, v.nu, n_components(LMAX), v.features, true);
@@ -306,26 +331,26 @@ __global__ void interaction_backward_molecule_kernel(InteractionView<T> v, const
 // Shared arrays of the double-backward receiver kernel for chunks of K pairs.
 template <class T>
 struct DoubleShared {
-    index_t *pair, *partner;
+    sptr<index_t> pair, partner;
     // (K, nu): s and partials, bar_ds, the second partials contracted with (v_radial, v_mu, v_sigma),
     // and the reductions ds = Y[j] . dt, bar_s = Y[j] . bar_t + v_Y[j] . dt
-    T *s, *s_r, *s_mu, *s_sigma, *bar_ds, *second_r, *second_mu, *second_sigma, *ds, *bar_s;
+    sptr<T> s, s_r, s_mu, s_sigma, bar_ds, second_r, second_mu, second_sigma, ds, bar_s;
     // (K, C): factors, bar_d_factors, d_factors = dm . t, bar_factors = dm . bar_dt + bar_m . t
-    T *factors, *bar_d_factors, *d_factors, *bar_factors;
-    T *t, *dt, *bar_dt, *bar_t;  // (K, F)
-    T *dm, *bar_m;               // (C, F)
+    sptr<T> factors, bar_d_factors, d_factors, bar_factors;
+    sptr<T> t, dt, bar_dt, bar_t;  // (K, F)
+    sptr<T> dm, bar_m;             // (C, F)
 
     HIPNNTS_HD static DoubleShared carve(SharedCarver& c, int K, int nu, int n_comp, int features) {
         DoubleShared sh{};
         sh.pair = c.take<index_t>(K);
         sh.partner = c.take<index_t>(K);
-        T** per_nu[] = {&sh.s, &sh.s_r, &sh.s_mu, &sh.s_sigma, &sh.bar_ds, &sh.second_r, &sh.second_mu,
+        sptr<T>* per_nu[] = {&sh.s, &sh.s_r, &sh.s_mu, &sh.s_sigma, &sh.bar_ds, &sh.second_r, &sh.second_mu,
                         &sh.second_sigma, &sh.ds, &sh.bar_s};
-        for (T** array : per_nu) *array = c.take<T>(K * nu);
-        T** per_comp[] = {&sh.factors, &sh.bar_d_factors, &sh.d_factors, &sh.bar_factors};
-        for (T** array : per_comp) *array = c.take<T>(K * n_comp);
-        T** per_feature[] = {&sh.t, &sh.dt, &sh.bar_dt, &sh.bar_t};
-        for (T** array : per_feature) *array = c.take<T>(K * features);
+        for (sptr<T>* array : per_nu) *array = c.take<T>(K * nu);
+        sptr<T>* per_comp[] = {&sh.factors, &sh.bar_d_factors, &sh.d_factors, &sh.bar_factors};
+        for (sptr<T>* array : per_comp) *array = c.take<T>(K * n_comp);
+        sptr<T>* per_feature[] = {&sh.t, &sh.dt, &sh.bar_dt, &sh.bar_t};
+        for (sptr<T>* array : per_feature) *array = c.take<T>(K * features);
         sh.dm = c.take<T>(n_comp * features);
         sh.bar_m = c.take<T>(n_comp * features);
         return sh;
@@ -337,7 +362,7 @@ struct DoubleShared {
 // contracted with the same cotangents; per pair the factors, bar_d_factors (the factors'
 // directional derivative along bar_d_unit = (v_coord - v_radial r_hat) / r) and the atoms.
 template <class T, int LMAX>
-__device__ void stage_double(const InteractionView<T>& v, const Cotangents<T>& cot, index_t c0, int count,
+__device__ void stage_double(const InteractionView<T>& v, const CotangentView<T>& cot, index_t c0, int count,
                              DoubleShared<T>& sh, bool second) {
     constexpr int C = n_components(LMAX);
     const int nu = v.nu;
@@ -348,14 +373,16 @@ __device__ void stage_double(const InteractionView<T>& v, const Cotangents<T>& c
         const T v_radial = cot.v_coord[3 * p] * pr.ux + cot.v_coord[3 * p + 1] * pr.uy + cot.v_coord[3 * p + 2] * pr.uz;
         const T inv_mu = T(1) / v.mu[n], vmu = cot.v_mu[n], vsig = cot.v_sigma[n];
         const Cutoff<T> cut = cutoff_terms(pr.r, v.k, v.rc);
-        const Sensitivity<T> s = sensitivity(pr.inv_r, inv_mu, v.sigma[n], cut);
+        const Sensitivity<T> s = sensitivity<T>(pr.inv_r, inv_mu, v.sigma[n], cut);
+        HIPNNTS_FLOPS(kSensitivityFlops);
         sh.s[item] = s.s;
         sh.s_r[item] = s.s_r;
         sh.s_mu[item] = s.s_mu;
         sh.s_sigma[item] = s.s_sigma;
         sh.bar_ds[item] = v_radial * s.s_r + vmu * s.s_mu + vsig * s.s_sigma;
         if (second) {
-            const SensitivitySecond<T> s2 = sensitivity_second(pr.inv_r, inv_mu, v.sigma[n], cut);
+            const SensitivitySecond<T> s2 = sensitivity_second<T>(pr.inv_r, inv_mu, v.sigma[n], cut);
+            HIPNNTS_FLOPS(kSecondPartialFlops);
             sh.second_r[item] = v_radial * s2.rr + vmu * s2.rmu + vsig * s2.rsigma;
             sh.second_mu[item] = v_radial * s2.rmu + vmu * s2.mumu + vsig * s2.musigma;
             sh.second_sigma[item] = v_radial * s2.rsigma + vmu * s2.musigma + vsig * s2.sigmasigma;
@@ -382,13 +409,14 @@ __device__ void stage_double(const InteractionView<T>& v, const Cotangents<T>& c
 // On the molecule path (grad_Y not null) the sender terms s (x) bar_t + bar_ds (x) dt go straight
 // into grad_Y instead of dt_out, bar_t_out and bar_ds_out.
 template <class T, int LMAX, int K>
-__device__ void double_backward_receiver(const InteractionView<T>& v, const Cotangents<T>& cot, index_t i,
-                                         DoubleShared<T>& sh, const T* __restrict__ grad_out, T* __restrict__ dt_out,
-                                         T* __restrict__ bar_t_out, T* __restrict__ bar_ds_out,
-                                         T* __restrict__ grad_Y, T* __restrict__ grad_coord,
-                                         T* __restrict__ mu_part, T* __restrict__ sigma_part,
-                                         T* __restrict__ grad_grad_out, T* __restrict__ lam1_part,
-                                         T* __restrict__ lam2_part) {
+__device__ void double_backward_receiver(const InteractionView<T>& v, const CotangentView<T>& cot, index_t i,
+                                         DoubleShared<T>& sh, gptr<const T> __restrict__ grad_out,
+                                         gptr<T> __restrict__ dt_out,
+                                         gptr<T> __restrict__ bar_t_out, gptr<T> __restrict__ bar_ds_out,
+                                         gptr<T> __restrict__ grad_Y, gptr<T> __restrict__ grad_coord,
+                                         gptr<T> __restrict__ mu_part, gptr<T> __restrict__ sigma_part,
+                                         gptr<T> __restrict__ grad_grad_out, gptr<T> __restrict__ lam1_part,
+                                         gptr<T> __restrict__ lam2_part) {
     constexpr int C = n_components(LMAX);
     ReceiverShared<T> contract_sh{sh.pair, sh.partner, sh.s, nullptr, nullptr, nullptr, sh.factors};
     const int tid = threadIdx.x, f = tid, F = v.features, nu = v.nu;
@@ -415,15 +443,17 @@ __device__ void double_backward_receiver(const InteractionView<T>& v, const Cota
         __syncthreads();
         if (active) {
             for (int kk = 0; kk < count; ++kk) {
-                const T* y = v.Y + sh.partner[kk] * nu * F + f;
-                const T* vy = cot.v_Y != nullptr ? cot.v_Y + sh.partner[kk] * nu * F + f : nullptr;
+                gptr<const T> y = v.Y + sh.partner[kk] * nu * F + f;
+                gptr<const T> vy = cot.v_Y != nullptr ? cot.v_Y + sh.partner[kk] * nu * F + f : nullptr;
                 T t = T(0), bar_dt = T(0);
                 for (int n = 0; n < nu; ++n) {
-                    t += sh.s[kk * nu + n] * y[index_t(n) * F];
-                    bar_dt += sh.bar_ds[kk * nu + n] * y[index_t(n) * F];
-                    if (vy != nullptr) bar_dt += sh.s[kk * nu + n] * vy[index_t(n) * F];
+                    const T yn = y[index_t(n) * F], sn = sh.s[kk * nu + n];
+                    t += sn * yn;
+                    bar_dt += sh.bar_ds[kk * nu + n] * yn;
+                    if (vy != nullptr) bar_dt += sn * vy[index_t(n) * F];
                 }
                 for (int c = 0; c < C; ++c) bar_dm[c] += sh.factors[kk * C + c] * bar_dt + sh.bar_d_factors[kk * C + c] * t;
+                HIPNNTS_FLOPS((vy != nullptr ? 6 : 4) * nu + 4 * C);
             }
         }
         __syncthreads();
@@ -473,18 +503,21 @@ __device__ void double_backward_receiver(const InteractionView<T>& v, const Cota
         if (active) {
             for (int kk = 0; kk < count; ++kk) {
                 const index_t p = sh.pair[kk];
-                const T* y = v.Y + sh.partner[kk] * nu * F + f;
-                const T* vy = cot.v_Y != nullptr ? cot.v_Y + sh.partner[kk] * nu * F + f : nullptr;
+                gptr<const T> y = v.Y + sh.partner[kk] * nu * F + f;
+                gptr<const T> vy = cot.v_Y != nullptr ? cot.v_Y + sh.partner[kk] * nu * F + f : nullptr;
                 T t = T(0), dt = T(0), bar_dt = T(0), bar_t = T(0);
                 for (int n = 0; n < nu; ++n) {
-                    t += sh.s[kk * nu + n] * y[index_t(n) * F];
-                    bar_dt += sh.bar_ds[kk * nu + n] * y[index_t(n) * F];
-                    if (vy != nullptr) bar_dt += sh.s[kk * nu + n] * vy[index_t(n) * F];
+                    const T yn = y[index_t(n) * F], sn = sh.s[kk * nu + n];
+                    t += sn * yn;
+                    bar_dt += sh.bar_ds[kk * nu + n] * yn;
+                    if (vy != nullptr) bar_dt += sn * vy[index_t(n) * F];
                 }
                 for (int c = 0; c < C; ++c) {
-                    dt += sh.factors[kk * C + c] * dm[c];
-                    bar_t += sh.bar_d_factors[kk * C + c] * dm[c] + sh.factors[kk * C + c] * bar_m[c];
+                    const T a = sh.factors[kk * C + c];
+                    dt += a * dm[c];
+                    bar_t += sh.bar_d_factors[kk * C + c] * dm[c] + a * bar_m[c];
                 }
+                HIPNNTS_FLOPS((vy != nullptr ? 6 : 4) * nu + 6 * C + (grad_Y == nullptr ? 0 : 4 * nu));
                 sh.t[kk * F + f] = t;
                 sh.dt[kk * F + f] = dt;
                 sh.bar_dt[kk * F + f] = bar_dt;
@@ -493,7 +526,7 @@ __device__ void double_backward_receiver(const InteractionView<T>& v, const Cota
                     dt_out[p * F + f] = dt;
                     bar_t_out[p * F + f] = bar_t;
                 } else {
-                    T* gy = grad_Y + sh.partner[kk] * nu * F + f;
+                    gptr<T> gy = grad_Y + sh.partner[kk] * nu * F + f;
                     for (int n = 0; n < nu; ++n)
                         gy[index_t(n) * F] += sh.s[kk * nu + n] * bar_t + sh.bar_ds[kk * nu + n] * dt;
                 }
@@ -504,23 +537,27 @@ __device__ void double_backward_receiver(const InteractionView<T>& v, const Cota
         for (int item = tid; item < count * (nu + C); item += blockDim.x) {
             const int kk = item / (nu + C), x = item - kk * (nu + C);
             if (x < nu) {
-                const T* y = v.Y + (sh.partner[kk] * nu + x) * F;
-                const T* vy = cot.v_Y != nullptr ? cot.v_Y + (sh.partner[kk] * nu + x) * F : nullptr;
+                gptr<const T> y = v.Y + (sh.partner[kk] * nu + x) * F;
+                gptr<const T> vy = cot.v_Y != nullptr ? cot.v_Y + (sh.partner[kk] * nu + x) * F : nullptr;
                 T ds = T(0), bar_s = T(0);
                 for (int ff = 0; ff < F; ++ff) {
-                    ds += y[ff] * sh.dt[kk * F + ff];
-                    bar_s += y[ff] * sh.bar_t[kk * F + ff];
-                    if (vy != nullptr) bar_s += vy[ff] * sh.dt[kk * F + ff];
+                    const T yf = y[ff], dtf = sh.dt[kk * F + ff];
+                    ds += yf * dtf;
+                    bar_s += yf * sh.bar_t[kk * F + ff];
+                    if (vy != nullptr) bar_s += vy[ff] * dtf;
                 }
+                HIPNNTS_FLOPS((vy != nullptr ? 6 : 4) * F);
                 sh.ds[kk * nu + x] = ds;
                 sh.bar_s[kk * nu + x] = bar_s;
             } else {
                 const int c = x - nu;
                 T d_factor = T(0), bar_factor = T(0);
                 for (int ff = 0; ff < F; ++ff) {
-                    d_factor += sh.dm[c * F + ff] * sh.t[kk * F + ff];
-                    bar_factor += sh.dm[c * F + ff] * sh.bar_dt[kk * F + ff] + sh.bar_m[c * F + ff] * sh.t[kk * F + ff];
+                    const T dmf = sh.dm[c * F + ff], tf = sh.t[kk * F + ff];
+                    d_factor += dmf * tf;
+                    bar_factor += dmf * sh.bar_dt[kk * F + ff] + sh.bar_m[c * F + ff] * tf;
                 }
+                HIPNNTS_FLOPS(6 * F);
                 sh.d_factors[kk * C + c] = d_factor;
                 sh.bar_factors[kk * C + c] = bar_factor;
             }
@@ -573,12 +610,12 @@ __device__ void double_backward_receiver(const InteractionView<T>& v, const Cota
 }
 
 template <class T, int LMAX, int K>
-__global__ void interaction_double_backward_kernel(InteractionView<T> v, Cotangents<T> cot,
-                                                   const T* __restrict__ grad_out, T* __restrict__ dt_out,
-                                                   T* __restrict__ bar_t_out, T* __restrict__ bar_ds_out,
-                                                   T* __restrict__ grad_coord, T* __restrict__ mu_part,
-                                                   T* __restrict__ sigma_part, T* __restrict__ grad_grad_out,
-                                                   T* __restrict__ lam1_part, T* __restrict__ lam2_part) {
+__global__ void interaction_double_backward_kernel(InteractionView<T> v, CotangentView<T> cot,
+                                                   gptr<const T> __restrict__ grad_out, gptr<T> __restrict__ dt_out,
+                                                   gptr<T> __restrict__ bar_t_out, gptr<T> __restrict__ bar_ds_out,
+                                                   gptr<T> __restrict__ grad_coord, gptr<T> __restrict__ mu_part,
+                                                   gptr<T> __restrict__ sigma_part, gptr<T> __restrict__ grad_grad_out,
+                                                   gptr<T> __restrict__ lam1_part, gptr<T> __restrict__ lam2_part) {
     HIPNNTS_DYNAMIC_SHARED(unsigned char, smem);
     SharedCarver carver{smem};
     DoubleShared<T> sh = DoubleShared<T>::carve(carver, K, v.nu, n_components(LMAX), v.features);
@@ -587,12 +624,16 @@ __global__ void interaction_double_backward_kernel(InteractionView<T> v, Cotange
 }
 
 template <class T, int LMAX, int K>
-__global__ void interaction_double_backward_molecule_kernel(InteractionView<T> v, Cotangents<T> cot,
-                                                            const index_t* __restrict__ molecule_ptr,
-                                                            const T* __restrict__ grad_out, T* __restrict__ grad_Y,
-                                                            T* __restrict__ grad_coord, T* __restrict__ mu_part,
-                                                            T* __restrict__ sigma_part, T* __restrict__ grad_grad_out,
-                                                            T* __restrict__ lam1_part, T* __restrict__ lam2_part) {
+__global__ void interaction_double_backward_molecule_kernel(InteractionView<T> v, CotangentView<T> cot,
+                                                            gptr<const index_t> __restrict__ molecule_ptr,
+                                                            gptr<const T> __restrict__ grad_out,
+                                                            gptr<T> __restrict__ grad_Y,
+                                                            gptr<T> __restrict__ grad_coord,
+                                                            gptr<T> __restrict__ mu_part,
+                                                            gptr<T> __restrict__ sigma_part,
+                                                            gptr<T> __restrict__ grad_grad_out,
+                                                            gptr<T> __restrict__ lam1_part,
+                                                            gptr<T> __restrict__ lam2_part) {
     HIPNNTS_DYNAMIC_SHARED(unsigned char, smem);
     SharedCarver carver{smem};
     DoubleShared<T> sh = DoubleShared<T>::carve(carver, K, v.nu, n_components(LMAX), v.features);
@@ -606,12 +647,15 @@ __global__ void interaction_double_backward_molecule_kernel(InteractionView<T> v
 // Sender side: out[j, n, f] = sum over j's pairs p of s_p[n] X_p[f] (+ B_p[n] Z_p[f]). One block
 // per (sender, block of NB sensitivities), one thread per feature.
 template <class T, int K, int NB>
-__global__ void sender_sum_kernel(const T* __restrict__ coord, const index_t* __restrict__ order,
-                                  const index_t* __restrict__ ptr, const T* __restrict__ mu,
-                                  const T* __restrict__ sigma, int nu, int features, T k, T rc, const T* __restrict__ X,
-                                  const T* __restrict__ B, const T* __restrict__ Z, T* __restrict__ out) {
-    __shared__ index_t pair_sh[K];
-    __shared__ T s_sh[K * NB], b_sh[K * NB];
+__global__ void sender_sum_kernel(gptr<const T> __restrict__ coord, gptr<const index_t> __restrict__ order,
+                                  gptr<const index_t> __restrict__ ptr, gptr<const T> __restrict__ mu,
+                                  gptr<const T> __restrict__ sigma, int nu, int features, T k, T rc,
+                                  gptr<const T> __restrict__ X, gptr<const T> __restrict__ B,
+                                  gptr<const T> __restrict__ Z, gptr<T> __restrict__ out) {
+    __shared__ index_t pair_storage[K];
+    __shared__ T s_storage[K * NB], b_storage[K * NB];
+    const sptr<index_t> pair_sh(pair_storage);
+    const sptr<T> s_sh(s_storage), b_sh(b_storage);
     const index_t j = blockIdx.x;
     const int n0 = blockIdx.y * NB, nb = nu - n0 < NB ? nu - n0 : NB, f = threadIdx.x;
     const index_t start = ptr[j], end = ptr[j + 1];
@@ -623,7 +667,8 @@ __global__ void sender_sum_kernel(const T* __restrict__ coord, const index_t* __
             const int kk = item / nb, n = item - kk * nb;
             const index_t p = order[c0 + kk];
             const Pair<T> pr = load_pair(coord, p);
-            s_sh[kk * NB + n] = sensitivity(pr.inv_r, T(1) / mu[n0 + n], sigma[n0 + n], cutoff_terms(pr.r, k, rc)).s;
+            s_sh[kk * NB + n] = sensitivity<T>(pr.inv_r, T(1) / mu[n0 + n], sigma[n0 + n], cutoff_terms(pr.r, k, rc)).s;
+            HIPNNTS_FLOPS(kSensitivityFlops);
             if (B != nullptr) b_sh[kk * NB + n] = B[p * nu + n0 + n];
         }
         for (int kk = threadIdx.x; kk < count; kk += blockDim.x) pair_sh[kk] = order[c0 + kk];
@@ -635,6 +680,7 @@ __global__ void sender_sum_kernel(const T* __restrict__ coord, const index_t* __
                 const T z = B != nullptr ? Z[p * features + f] : T(0);
                 for (int n = 0; n < NB; ++n)
                     if (n < nb) acc[n] += s_sh[kk * NB + n] * x + (B != nullptr ? b_sh[kk * NB + n] * z : T(0));
+                HIPNNTS_FLOPS((B != nullptr ? 4 : 2) * nb);
             }
         }
         __syncthreads();

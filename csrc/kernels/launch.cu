@@ -91,6 +91,11 @@ const char* kernel_limits(Kernel kernel, KernelLimits& limits) {
 // Checks a launch of `kernel` (of `kind`, element type T) against its limits on this device.
 template <class T, class Kernel>
 const char* check_launch(Kernel kernel, KernelKind kind, int lmax, int features, Block block) {
+#ifdef HIPNNTS_EMULATE  // the name the traffic model gives the launch that follows
+    hipnnts_emu::traffic::recorder.kernel = std::string(kernel_name(kind)) +
+                                            (std::is_same<T, double>::value ? " f64" : " f32") +
+                                            " lmax " + std::to_string(lmax);
+#endif
     KernelLimits limits;
     if (const char* err = kernel_limits(kernel, limits)) return err;
     return check_block(kind, std::is_same<T, double>::value, lmax, features, block, limits);
@@ -197,7 +202,8 @@ const char* double_backward_lmax(const InteractionInputs<T>& in, const Cotangent
     const Block block = launch_block<T>(KernelKind::double_backward, LMAX, in.nu, in.features);
     if (const char* err = check_launch<T>(kernel, KernelKind::double_backward, LMAX, in.features, block)) return err;
     HIPNNTS_LAUNCH(kernel, dim3(unsigned(in.n_atoms)), dim3(block.threads), block.shared_bytes, stream,
-                   InteractionView<T>::from(in), cot, grad_out, dt, bar_t, bar_ds, grad_coord, mu_part, sigma_part,
+                   InteractionView<T>::from(in), CotangentView<T>::from(cot), grad_out, dt, bar_t, bar_ds, grad_coord,
+                   mu_part, sigma_part,
                    grad_grad_out, lam1_part, lam2_part);
     return launch_status();
 }
@@ -226,7 +232,8 @@ const char* double_backward_molecules_lmax(const InteractionInputs<T>& in, const
     if (const char* err = check_launch<T>(kernel, KernelKind::double_backward_molecules, LMAX, in.features, block))
         return err;
     HIPNNTS_LAUNCH(kernel, dim3(unsigned(n_molecules)), dim3(block.threads), block.shared_bytes, stream,
-                   InteractionView<T>::from(in), cot, molecule_ptr, grad_out, grad_Y, grad_coord, mu_part, sigma_part,
+                   InteractionView<T>::from(in), CotangentView<T>::from(cot), molecule_ptr, grad_out, grad_Y,
+                   grad_coord, mu_part, sigma_part,
                    grad_grad_out, lam1_part, lam2_part);
     return launch_status();
 }

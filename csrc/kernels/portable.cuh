@@ -3,7 +3,8 @@
 // test suite to run the CUDA kernels' logic without a GPU).
 //
 // Kernels use a restricted CUDA subset so that emulation is faithful: threadIdx.x, blockIdx.x/y,
-// blockDim.x, static and dynamic shared memory, __syncthreads(); no warp intrinsics, no atomics.
+// blockDim.x, static and dynamic shared memory, __syncthreads(), and full-warp __shfl*_sync /
+// __syncwarp; no atomics.
 #pragma once
 
 #include <cstdint>
@@ -18,6 +19,25 @@
 #endif
 
 #define HIPNNTS_HD __host__ __device__ __forceinline__
+
+// Kernels reach global memory through gptr<T> and shared memory through sptr<T>: plain pointers on
+// the GPU; in the emulator, pointer wrappers whose loads and stores feed the traffic model
+// (emulation/traffic.h). HIPNNTS_FLOPS(n) counts n floating-point operations there (nothing on the GPU).
+namespace hipnnts {
+#ifdef HIPNNTS_EMULATE
+template <class T>
+using gptr = hipnnts_emu::traffic::Ptr<T, hipnnts_emu::traffic::kGlobal>;
+template <class T>
+using sptr = hipnnts_emu::traffic::Ptr<T, hipnnts_emu::traffic::kShared>;
+#define HIPNNTS_FLOPS(n) hipnnts_emu::traffic::count_flops(n)
+#else
+template <class T>
+using gptr = T*;
+template <class T>
+using sptr = T*;
+#define HIPNNTS_FLOPS(n) ((void)0)
+#endif
+}  // namespace hipnnts
 
 // Launch a kernel (a function pointer, so template arguments need no macro escaping).
 #ifdef HIPNNTS_EMULATE

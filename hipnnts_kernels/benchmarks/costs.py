@@ -39,13 +39,16 @@ class OpCost:
     index_bytes: int  #: pair indices and other non-differentiable inputs (X)
     forward_flops: int
 
+    def pass_bytes(self, name: str) -> int:
+        """Compulsory traffic of one pass: ``forward``, ``backward`` or ``double`` (backward)."""
+        i, o, x = self.input_bytes, self.output_bytes, self.index_bytes
+        return {"forward": i + o + x, "backward": o + 2 * i + x, "double": 2 * o + 3 * i + x}[name]
+
     def bytes(self, level: str) -> int:
         """Compulsory traffic of ``level`` (cumulative, see the module docstring)."""
-        i, o, x = self.input_bytes, self.output_bytes, self.index_bytes
-        per_pass = {"forward": i + o + x, "backward": o + 2 * i + x, "double": 2 * o + 3 * i + x}
         passes = {"forward": ("forward",), "forward+backward": ("forward", "backward"),
                   "training": ("forward", "backward", "double")}[level]
-        return sum(per_pass[p] for p in passes)
+        return sum(self.pass_bytes(p) for p in passes)
 
     def flops(self, level: str) -> int:
         return _FORWARDS_PER_LEVEL[level] * self.forward_flops

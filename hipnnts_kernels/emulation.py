@@ -1,8 +1,11 @@
 """The CUDA kernels of csrc/ built for the host emulator (csrc/emulation) and driven through the
-"cuda" backend's own glue (hipnnts_kernels.segment_kernels.SegmentKernels), for the CPU test suite.
+"cuda" backend's own glue (:class:`~hipnnts_kernels.segment_kernels.SegmentKernels`): the CPU test
+suite's way of running the kernels, and the memory-traffic model's (:mod:`.benchmarks.traffic`).
 
 :func:`build` compiles csrc/kernels/launch.cu and csrc/emulation/capi.cpp with the host C++
-compiler into a shared library; :class:`EmulatedLaunchers` calls it through ctypes on CPU tensors.
+compiler into a shared library (it needs the source tree: an editable install or a checkout);
+:class:`EmulatedLaunchers` calls it through ctypes on CPU tensors; :func:`recorded_launches` reads
+what the traffic model recorded of each launch.
 """
 from __future__ import annotations
 
@@ -17,14 +20,20 @@ ROOT = Path(__file__).resolve().parents[1]
 SOURCES = [ROOT / "csrc" / "kernels" / "launch.cu", ROOT / "csrc" / "emulation" / "capi.cpp"]
 
 
-def build(directory: Path) -> ctypes.CDLL:
-    """Compile the emulated kernels into ``directory`` and load them."""
+def build(directory: Path, extra_sources: tuple[Path, ...] = ()) -> ctypes.CDLL:
+    """Compile the emulated kernels (and ``extra_sources``, C++ with the same flags) into
+    ``directory`` and load them."""
     compiler = shutil.which("g++") or shutil.which("c++")
     if compiler is None:
         raise RuntimeError("no host C++ compiler (g++) to build the emulated CUDA kernels")
+    missing = [str(source) for source in SOURCES if not source.is_file()]
+    if missing:
+        raise RuntimeError(f"the CUDA sources are not here ({', '.join(missing)}): the emulator needs the source "
+                           "tree, as in an editable install (pip install -e .) or a checkout")
     library = directory / "libhipnnts_emulated.so"
     command = [compiler, "-std=c++17", "-O2", "-DHIPNNTS_EMULATE", "-shared", "-fPIC", "-pthread", "-Wall", "-Werror"]
-    command += [arg for source in SOURCES for arg in ("-x", "c++", str(source))] + ["-o", str(library)]
+    command += [arg for source in (*SOURCES, *extra_sources) for arg in ("-x", "c++", str(source))]
+    command += [f"-I{ROOT / 'csrc'}", "-o", str(library)]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"building the emulated kernels failed:\n{result.stderr}")
@@ -107,3 +116,28 @@ class EmulatedLaunchers:
         self._call("featsum_molecules", ctypes.c_int(out.dtype == torch.float64), _ptr(env), _ptr(sens), _ptr(second),
                    _ptr(order), _ptr(ptr), _ptr(molecule_ptr), ctypes.c_int64(molecule_ptr.shape[0] - 1),
                    ctypes.c_int(nu), ctypes.c_int(features), _ptr(out))
+
+
+#: The totals of one recorded launch, in the order hipnnts_emu_traffic_stats writes them.
+TRAFFIC_FIELDS = ("blocks", "threads_per_block", "warps", "global_load_requests", "global_store_requests",
+                  "global_load_bytes", "global_store_bytes", "shared_load_requests", "shared_store_requests",
+                  "shared_load_bytes", "shared_store_bytes", "global_load_sectors", "global_store_sectors",
+                  "global_load_distinct_bytes", "global_store_distinct_bytes", "shared_load_wavefronts",
+                  "shared_store_wavefronts", "shared_load_ideal_wavefronts", "shared_store_ideal_wavefronts", "flops")
+
+
+def record_traffic(lib: ctypes.CDLL, on: bool) -> None:
+    """Switch the traffic model's recording on or off; either way, forget the launches recorded so far."""
+    lib.hipnnts_emu_traffic_record(ctypes.c_int(int(on)))
+
+
+def recorded_launches(lib: ctypes.CDLL) -> list[tuple[str, dict[str, int]]]:
+    """(kernel name, totals) of every launch recorded since recording was switched on."""
+    lib.hipnnts_emu_traffic_kernel.restype = ctypes.c_char_p
+    assert lib.hipnnts_emu_traffic_fields() == len(TRAFFIC_FIELDS)
+    out = []
+    for i in range(lib.hipnnts_emu_traffic_launches()):
+        values = (ctypes.c_uint64 * len(TRAFFIC_FIELDS))()
+        lib.hipnnts_emu_traffic_stats(ctypes.c_int(i), values)
+        out.append((lib.hipnnts_emu_traffic_kernel(ctypes.c_int(i)).decode(), dict(zip(TRAFFIC_FIELDS, values))))
+    return out
