@@ -42,21 +42,38 @@ const T* optional_ptr(const OptionalTensor& t) {
     return t.has_value() ? t->data_ptr<T>() : nullptr;
 }
 
-template <class T>
-hipnnts::InteractionInputs<T> interaction_inputs(const at::Tensor& Y, const at::Tensor& coord, const at::Tensor& second,
-                                                 const at::Tensor& order, const at::Tensor& ptr, const at::Tensor& mu,
-                                                 const at::Tensor& sigma, const OptionalTensor& lam1,
-                                                 const OptionalTensor& lam2, double cutoff, double cusp_reg,
-                                                 int64_t lmax) {
-    return {Y.data_ptr<T>(), coord.data_ptr<T>(), second.data_ptr<index_t>(),
-            hipnnts::Segments{order.data_ptr<index_t>(), ptr.data_ptr<index_t>()}, mu.data_ptr<T>(),
-            sigma.data_ptr<T>(), optional_ptr<T>(lam1), optional_ptr<T>(lam2), Y.size(0), int(Y.size(1)),
-            int(Y.size(2)), int(lmax), cutoff, cusp_reg};
-}
+// The interaction's argument pack as the schemas spell it (INTERACTION_INPUTS below).
+struct Inputs {
+    const at::Tensor &Y, &coord, &second, &order, &ptr, &sender_order, &sender_ptr, &mu, &sigma;
+    const OptionalTensor &lam1, &lam2;
+    double cutoff, cusp_reg;
+    int64_t lmax;
 
-void check_interaction(const at::Tensor& Y, const at::Tensor& coord, const at::Tensor& second, const at::Tensor& order,
-                       const at::Tensor& ptr, const at::Tensor& mu, const at::Tensor& sigma, const OptionalTensor& lam1,
-                       const OptionalTensor& lam2, int64_t lmax) {
+    template <class T>
+    hipnnts::InteractionInputs<T> pointers() const {
+        return {Y.data_ptr<T>(), coord.data_ptr<T>(), second.data_ptr<index_t>(),
+                hipnnts::Segments{order.data_ptr<index_t>(), ptr.data_ptr<index_t>()},
+                hipnnts::Segments{sender_order.data_ptr<index_t>(), sender_ptr.data_ptr<index_t>()},
+                mu.data_ptr<T>(), sigma.data_ptr<T>(), optional_ptr<T>(lam1), optional_ptr<T>(lam2), Y.size(0),
+                coord.size(0), int(Y.size(1)), int(Y.size(2)), int(lmax), cutoff, cusp_reg};
+    }
+};
+
+#define INTERACTION_ARGS                                                                                          \
+    const at::Tensor &Y, const at::Tensor &coord, const at::Tensor &second, const at::Tensor &order,           \
+        const at::Tensor &ptr, const at::Tensor &sender_order, const at::Tensor &sender_ptr, const at::Tensor &mu, \
+        const at::Tensor &sigma, const OptionalTensor &lam1, const OptionalTensor &lam2, double cutoff,           \
+        double cusp_reg, int64_t lmax
+#define INTERACTION_INPUTS Inputs{Y, coord, second, order, ptr, sender_order, sender_ptr, mu, sigma, lam1, lam2, \
+                                  cutoff, cusp_reg, lmax}
+#define INTERACTION_SCHEMA                                                                                     \
+    "Tensor Y, Tensor pair_coord, Tensor pair_second, Tensor receiver_order, Tensor receiver_ptr, "            \
+    "Tensor sender_order, Tensor sender_ptr, Tensor mu, Tensor sigma, Tensor? vecscales, Tensor? quadscales, " \
+    "float cutoff, float cusp_reg, int lmax"
+
+void check_interaction(const Inputs& in) {
+    const auto& [Y, coord, second, order, ptr, sender_order, sender_ptr, mu, sigma, lam1, lam2, cutoff, cusp_reg,
+                 lmax] = in;
     TORCH_CHECK(Y.dim() == 3, "hipnnts_cuda: Y must be (N, nu, F), got ", Y.sizes());
     TORCH_CHECK(Y.scalar_type() == at::kFloat || Y.scalar_type() == at::kDouble,
                 "hipnnts_cuda: Y must be float32 or float64, got ", Y.scalar_type());
@@ -67,7 +84,10 @@ void check_interaction(const at::Tensor& Y, const at::Tensor& coord, const at::T
     check_index(second, "pair_second", Y);
     check_index(order, "receiver_order", Y);
     check_index(ptr, "receiver_ptr", Y);
+    check_index(sender_order, "sender_order", Y);
+    check_index(sender_ptr, "sender_ptr", Y);
     TORCH_CHECK(ptr.numel() == Y.size(0) + 1, "hipnnts_cuda: receiver_ptr must have N + 1 entries");
+    TORCH_CHECK(sender_ptr.numel() == Y.size(0) + 1, "hipnnts_cuda: sender_ptr must have N + 1 entries");
     TORCH_CHECK(lmax >= 0 && lmax <= 2, "hipnnts_cuda: lmax must be 0, 1 or 2, got ", lmax);
     TORCH_CHECK(lam1.has_value() == (lmax >= 1), "hipnnts_cuda: vecscales must be given exactly when lmax >= 1");
     TORCH_CHECK(lam2.has_value() == (lmax >= 2), "hipnnts_cuda: quadscales must be given exactly when lmax == 2");
@@ -77,55 +97,49 @@ void check_interaction(const at::Tensor& Y, const at::Tensor& coord, const at::T
 
 cudaStream_t current_stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
 
-void interaction_forward(const at::Tensor& Y, const at::Tensor& coord, const at::Tensor& second,
-                         const at::Tensor& order, const at::Tensor& ptr, const at::Tensor& mu, const at::Tensor& sigma,
-                         const OptionalTensor& lam1, const OptionalTensor& lam2, double cutoff, double cusp_reg,
-                         int64_t lmax, at::Tensor& out) {
-    check_interaction(Y, coord, second, order, ptr, mu, sigma, lam1, lam2, lmax);
+void interaction_forward(INTERACTION_ARGS, at::Tensor& out) {
+    const Inputs in = INTERACTION_INPUTS;
+    check_interaction(in);
     check_float(out, "out", Y);
     const c10::cuda::CUDAGuard guard(Y.device());
     AT_DISPATCH_FLOATING_TYPES(Y.scalar_type(), "interaction_forward", [&] {
-        raise_if(hipnnts::interaction_forward<scalar_t>(
-                     interaction_inputs<scalar_t>(Y, coord, second, order, ptr, mu, sigma, lam1, lam2, cutoff, cusp_reg,
-                                                  lmax),
-                     out.data_ptr<scalar_t>(), current_stream()),
+        at::Tensor workspace = at::empty(
+            {int64_t(hipnnts::interaction_workspace(false, coord.size(0), int(Y.size(2)), int(lmax)))}, Y.options());
+        raise_if(hipnnts::interaction_forward<scalar_t>(in.pointers<scalar_t>(), out.data_ptr<scalar_t>(),
+                                                        workspace.data_ptr<scalar_t>(), current_stream()),
                  "interaction_forward");
     });
 }
 
-void interaction_backward(const at::Tensor& Y, const at::Tensor& coord, const at::Tensor& second,
-                          const at::Tensor& order, const at::Tensor& ptr, const at::Tensor& mu,
-                          const at::Tensor& sigma, const OptionalTensor& lam1, const OptionalTensor& lam2,
-                          double cutoff, double cusp_reg, int64_t lmax, const at::Tensor& grad_out, at::Tensor& dt,
-                          at::Tensor& grad_coord, at::Tensor& mu_part, at::Tensor& sigma_part, at::Tensor& lam1_part,
-                          at::Tensor& lam2_part) {
-    check_interaction(Y, coord, second, order, ptr, mu, sigma, lam1, lam2, lmax);
-    for (const auto& [t, name] : {std::pair{&grad_out, "grad_out"}, {&dt, "dt"}, {&grad_coord, "grad_coord"},
+void interaction_backward(INTERACTION_ARGS, const at::Tensor& grad_out, at::Tensor& grad_Y, at::Tensor& grad_coord,
+                          at::Tensor& mu_part, at::Tensor& sigma_part, at::Tensor& lam1_part, at::Tensor& lam2_part) {
+    const Inputs in = INTERACTION_INPUTS;
+    check_interaction(in);
+    for (const auto& [t, name] : {std::pair{&grad_out, "grad_out"}, {&grad_Y, "grad_Y"}, {&grad_coord, "grad_coord"},
                                   {&mu_part, "mu_part"}, {&sigma_part, "sigma_part"}, {&lam1_part, "lam1_part"},
                                   {&lam2_part, "lam2_part"}})
         check_float(*t, name, Y);
     const c10::cuda::CUDAGuard guard(Y.device());
     AT_DISPATCH_FLOATING_TYPES(Y.scalar_type(), "interaction_backward", [&] {
-        raise_if(hipnnts::interaction_backward<scalar_t>(
-                     interaction_inputs<scalar_t>(Y, coord, second, order, ptr, mu, sigma, lam1, lam2, cutoff, cusp_reg,
-                                                  lmax),
-                     grad_out.data_ptr<scalar_t>(), dt.data_ptr<scalar_t>(), grad_coord.data_ptr<scalar_t>(),
-                     mu_part.data_ptr<scalar_t>(), sigma_part.data_ptr<scalar_t>(), lam1_part.data_ptr<scalar_t>(),
-                     lam2_part.data_ptr<scalar_t>(), current_stream()),
+        at::Tensor workspace = at::empty(
+            {int64_t(hipnnts::interaction_workspace(true, coord.size(0), int(Y.size(2)), int(lmax)))}, Y.options());
+        const hipnnts::BackwardOutputs<scalar_t> out{
+            grad_Y.data_ptr<scalar_t>(),     grad_coord.data_ptr<scalar_t>(), mu_part.data_ptr<scalar_t>(),
+            sigma_part.data_ptr<scalar_t>(), lam1_part.data_ptr<scalar_t>(),  lam2_part.data_ptr<scalar_t>()};
+        raise_if(hipnnts::interaction_backward<scalar_t>(in.pointers<scalar_t>(), grad_out.data_ptr<scalar_t>(), out,
+                                                         workspace.data_ptr<scalar_t>(), current_stream()),
                  "interaction_backward");
     });
 }
 
-void interaction_double_backward(const at::Tensor& Y, const at::Tensor& coord, const at::Tensor& second,
-                                 const at::Tensor& order, const at::Tensor& ptr, const at::Tensor& mu,
-                                 const at::Tensor& sigma, const OptionalTensor& lam1, const OptionalTensor& lam2,
-                                 double cutoff, double cusp_reg, int64_t lmax, const OptionalTensor& v_Y,
-                                 const at::Tensor& v_coord, const at::Tensor& v_mu, const at::Tensor& v_sigma,
-                                 const OptionalTensor& v_lam1, const OptionalTensor& v_lam2, const at::Tensor& grad_out,
-                                 at::Tensor& dt, at::Tensor& bar_t, at::Tensor& bar_ds, at::Tensor& grad_coord,
-                                 at::Tensor& mu_part, at::Tensor& sigma_part, at::Tensor& grad_grad_out,
-                                 at::Tensor& lam1_part, at::Tensor& lam2_part) {
-    check_interaction(Y, coord, second, order, ptr, mu, sigma, lam1, lam2, lmax);
+void interaction_double_backward(INTERACTION_ARGS, const OptionalTensor& v_Y, const at::Tensor& v_coord,
+                                 const at::Tensor& v_mu, const at::Tensor& v_sigma, const OptionalTensor& v_lam1,
+                                 const OptionalTensor& v_lam2, const at::Tensor& grad_out, at::Tensor& dt,
+                                 at::Tensor& bar_t, at::Tensor& bar_ds, at::Tensor& grad_coord, at::Tensor& mu_part,
+                                 at::Tensor& sigma_part, at::Tensor& grad_grad_out, at::Tensor& lam1_part,
+                                 at::Tensor& lam2_part) {
+    const Inputs in = INTERACTION_INPUTS;
+    check_interaction(in);
     for (const auto& [t, name] :
          {std::pair{&v_coord, "v_coord"}, {&v_mu, "v_mu"}, {&v_sigma, "v_sigma"}, {&grad_out, "grad_out"},
           {&dt, "dt"}, {&bar_t, "bar_t"}, {&bar_ds, "bar_ds"}, {&grad_coord, "grad_coord"}, {&mu_part, "mu_part"},
@@ -140,11 +154,9 @@ void interaction_double_backward(const at::Tensor& Y, const at::Tensor& coord, c
                                                 v_mu.data_ptr<scalar_t>(), v_sigma.data_ptr<scalar_t>(),
                                                 optional_ptr<scalar_t>(v_lam1), optional_ptr<scalar_t>(v_lam2)};
         raise_if(hipnnts::interaction_double_backward<scalar_t>(
-                     interaction_inputs<scalar_t>(Y, coord, second, order, ptr, mu, sigma, lam1, lam2, cutoff, cusp_reg,
-                                                  lmax),
-                     cot, grad_out.data_ptr<scalar_t>(), dt.data_ptr<scalar_t>(), bar_t.data_ptr<scalar_t>(),
-                     bar_ds.data_ptr<scalar_t>(), grad_coord.data_ptr<scalar_t>(), mu_part.data_ptr<scalar_t>(),
-                     sigma_part.data_ptr<scalar_t>(), grad_grad_out.data_ptr<scalar_t>(),
+                     in.pointers<scalar_t>(), cot, grad_out.data_ptr<scalar_t>(), dt.data_ptr<scalar_t>(),
+                     bar_t.data_ptr<scalar_t>(), bar_ds.data_ptr<scalar_t>(), grad_coord.data_ptr<scalar_t>(),
+                     mu_part.data_ptr<scalar_t>(), sigma_part.data_ptr<scalar_t>(), grad_grad_out.data_ptr<scalar_t>(),
                      lam1_part.data_ptr<scalar_t>(), lam2_part.data_ptr<scalar_t>(), current_stream()),
                  "interaction_double_backward");
     });
@@ -155,41 +167,15 @@ void check_molecules(const at::Tensor& molecule_ptr, const at::Tensor& Y) {
     TORCH_CHECK(molecule_ptr.dim() == 1 && molecule_ptr.numel() >= 1, "hipnnts_cuda: molecule_ptr must be (M + 1,)");
 }
 
-void interaction_backward_molecules(const at::Tensor& Y, const at::Tensor& coord, const at::Tensor& second,
-                                    const at::Tensor& order, const at::Tensor& ptr, const at::Tensor& mu,
-                                    const at::Tensor& sigma, const OptionalTensor& lam1, const OptionalTensor& lam2,
-                                    double cutoff, double cusp_reg, int64_t lmax, const at::Tensor& molecule_ptr,
-                                    const at::Tensor& grad_out, at::Tensor& grad_Y, at::Tensor& grad_coord,
-                                    at::Tensor& mu_part, at::Tensor& sigma_part, at::Tensor& lam1_part,
-                                    at::Tensor& lam2_part) {
-    check_interaction(Y, coord, second, order, ptr, mu, sigma, lam1, lam2, lmax);
-    check_molecules(molecule_ptr, Y);
-    for (const auto& [t, name] : {std::pair{&grad_out, "grad_out"}, {&grad_Y, "grad_Y"}, {&grad_coord, "grad_coord"},
-                                  {&mu_part, "mu_part"}, {&sigma_part, "sigma_part"}, {&lam1_part, "lam1_part"},
-                                  {&lam2_part, "lam2_part"}})
-        check_float(*t, name, Y);
-    const c10::cuda::CUDAGuard guard(Y.device());
-    AT_DISPATCH_FLOATING_TYPES(Y.scalar_type(), "interaction_backward_molecules", [&] {
-        raise_if(hipnnts::interaction_backward_molecules<scalar_t>(
-                     interaction_inputs<scalar_t>(Y, coord, second, order, ptr, mu, sigma, lam1, lam2, cutoff, cusp_reg,
-                                                  lmax),
-                     molecule_ptr.data_ptr<index_t>(), molecule_ptr.numel() - 1, grad_out.data_ptr<scalar_t>(),
-                     grad_Y.data_ptr<scalar_t>(), grad_coord.data_ptr<scalar_t>(), mu_part.data_ptr<scalar_t>(),
-                     sigma_part.data_ptr<scalar_t>(), lam1_part.data_ptr<scalar_t>(), lam2_part.data_ptr<scalar_t>(),
-                     current_stream()),
-                 "interaction_backward_molecules");
-    });
-}
-
-void interaction_double_backward_molecules(
-    const at::Tensor& Y, const at::Tensor& coord, const at::Tensor& second, const at::Tensor& order,
-    const at::Tensor& ptr, const at::Tensor& mu, const at::Tensor& sigma, const OptionalTensor& lam1,
-    const OptionalTensor& lam2, double cutoff, double cusp_reg, int64_t lmax, const at::Tensor& molecule_ptr,
-    const OptionalTensor& v_Y, const at::Tensor& v_coord, const at::Tensor& v_mu, const at::Tensor& v_sigma,
-    const OptionalTensor& v_lam1, const OptionalTensor& v_lam2, const at::Tensor& grad_out, at::Tensor& grad_Y,
-    at::Tensor& grad_coord, at::Tensor& mu_part, at::Tensor& sigma_part, at::Tensor& grad_grad_out,
-    at::Tensor& lam1_part, at::Tensor& lam2_part) {
-    check_interaction(Y, coord, second, order, ptr, mu, sigma, lam1, lam2, lmax);
+void interaction_double_backward_molecules(INTERACTION_ARGS, const at::Tensor& molecule_ptr, const OptionalTensor& v_Y,
+                                           const at::Tensor& v_coord, const at::Tensor& v_mu,
+                                           const at::Tensor& v_sigma, const OptionalTensor& v_lam1,
+                                           const OptionalTensor& v_lam2, const at::Tensor& grad_out,
+                                           at::Tensor& grad_Y, at::Tensor& grad_coord, at::Tensor& mu_part,
+                                           at::Tensor& sigma_part, at::Tensor& grad_grad_out, at::Tensor& lam1_part,
+                                           at::Tensor& lam2_part) {
+    const Inputs in = INTERACTION_INPUTS;
+    check_interaction(in);
     check_molecules(molecule_ptr, Y);
     for (const auto& [t, name] :
          {std::pair{&v_coord, "v_coord"}, {&v_mu, "v_mu"}, {&v_sigma, "v_sigma"}, {&grad_out, "grad_out"},
@@ -204,11 +190,9 @@ void interaction_double_backward_molecules(
                                                 v_mu.data_ptr<scalar_t>(), v_sigma.data_ptr<scalar_t>(),
                                                 optional_ptr<scalar_t>(v_lam1), optional_ptr<scalar_t>(v_lam2)};
         raise_if(hipnnts::interaction_double_backward_molecules<scalar_t>(
-                     interaction_inputs<scalar_t>(Y, coord, second, order, ptr, mu, sigma, lam1, lam2, cutoff, cusp_reg,
-                                                  lmax),
-                     cot, molecule_ptr.data_ptr<index_t>(), molecule_ptr.numel() - 1, grad_out.data_ptr<scalar_t>(),
-                     grad_Y.data_ptr<scalar_t>(), grad_coord.data_ptr<scalar_t>(), mu_part.data_ptr<scalar_t>(),
-                     sigma_part.data_ptr<scalar_t>(), grad_grad_out.data_ptr<scalar_t>(),
+                     in.pointers<scalar_t>(), cot, molecule_ptr.data_ptr<index_t>(), molecule_ptr.numel() - 1,
+                     grad_out.data_ptr<scalar_t>(), grad_Y.data_ptr<scalar_t>(), grad_coord.data_ptr<scalar_t>(),
+                     mu_part.data_ptr<scalar_t>(), sigma_part.data_ptr<scalar_t>(), grad_grad_out.data_ptr<scalar_t>(),
                      lam1_part.data_ptr<scalar_t>(), lam2_part.data_ptr<scalar_t>(), current_stream()),
                  "interaction_double_backward_molecules");
     });
@@ -300,26 +284,14 @@ void featsum_molecules(const at::Tensor& env, const at::Tensor& sens, const at::
 }  // namespace
 
 TORCH_LIBRARY(hipnnts_cuda, m) {
-    m.def("interaction_forward(Tensor Y, Tensor pair_coord, Tensor pair_second, Tensor receiver_order, "
-          "Tensor receiver_ptr, Tensor mu, Tensor sigma, Tensor? vecscales, Tensor? quadscales, float cutoff, "
-          "float cusp_reg, int lmax, Tensor(a!) out) -> ()");
-    m.def("interaction_backward(Tensor Y, Tensor pair_coord, Tensor pair_second, Tensor receiver_order, "
-          "Tensor receiver_ptr, Tensor mu, Tensor sigma, Tensor? vecscales, Tensor? quadscales, float cutoff, "
-          "float cusp_reg, int lmax, Tensor grad_out, Tensor(a!) dt, Tensor(b!) grad_coord, Tensor(c!) mu_part, "
-          "Tensor(d!) sigma_part, Tensor(e!) lam1_part, Tensor(f!) lam2_part) -> ()");
-    m.def("interaction_double_backward(Tensor Y, Tensor pair_coord, Tensor pair_second, Tensor receiver_order, "
-          "Tensor receiver_ptr, Tensor mu, Tensor sigma, Tensor? vecscales, Tensor? quadscales, float cutoff, "
-          "float cusp_reg, int lmax, Tensor? v_Y, Tensor v_coord, Tensor v_mu, Tensor v_sigma, Tensor? v_vecscales, "
-          "Tensor? v_quadscales, Tensor grad_out, Tensor(a!) dt, Tensor(b!) bar_t, Tensor(c!) bar_ds, "
-          "Tensor(d!) grad_coord, Tensor(e!) mu_part, Tensor(f!) sigma_part, Tensor(g!) grad_grad_out, "
-          "Tensor(h!) lam1_part, Tensor(i!) lam2_part) -> ()");
-    m.def("interaction_backward_molecules(Tensor Y, Tensor pair_coord, Tensor pair_second, Tensor receiver_order, "
-          "Tensor receiver_ptr, Tensor mu, Tensor sigma, Tensor? vecscales, Tensor? quadscales, float cutoff, "
-          "float cusp_reg, int lmax, Tensor molecule_ptr, Tensor grad_out, Tensor(a!) grad_Y, Tensor(b!) grad_coord, "
+    m.def("interaction_forward(" INTERACTION_SCHEMA ", Tensor(a!) out) -> ()");
+    m.def("interaction_backward(" INTERACTION_SCHEMA ", Tensor grad_out, Tensor(a!) grad_Y, Tensor(b!) grad_coord, "
           "Tensor(c!) mu_part, Tensor(d!) sigma_part, Tensor(e!) lam1_part, Tensor(f!) lam2_part) -> ()");
-    m.def("interaction_double_backward_molecules(Tensor Y, Tensor pair_coord, Tensor pair_second, "
-          "Tensor receiver_order, Tensor receiver_ptr, Tensor mu, Tensor sigma, Tensor? vecscales, "
-          "Tensor? quadscales, float cutoff, float cusp_reg, int lmax, Tensor molecule_ptr, Tensor? v_Y, "
+    m.def("interaction_double_backward(" INTERACTION_SCHEMA ", Tensor? v_Y, Tensor v_coord, Tensor v_mu, "
+          "Tensor v_sigma, Tensor? v_vecscales, Tensor? v_quadscales, Tensor grad_out, Tensor(a!) dt, "
+          "Tensor(b!) bar_t, Tensor(c!) bar_ds, Tensor(d!) grad_coord, Tensor(e!) mu_part, Tensor(f!) sigma_part, "
+          "Tensor(g!) grad_grad_out, Tensor(h!) lam1_part, Tensor(i!) lam2_part) -> ()");
+    m.def("interaction_double_backward_molecules(" INTERACTION_SCHEMA ", Tensor molecule_ptr, Tensor? v_Y, "
           "Tensor v_coord, Tensor v_mu, Tensor v_sigma, Tensor? v_vecscales, Tensor? v_quadscales, Tensor grad_out, "
           "Tensor(a!) grad_Y, Tensor(b!) grad_coord, Tensor(c!) mu_part, Tensor(d!) sigma_part, "
           "Tensor(e!) grad_grad_out, Tensor(f!) lam1_part, Tensor(g!) lam2_part) -> ()");
@@ -336,7 +308,6 @@ TORCH_LIBRARY_IMPL(hipnnts_cuda, CUDA, m) {
     m.impl("interaction_forward", &interaction_forward);
     m.impl("interaction_backward", &interaction_backward);
     m.impl("interaction_double_backward", &interaction_double_backward);
-    m.impl("interaction_backward_molecules", &interaction_backward_molecules);
     m.impl("interaction_double_backward_molecules", &interaction_double_backward_molecules);
     m.impl("sender_sum", &sender_sum);
     m.impl("envsum", &envsum);

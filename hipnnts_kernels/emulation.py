@@ -53,7 +53,7 @@ class EmulatedLaunchers:
     def __init__(self, lib: ctypes.CDLL):
         self.lib = lib
         for name in ("interaction_forward", "interaction_backward", "interaction_double_backward",
-                     "interaction_backward_molecules", "interaction_double_backward_molecules", "sender_sum", "envsum",
+                     "interaction_double_backward_molecules", "sender_sum", "envsum",
                      "sensesum", "featsum", "featsum_molecules"):
             getattr(lib, f"hipnnts_emu_{name}").restype = ctypes.c_char_p
 
@@ -62,41 +62,45 @@ class EmulatedLaunchers:
         if message is not None:
             raise RuntimeError(f"emulated {name}: {message.decode()}")
 
+    #: Length of the interaction's argument pack (see segment_kernels.Launchers).
+    N_INPUTS = 14
+
     @staticmethod
-    def _inputs(Y, coord, second, order, ptr, mu, sigma, lam1, lam2, cutoff, cusp_reg, lmax):
+    def _inputs(Y, coord, second, order, ptr, sender_order, sender_ptr, mu, sigma, lam1, lam2, cutoff, cusp_reg,
+                lmax):
         n_atoms, nu, features = Y.shape
         return (ctypes.c_int(Y.dtype == torch.float64), _ptr(Y), _ptr(coord), _ptr(second), _ptr(order), _ptr(ptr),
-                _ptr(mu), _ptr(sigma), _ptr(lam1), _ptr(lam2), ctypes.c_int64(n_atoms), ctypes.c_int(nu),
-                ctypes.c_int(features), ctypes.c_int(lmax), ctypes.c_double(cutoff), ctypes.c_double(cusp_reg))
+                _ptr(sender_order), _ptr(sender_ptr), _ptr(mu), _ptr(sigma), _ptr(lam1), _ptr(lam2),
+                ctypes.c_int64(n_atoms), ctypes.c_int64(coord.shape[0]), ctypes.c_int(nu), ctypes.c_int(features),
+                ctypes.c_int(lmax), ctypes.c_double(cutoff), ctypes.c_double(cusp_reg))
+
+    def _interaction(self, name: str, args, molecules: bool = False):
+        inputs, rest = args[:self.N_INPUTS], args[self.N_INPUTS:]
+        extra = ()
+        if molecules:
+            molecule_ptr, rest = rest[0], rest[1:]
+            extra = (_ptr(molecule_ptr), ctypes.c_int64(molecule_ptr.shape[0] - 1))
+        self._call(name, *self._inputs(*inputs), *extra, *(_ptr(t) for t in rest))
 
     def interaction_forward(self, *args):
-        *inputs, out = args
-        self._call("interaction_forward", *self._inputs(*inputs), _ptr(out))
+        self._interaction("interaction_forward", args)
 
     def interaction_backward(self, *args):
-        inputs, outputs = args[:12], args[12:]
-        self._call("interaction_backward", *self._inputs(*inputs), *(_ptr(t) for t in outputs))
+        self._interaction("interaction_backward", args)
 
     def interaction_double_backward(self, *args):
-        inputs, outputs = args[:12], args[12:]
-        self._call("interaction_double_backward", *self._inputs(*inputs), *(_ptr(t) for t in outputs))
-
-    def interaction_backward_molecules(self, *args):
-        inputs, molecule_ptr, outputs = args[:12], args[12], args[13:]
-        self._call("interaction_backward_molecules", *self._inputs(*inputs), _ptr(molecule_ptr),
-                   ctypes.c_int64(molecule_ptr.shape[0] - 1), *(_ptr(t) for t in outputs))
+        self._interaction("interaction_double_backward", args)
 
     def interaction_double_backward_molecules(self, *args):
-        inputs, molecule_ptr, outputs = args[:12], args[12], args[13:]
-        self._call("interaction_double_backward_molecules", *self._inputs(*inputs), _ptr(molecule_ptr),
-                   ctypes.c_int64(molecule_ptr.shape[0] - 1), *(_ptr(t) for t in outputs))
+        self._interaction("interaction_double_backward_molecules", args, molecules=True)
 
     def sender_sum(self, coord, order, ptr, mu, sigma, cutoff, X, B, Z, out):
         n_atoms, nu, features = out.shape
         self._call("sender_sum", ctypes.c_int(out.dtype == torch.float64), _ptr(None), _ptr(coord), _ptr(None),
-                   _ptr(None), _ptr(None), _ptr(mu), _ptr(sigma), _ptr(None), _ptr(None), ctypes.c_int64(n_atoms),
-                   ctypes.c_int(nu), ctypes.c_int(features), ctypes.c_int(0), ctypes.c_double(cutoff),
-                   ctypes.c_double(0.0), _ptr(order), _ptr(ptr), _ptr(X), _ptr(B), _ptr(Z), _ptr(out))
+                   _ptr(None), _ptr(None), _ptr(order), _ptr(ptr), _ptr(mu), _ptr(sigma), _ptr(None), _ptr(None),
+                   ctypes.c_int64(n_atoms), ctypes.c_int64(coord.shape[0]), ctypes.c_int(nu), ctypes.c_int(features),
+                   ctypes.c_int(0), ctypes.c_double(cutoff), ctypes.c_double(0.0), _ptr(X), _ptr(B), _ptr(Z),
+                   _ptr(out))
 
     def _family(self, name, a, b, atom, order, ptr, out, n_atoms, nu, features):
         self._call(name, ctypes.c_int(out.dtype == torch.float64), _ptr(a), _ptr(b), _ptr(atom), _ptr(order),

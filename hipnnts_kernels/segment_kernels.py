@@ -24,24 +24,25 @@ class Launchers(Protocol):
     """Launch primitives of a backend: each writes into the outputs it is given.
 
     Floating tensors are contiguous and share a dtype; indices are int64; optional tensors are
-    None when absent (see csrc/kernels/launch.h for the CUDA ones).
+    None when absent (see csrc/kernels/launch.h for the CUDA ones). ``<inputs>`` below is the
+    interaction's argument pack: Y, coord, second, order, ptr (receiver segments), sender_order,
+    sender_ptr, mu, sigma, lam1, lam2, cutoff, cusp_reg, lmax. The backward's mu_part and
+    sigma_part are per-atom partial sums (by sender or receiver, the launcher's choice), lam1_part
+    and lam2_part per receiver; the caller sums them over atoms.
     """
 
-    def interaction_forward(self, Y, coord, second, order, ptr, mu, sigma, lam1, lam2, cutoff, cusp_reg, lmax,
-                            out) -> None: ...
+    def interaction_forward(self, *inputs_then_out) -> None: ...  # <inputs>, out
 
-    def interaction_backward(self, Y, coord, second, order, ptr, mu, sigma, lam1, lam2, cutoff, cusp_reg, lmax,
-                             grad_out, dt, grad_coord, mu_part, sigma_part, lam1_part, lam2_part) -> None: ...
+    # <inputs>, grad_out, grad_Y, grad_coord, mu_part, sigma_part, lam1_part, lam2_part
+    def interaction_backward(self, *inputs_then_outputs) -> None: ...
 
-    def interaction_double_backward(self, Y, coord, second, order, ptr, mu, sigma, lam1, lam2, cutoff, cusp_reg, lmax,
-                                    v_Y, v_coord, v_mu, v_sigma, v_lam1, v_lam2, grad_out, dt, bar_t, bar_ds,
-                                    grad_coord, mu_part, sigma_part, grad_grad_out, lam1_part, lam2_part) -> None: ...
+    # <inputs>, v_Y, v_coord, v_mu, v_sigma, v_lam1, v_lam2, grad_out, dt, bar_t, bar_ds, grad_coord, mu_part,
+    #     sigma_part, grad_grad_out, lam1_part, lam2_part
+    def interaction_double_backward(self, *inputs_then_outputs) -> None: ...
 
     def sender_sum(self, coord, order, ptr, mu, sigma, cutoff, X, B, Z, out) -> None: ...
 
     # optional, the molecule path (see SegmentKernels):
-    # interaction_backward_molecules(<inputs as above>, molecule_ptr, grad_out, grad_Y, grad_coord, mu_part,
-    #     sigma_part, lam1_part, lam2_part)
     # interaction_double_backward_molecules(<inputs>, molecule_ptr, v_Y, v_coord, v_mu, v_sigma, v_lam1, v_lam2,
     #     grad_out, grad_Y, grad_coord, mu_part, sigma_part, grad_grad_out, lam1_part, lam2_part)
     # featsum_molecules(env, sens, second, receiver_order, receiver_ptr, molecule_ptr, out)
@@ -57,7 +58,7 @@ class SegmentKernels:
     """Registry implementations (same signatures as :mod:`hipnnts_kernels.reference`) over a set of
     :class:`Launchers`.
 
-    ``molecule_max_atoms`` > 0 turns on the molecule path (the interaction's derivative levels and
+    ``molecule_max_atoms`` > 0 turns on the molecule path (the interaction's double backward and
     featsum, the ops that scatter by sender) for launchers that have it (``*_molecules``):
     used when no atom range that pairs never cross (see
     :func:`~hipnnts_kernels.pair_index.molecule_ranges`) has more atoms than that.
@@ -76,10 +77,11 @@ class SegmentKernels:
 
     @staticmethod
     def _inputs(Y, pair_coord, pair_first, pair_second, mu, sigma, vecscales, quadscales, cutoff, cusp_reg, lmax):
+        """The interaction's argument pack (see :class:`Launchers`) and the pair index."""
         index = pair_index(pair_first, pair_second, Y.shape[0])
         inputs = (Y.contiguous(), pair_coord.contiguous(), pair_second.to(torch.int64).contiguous(),
-                  index.receiver_order, index.receiver_ptr, mu.contiguous(), sigma.contiguous(),
-                  None if vecscales is None else vecscales.contiguous(),
+                  index.receiver_order, index.receiver_ptr, index.sender_order, index.sender_ptr, mu.contiguous(),
+                  sigma.contiguous(), None if vecscales is None else vecscales.contiguous(),
                   None if quadscales is None else quadscales.contiguous(), float(cutoff), float(cusp_reg), int(lmax))
         return inputs, index
 
@@ -106,16 +108,8 @@ class SegmentKernels:
         grad_Y, grad_coord = Y.new_empty(Y.shape), Y.new_empty(n_pairs, 3)
         mu_part, sigma_part = Y.new_empty(n_atoms, nu), Y.new_empty(n_atoms, nu)
         lam1_part, lam2_part = Y.new_empty(n_atoms, features), Y.new_empty(n_atoms, features)
-        molecule_ptr = self._molecules(index, pair_first, pair_second, "interaction_backward_molecules")
-        if molecule_ptr is not None:
-            self.launch.interaction_backward_molecules(*inputs, molecule_ptr, grad_out.contiguous(), grad_Y,
-                                                       grad_coord, mu_part, sigma_part, lam1_part, lam2_part)
-        else:
-            dt = Y.new_empty(n_pairs, features)
-            self.launch.interaction_backward(*inputs, grad_out.contiguous(), dt, grad_coord, mu_part, sigma_part,
-                                             lam1_part, lam2_part)
-            self.launch.sender_sum(inputs[1], index.sender_order, index.sender_ptr, inputs[5], inputs[6], inputs[9],
-                                   dt, None, None, grad_Y)
+        self.launch.interaction_backward(*inputs, grad_out.contiguous(), grad_Y, grad_coord, mu_part, sigma_part,
+                                         lam1_part, lam2_part)
         return (grad_Y, grad_coord, mu_part.sum(0), sigma_part.sum(0),
                 lam1_part.sum(0) if lmax >= 1 else Y.new_zeros(0), lam2_part.sum(0) if lmax >= 2 else Y.new_zeros(0))
 
@@ -149,8 +143,8 @@ class SegmentKernels:
             self.launch.interaction_double_backward(*inputs, *cotangents, grad_out.contiguous(), dt, bar_t, bar_ds,
                                                     grad_coord, mu_part, sigma_part, grad_grad_out, lam1_part,
                                                     lam2_part)
-            self.launch.sender_sum(inputs[1], index.sender_order, index.sender_ptr, inputs[5], inputs[6], inputs[9],
-                                   bar_t, bar_ds, dt, grad_Y)
+            self.launch.sender_sum(pair_coord.contiguous(), index.sender_order, index.sender_ptr, mu.contiguous(),
+                                   sigma.contiguous(), float(cutoff), bar_t, bar_ds, dt, grad_Y)
         return (grad_grad_out, grad_Y, grad_coord, mu_part.sum(0), sigma_part.sum(0),
                 lam1_part.sum(0) if lmax >= 1 else Y.new_zeros(0), lam2_part.sum(0) if lmax >= 2 else Y.new_zeros(0))
 

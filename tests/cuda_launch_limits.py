@@ -1,7 +1,8 @@
 """The widest layer each CUDA kernel of csrc/ launches at, from its compiled resource usage.
 
-Each CSR kernel runs one thread per feature, so a kernel's widest F is set by its registers (they
-bound the threads per block) and by its shared memory (which grows with F). This module compiles
+The forward and backward kernels (split.cuh) tile the features and launch at any width ("any");
+the others run one thread per feature, so their widest F is set by their registers (they bound
+the threads per block) and by their shared memory (which grows with F). This module compiles
 csrc/kernels/launch.cu with nvcc for sm_90 and sm_80, reads ptxas's register and static shared
 memory report per kernel, takes every launch's block shape from the launchers' own code
 (``hipnnts::launch_block``, through the emulator library) and finds the widest F per kernel,
@@ -25,14 +26,18 @@ DOCS = ROOT / "docs" / "kernels.md"
 BEGIN, END = "<!-- launch-limits:begin -->", "<!-- launch-limits:end -->"
 NU = 20
 MAX_THREADS = 1024
+#: A width far beyond one block: a kernel that launches at it tiles the features ("any" in the table).
+ANY_WIDTH = 1 << 16
 #: Per architecture: the name in the table and the largest opt-in shared memory per block (bytes).
 ARCHS = {90: ("sm_90", 227 * 1024), 80: ("sm_80", 163 * 1024)}
 #: hipnnts::KernelKind, in order, by the name of the kernel template that implements it.
-KINDS = ("interaction_forward", "interaction_backward", "interaction_double_backward",
-         "interaction_backward_molecule", "interaction_double_backward_molecule", "sender_sum", "envsum", "sensesum",
-         "featsum", "featsum_molecule")
+KINDS = ("sender_contract", "receiver_forward", "receiver_backward", "sender_backward", "interaction_double_backward",
+         "interaction_double_backward_molecule", "sender_sum", "envsum", "sensesum", "featsum", "featsum_molecule")
 #: Kernels whose template arguments include lmax (the others take any lmax).
-WITH_LMAX = set(KINDS[:5])
+WITH_LMAX = {"receiver_forward", "receiver_backward", "sender_backward", "interaction_double_backward",
+             "interaction_double_backward_molecule"}
+#: The kernels of the sender/receiver split (csrc/kernels/split.cuh): feature tiles, any width.
+SPLIT = KINDS[:4]
 DTYPES = ("float", "double")
 
 
@@ -40,6 +45,7 @@ DTYPES = ("float", "double")
 class Resources:
     registers: int
     static_shared: int
+    spill_bytes: int  #: spill stores + loads, bytes per thread
 
 
 def max_threads(registers: int) -> int:
@@ -67,7 +73,8 @@ def compiled_resources(sm: int, workdir: Path) -> dict[tuple[str, str, int | Non
         lmax = int(match.group(3)) if kernel in WITH_LMAX else None
         registers = int(re.search(r"Used (\d+) registers", entry).group(1))
         shared = re.search(r"(\d+) bytes smem", entry)
-        resources[kernel, dtype, lmax] = Resources(registers, int(shared.group(1)) if shared else 0)
+        spills = sum(int(n) for n in re.findall(r"(\d+) bytes spill (?:stores|loads)", entry))
+        resources[kernel, dtype, lmax] = Resources(registers, int(shared.group(1)) if shared else 0, spills)
     return resources
 
 
@@ -89,8 +96,12 @@ def launch_block(lib: ctypes.CDLL, kernel: str, dtype: str, lmax: int, nu: int, 
 
 def widest(lib: ctypes.CDLL, kernel: str, dtype: str, lmax: int, resources: Resources, shared_limit: int) \
         -> tuple[int, str]:
-    """(the widest F that launches, what binds it: "regs", "smem" or "" for the block maximum)."""
+    """(the widest F that launches, what binds it: "regs", "smem" or "" for the block maximum);
+    (ANY_WIDTH, "") for a kernel that tiles the features."""
     threads_limit = max_threads(resources.registers)
+    threads, shared = launch_block(lib, kernel, dtype, lmax, NU, ANY_WIDTH)
+    if threads <= threads_limit and shared + resources.static_shared <= shared_limit:
+        return ANY_WIDTH, ""
     for features in range(1, MAX_THREADS + 2):
         threads, shared = launch_block(lib, kernel, dtype, lmax, NU, features)
         if threads > threads_limit:
@@ -114,7 +125,8 @@ def limits_table() -> str:
                 for sm, (_, shared_limit) in ARCHS.items():
                     found = [widest(lib, kernel, dtype, lmax or 0, compiled[sm][kernel, dtype, lmax], shared_limit)
                              for dtype in DTYPES]
-                    cells.append(" / ".join(f"{f} ({why})" if why else str(f) for f, why in found))
+                    cells.append(" / ".join("any" if f == ANY_WIDTH else f"{f} ({why})" if why else str(f)
+                                            for f, why in found))
                 rows.append(f"| {kernel} | {'any' if lmax is None else lmax} | " + " | ".join(cells) + " |")
         return "\n".join(rows)
 
@@ -131,7 +143,8 @@ def documented_widest(kernel: str, lmax: int, dtype: str, sm: int) -> int:
     for row in documented_table().splitlines()[2:]:
         cells = [c.strip() for c in row.strip("|").split("|")]
         if cells[0] == kernel and cells[1] in ("any", str(lmax)):
-            return int(cells[column].split(" / ")[DTYPES.index(dtype)].split()[0])
+            cell = cells[column].split(" / ")[DTYPES.index(dtype)].split()[0]
+            return ANY_WIDTH if cell == "any" else int(cell)
     raise KeyError((kernel, lmax))
 
 

@@ -182,9 +182,11 @@ def test_traffic_model_covers_every_launch_and_is_labelled_a_model(tmp_path):
     result = json.loads((tmp_path / "traffic_model.json").read_text())
     rows = result["rows"]
     kernels_seen = {(r["path"], r["passname"], r["kernel"].split()[0]) for r in rows if r["kernel"] != "total"}
-    assert {("per-atom", "backward", "interaction_backward"), ("per-atom", "backward", "sender_sum"),
-            ("per-atom", "double", "interaction_double_backward"), ("molecule", "double",
-            "interaction_double_backward_molecules"), ("molecule", "forward", "featsum_molecules")} <= kernels_seen
+    assert {("per-atom", "forward", "sender_contract"), ("per-atom", "forward", "receiver_forward"),
+            ("per-atom", "backward", "receiver_backward"), ("per-atom", "backward", "sender_backward"),
+            ("per-atom", "double", "interaction_double_backward"), ("per-atom", "double", "sender_sum"),
+            ("molecule", "double", "interaction_double_backward_molecules"),
+            ("molecule", "forward", "featsum_molecules")} <= kernels_seen
     for r in rows:
         assert r["dram_lower_bound"] <= r["l2_bytes"] and r["flops"] > 0
         if r["kernel"] == "total":  # every input read once and every output written once, at least

@@ -140,11 +140,39 @@ def test_envsum_family_matches_reference(target, kernels, cuda_backend, name):
     assert torch.autograd.gradcheck(fn, (a, b), fast_mode=True)
 
 
+def test_split_kernels_tile_features_and_chunk_pairs(target, cuda_backend):
+    """Forward and backward (sender/receiver kernels) across several feature tiles, a partial last
+    tile, and atoms with more pairs than one shared-memory chunk as senders and as receivers."""
+    x = on(target, interaction_inputs(2, n_atoms=4, n_pairs=150, nu=5, features=300, seed=4))
+    args = op_args(x, 2)
+    assert int(torch.bincount(x["pair_first"]).max()) > 32 and int(torch.bincount(x["pair_second"]).max()) > 32
+    g = torch.Generator().manual_seed(1)
+    grad_out = torch.randn(x["Y"].shape[0], x["Y"].shape[2], generator=g, dtype=F64).to(x["Y"])
+    got = [_interaction(*args, cuda_backend), *_interaction_backward(grad_out, *args, cuda_backend)]
+    want = [_interaction(*args, "reference"), *_interaction_backward(grad_out, *args, "reference")]
+    assert_close_f64(got, want)
+
+
+def test_forward_and_backward_launch_at_any_width(target, kernels):
+    x = on(target, interaction_inputs(1, n_atoms=3, n_pairs=4, nu=2, features=1100, seed=0))
+    out = kernels.interaction(*op_args(x, 1))
+    torch.testing.assert_close(out, reference.interaction(*op_args(x, 1)), rtol=1e-12, atol=1e-12)
+    grads = kernels.interaction_backward(torch.ones_like(out), *op_args(x, 1))
+    want = reference.interaction_backward(torch.ones_like(out), *op_args(x, 1))
+    assert_close_f64(list(grads), list(want))
+
+
 def test_too_many_features_is_a_clear_error(target, kernels):
+    impl, _ = target
+    if impl.molecule_max_atoms:
+        pytest.skip("the molecule path's widths are tested on a GPU only")
     x = on(target, interaction_inputs(0, n_atoms=3, n_pairs=4, nu=1, features=1025, seed=0))
-    with pytest.raises(RuntimeError, match=r"interaction_forward \(float64, lmax 0\) runs one thread per feature.* at "
-                                           r"most 1024.*1025 features is too wide"):
-        kernels.interaction(*op_args(x, 0))
+    g = torch.Generator().manual_seed(0)
+    grad_out, *cotangents = (None if t is None else torch.randn(t.shape, generator=g, dtype=F64).to(t)
+                             for t in (x["Y"][:, 0], *(x[k] for k in FLOAT_KEYS)))
+    with pytest.raises(RuntimeError, match=r"interaction_double_backward \(float64, lmax 0\) runs one thread per "
+                                           r"feature.* at most 1024.*1025 features is too wide"):
+        kernels.interaction_double_backward(grad_out, *op_args(x, 0)[:8], *cotangents, CUTOFF, 1e-6, 0)
 
 
 @pytest.mark.parametrize("dtype", [F32, F64])

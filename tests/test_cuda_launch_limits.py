@@ -7,7 +7,7 @@ import ctypes
 import shutil
 
 import pytest
-from cuda_launch_limits import KINDS, documented_table, limits_table, max_threads
+from cuda_launch_limits import KINDS, SPLIT, compiled_resources, documented_table, limits_table, max_threads
 
 from hipnnts_kernels.emulation import build
 
@@ -37,6 +37,15 @@ def test_the_documented_widths_match_the_compiled_kernels():
     assert table == documented_table(), (
         "docs/kernels.md's launch limits differ from the compiled kernels; if the change is meant, paste the output "
         f"of `python tests/cuda_launch_limits.py` between its launch-limits markers:\n{table}")
+
+
+@pytest.mark.skipif(not HAVE_NVCC, reason="needs nvcc and c++filt")
+def test_the_split_kernels_fit_128_registers_without_spills(tmp_path):
+    """The issue-14 budget for the forward and backward kernels on sm_90, both dtypes, every lmax."""
+    resources = compiled_resources(90, tmp_path)
+    split = {key: r for key, r in resources.items() if key[0] in SPLIT}
+    assert len(split) == 2 * (1 + 3 * 3)
+    assert {key: r for key, r in split.items() if r.registers > 128 or r.spill_bytes} == {}
 
 
 def test_threads_per_block_from_registers():

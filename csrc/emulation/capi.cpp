@@ -1,6 +1,8 @@
-// C entry points of the host-emulated CUDA kernels, for the CPU test suite (loaded with ctypes by
-// tests/cuda_emulation.py). Floating arrays are float64 when `is_double`, else float32.
+// C entry points of the host-emulated CUDA kernels, for the CPU test suite and the traffic model
+// (loaded with ctypes by hipnnts_kernels/emulation.py). Floating arrays are float64 when
+// `is_double`, else float32. Workspaces are allocated here, as the torch ops allocate theirs.
 #include <cstring>
+#include <vector>
 
 #include "../kernels/launch.h"
 #include "host_cuda.h"
@@ -13,21 +15,30 @@ namespace {
 
 template <class T>
 InteractionInputs<T> inputs(const void* Y, const void* coord, const index_t* second, const index_t* order,
-                            const index_t* ptr, const void* mu, const void* sigma, const void* lam1, const void* lam2,
-                            index_t n_atoms, int nu, int features, int lmax, double cutoff, double cusp_reg) {
+                            const index_t* ptr, const index_t* sender_order, const index_t* sender_ptr,
+                            const void* mu, const void* sigma, const void* lam1, const void* lam2, index_t n_atoms,
+                            index_t n_pairs, int nu, int features, int lmax, double cutoff, double cusp_reg) {
     return {static_cast<const T*>(Y), static_cast<const T*>(coord), second, Segments{order, ptr},
-            static_cast<const T*>(mu), static_cast<const T*>(sigma), static_cast<const T*>(lam1),
-            static_cast<const T*>(lam2), n_atoms, nu, features, lmax, cutoff, cusp_reg};
+            Segments{sender_order, sender_ptr}, static_cast<const T*>(mu), static_cast<const T*>(sigma),
+            static_cast<const T*>(lam1), static_cast<const T*>(lam2), n_atoms, n_pairs, nu, features, lmax, cutoff,
+            cusp_reg};
+}
+
+template <class T>
+std::vector<T> workspace(bool backward, index_t n_pairs, int features, int lmax) {
+    return std::vector<T>(hipnnts::interaction_workspace(backward, n_pairs, features, lmax));
 }
 
 }  // namespace
 
-#define HIPNNTS_INPUT_ARGS                                                                                    \
-    const void *Y, const void *coord, const index_t *second, const index_t *order, const index_t *ptr,       \
-        const void *mu, const void *sigma, const void *lam1, const void *lam2, index_t n_atoms, int nu,       \
-        int features, int lmax, double cutoff, double cusp_reg
-#define HIPNNTS_INPUTS(T) inputs<T>(Y, coord, second, order, ptr, mu, sigma, lam1, lam2, n_atoms, nu, features, lmax, \
-                                    cutoff, cusp_reg)
+#define HIPNNTS_INPUT_ARGS                                                                                  \
+    const void *Y, const void *coord, const index_t *second, const index_t *order, const index_t *ptr,     \
+        const index_t *sender_order, const index_t *sender_ptr, const void *mu, const void *sigma,          \
+        const void *lam1, const void *lam2, index_t n_atoms, index_t n_pairs, int nu, int features, int lmax, \
+        double cutoff, double cusp_reg
+#define HIPNNTS_INPUTS(T)                                                                                   \
+    inputs<T>(Y, coord, second, order, ptr, sender_order, sender_ptr, mu, sigma, lam1, lam2, n_atoms, n_pairs, \
+              nu, features, lmax, cutoff, cusp_reg)
 #define HIPNNTS_DISPATCH(call_float, call_double) (is_double ? (call_double) : (call_float))
 #define P(T, x) static_cast<T*>(x)
 #define CP(T, x) static_cast<const T*>(x)
@@ -35,16 +46,19 @@ InteractionInputs<T> inputs(const void* Y, const void* coord, const index_t* sec
 extern "C" {
 
 const char* hipnnts_emu_interaction_forward(int is_double, HIPNNTS_INPUT_ARGS, void* out) {
-    return HIPNNTS_DISPATCH(hipnnts::interaction_forward(HIPNNTS_INPUTS(float), P(float, out), nullptr),
-                            hipnnts::interaction_forward(HIPNNTS_INPUTS(double), P(double, out), nullptr));
+#define HIPNNTS_FORWARD(T) \
+    hipnnts::interaction_forward(HIPNNTS_INPUTS(T), P(T, out), workspace<T>(false, n_pairs, features, lmax).data(), nullptr)
+    return HIPNNTS_DISPATCH(HIPNNTS_FORWARD(float), HIPNNTS_FORWARD(double));
 }
 
-const char* hipnnts_emu_interaction_backward(int is_double, HIPNNTS_INPUT_ARGS, const void* grad_out, void* dt,
+const char* hipnnts_emu_interaction_backward(int is_double, HIPNNTS_INPUT_ARGS, const void* grad_out, void* grad_Y,
                                              void* grad_coord, void* mu_part, void* sigma_part, void* lam1_part,
                                              void* lam2_part) {
 #define HIPNNTS_BACKWARD(T)                                                                                     \
-    hipnnts::interaction_backward(HIPNNTS_INPUTS(T), CP(T, grad_out), P(T, dt), P(T, grad_coord), P(T, mu_part), \
-                                  P(T, sigma_part), P(T, lam1_part), P(T, lam2_part), nullptr)
+    hipnnts::interaction_backward(HIPNNTS_INPUTS(T), CP(T, grad_out),                                           \
+                                  hipnnts::BackwardOutputs<T>{P(T, grad_Y), P(T, grad_coord), P(T, mu_part),    \
+                                                              P(T, sigma_part), P(T, lam1_part), P(T, lam2_part)}, \
+                                  workspace<T>(true, n_pairs, features, lmax).data(), nullptr)
     return HIPNNTS_DISPATCH(HIPNNTS_BACKWARD(float), HIPNNTS_BACKWARD(double));
 }
 
@@ -64,17 +78,6 @@ const char* hipnnts_emu_interaction_double_backward(int is_double, HIPNNTS_INPUT
     return HIPNNTS_DISPATCH(HIPNNTS_DOUBLE_BACKWARD(float), HIPNNTS_DOUBLE_BACKWARD(double));
 }
 
-const char* hipnnts_emu_interaction_backward_molecules(int is_double, HIPNNTS_INPUT_ARGS, const index_t* molecule_ptr,
-                                                       index_t n_molecules, const void* grad_out, void* grad_Y,
-                                                       void* grad_coord, void* mu_part, void* sigma_part,
-                                                       void* lam1_part, void* lam2_part) {
-#define HIPNNTS_BACKWARD_MOLECULES(T)                                                                             \
-    hipnnts::interaction_backward_molecules(HIPNNTS_INPUTS(T), molecule_ptr, n_molecules, CP(T, grad_out),        \
-                                            P(T, grad_Y), P(T, grad_coord), P(T, mu_part), P(T, sigma_part),      \
-                                            P(T, lam1_part), P(T, lam2_part), nullptr)
-    return HIPNNTS_DISPATCH(HIPNNTS_BACKWARD_MOLECULES(float), HIPNNTS_BACKWARD_MOLECULES(double));
-}
-
 const char* hipnnts_emu_interaction_double_backward_molecules(
     int is_double, HIPNNTS_INPUT_ARGS, const index_t* molecule_ptr, index_t n_molecules, const void* v_Y,
     const void* v_coord, const void* v_mu, const void* v_sigma, const void* v_lam1, const void* v_lam2,
@@ -90,8 +93,8 @@ const char* hipnnts_emu_interaction_double_backward_molecules(
     return HIPNNTS_DISPATCH(HIPNNTS_DOUBLE_BACKWARD_MOLECULES(float), HIPNNTS_DOUBLE_BACKWARD_MOLECULES(double));
 }
 
-const char* hipnnts_emu_sender_sum(int is_double, HIPNNTS_INPUT_ARGS, const index_t* sender_order,
-                                   const index_t* sender_ptr, const void* X, const void* B, const void* Z, void* out) {
+const char* hipnnts_emu_sender_sum(int is_double, HIPNNTS_INPUT_ARGS, const void* X, const void* B, const void* Z,
+                                   void* out) {
     const Segments senders{sender_order, sender_ptr};
     return HIPNNTS_DISPATCH(
         hipnnts::sender_sum(HIPNNTS_INPUTS(float), senders, CP(float, X), CP(float, B), CP(float, Z), P(float, out),

@@ -1,7 +1,8 @@
-// Fused tensor-sensitivity interaction, CSR path: one thread block per receiving atom, one
-// thread per output feature. Pairs are walked in chunks of K: the block stages each chunk's
-// sensitivities, angular factors and partner atoms in shared memory, then every feature thread
-// consumes them. No atomics, every output row has one writer; see docs/kernels.md.
+// Fused tensor-sensitivity interaction: what all its kernels share (the inputs' view, the
+// invariants and their derivatives), and the receiver-side kernels of the double backward and of
+// the molecule path: one thread block per receiving atom (or molecule), one thread per output
+// feature, pairs walked in chunks of K staged in shared memory. The forward and backward of the
+// CSR path are in split.cuh. No atomics, every output row has one writer; see docs/kernels.md.
 #pragma once
 
 #include "geometry.cuh"
@@ -18,6 +19,7 @@ struct InteractionView {
     gptr<const index_t> second;   // (P,) sender of each pair
     gptr<const index_t> order;    // (P,) pair ids sorted by receiver
     gptr<const index_t> ptr;      // (N + 1,) receiver segments in order
+    gptr<const index_t> sender_order, sender_ptr;  // the same by sender
     gptr<const T> mu;             // (nu,)
     gptr<const T> sigma;          // (nu,)
     gptr<const T> lam1;           // (F,) or null
@@ -27,7 +29,8 @@ struct InteractionView {
 
     static InteractionView from(const InteractionInputs<T>& in) {
         const double pi = 3.14159265358979323846;
-        return {in.Y, in.coord, in.second, in.receivers.order, in.receivers.ptr, in.mu, in.sigma, in.lam1, in.lam2,
+        return {in.Y, in.coord, in.second, in.receivers.order, in.receivers.ptr, in.senders.order, in.senders.ptr,
+                in.mu, in.sigma, in.lam1, in.lam2,
                 in.nu, in.features, T(pi / (2.0 * in.cutoff)), T(in.cutoff), T(in.cusp_reg)};
     }
 };
@@ -164,142 +167,6 @@ HIPNNTS_HD void d_out_d_m(const T* m, T g, T l1, T l2, T a1, T a2, T* dm) {
     }
 }
 
-template <class T, int LMAX, int K>
-__global__ void interaction_forward_kernel(InteractionView<T> v, gptr<T> __restrict__ out) {
-    constexpr int C = n_components(LMAX);
-    HIPNNTS_DYNAMIC_SHARED(unsigned char, smem);
-    SharedCarver carver{smem};
-    ReceiverShared<T> sh = ReceiverShared<T>::carve(carver, K, v.nu, C, v.features, false);
-    const index_t i = blockIdx.x;
-    const int f = threadIdx.x;
-    T m[C];
-    contract_segment<T, LMAX, K>(v, v.ptr[i], v.ptr[i + 1], sh, m);
-    if (f >= v.features) return;
-    T a1, a2;
-    invariants<T, LMAX>(m, v.eps, a1, a2);
-    T result = m[0];
-    if (LMAX >= 1) result += v.lam1[f] * a1;
-    if (LMAX >= 2) result += v.lam2[f] * a2;
-    out[i * v.features + f] = result;
-}
-
-// Backward of receiver i: recompute m, form d(loss)/dm, then per pair the pair-vector gradient and
-// dt = A dm: written to dt_out for the sender kernel, or, on the molecule path (grad_Y not
-// null), accumulated as s (x) dt into grad_Y by the thread that owns feature f; per atom the
-// partial gradients of mu, sigma (nu,) and of the scales (F,).
-template <class T, int LMAX, int K>
-__device__ void backward_receiver(const InteractionView<T>& v, index_t i, ReceiverShared<T>& sh,
-                                  gptr<const T> __restrict__ grad_out, gptr<T> __restrict__ dt_out,
-                                  gptr<T> __restrict__ grad_Y,
-                                  gptr<T> __restrict__ grad_coord, gptr<T> __restrict__ mu_part,
-                                  gptr<T> __restrict__ sigma_part,
-                                  gptr<T> __restrict__ lam1_part, gptr<T> __restrict__ lam2_part) {
-    constexpr int C = n_components(LMAX);
-    const int tid = threadIdx.x, f = tid, F = v.features, nu = v.nu;
-    const index_t start = v.ptr[i], end = v.ptr[i + 1];
-    T m[C], dm[C] = {};
-    contract_segment<T, LMAX, K>(v, start, end, sh, m);
-    if (f < F) {
-        T a1, a2;
-        invariants<T, LMAX>(m, v.eps, a1, a2);
-        const T g = grad_out[i * F + f];
-        d_out_d_m<T, LMAX>(m, g, LMAX >= 1 ? v.lam1[f] : T(0), LMAX >= 2 ? v.lam2[f] : T(0), a1, a2, dm);
-        for (int c = 0; c < C; ++c) sh.dm[c * F + f] = dm[c];
-        if (LMAX >= 1) lam1_part[i * F + f] = g * a1;
-        if (LMAX >= 2) lam2_part[i * F + f] = g * a2;
-    }
-    T g_mu = T(0), g_sigma = T(0);  // thread tid < nu owns sensitivity tid
-    for (index_t c0 = start; c0 < end; c0 += K) {
-        const int count = int(min_index(K, end - c0));
-        for (int item = tid; item < count * nu; item += blockDim.x) {
-            const int kk = item / nu, n = item - kk * nu;
-            const Pair<T> pr = load_pair(v.coord, v.order[c0 + kk]);
-            const Sensitivity<T> s = sensitivity<T>(pr.inv_r, T(1) / v.mu[n], v.sigma[n], cutoff_terms(pr.r, v.k, v.rc));
-            HIPNNTS_FLOPS(kSensitivityFlops);
-            sh.s[item] = s.s;
-            sh.s_r[item] = s.s_r;
-            sh.s_mu[item] = s.s_mu;
-            sh.s_sigma[item] = s.s_sigma;
-        }
-        for (int kk = tid; kk < count; kk += blockDim.x) {
-            const index_t p = v.order[c0 + kk];
-            const Pair<T> pr = load_pair(v.coord, p);
-            angular_factors<T, LMAX>(pr.ux, pr.uy, pr.uz, sh.factors + kk * C);
-            sh.pair[kk] = p;
-            sh.partner[kk] = v.second[p];
-        }
-        __syncthreads();
-        if (f < F) {  // t = s . Y[j] and dt = A . dm for every pair of the chunk, this feature
-            for (int kk = 0; kk < count; ++kk) {
-                gptr<const T> y = v.Y + sh.partner[kk] * nu * F + f;
-                T t = T(0), dt = T(0);
-                for (int n = 0; n < nu; ++n) t += sh.s[kk * nu + n] * y[index_t(n) * F];
-                for (int c = 0; c < C; ++c) dt += sh.factors[kk * C + c] * dm[c];
-                HIPNNTS_FLOPS(2 * nu + 2 * C + (grad_Y == nullptr ? 0 : 2 * nu));
-                sh.t[kk * F + f] = t;
-                sh.dt[kk * F + f] = dt;
-                if (grad_Y == nullptr) {
-                    dt_out[sh.pair[kk] * F + f] = dt;
-                } else {
-                    gptr<T> gy = grad_Y + sh.partner[kk] * nu * F + f;
-                    for (int n = 0; n < nu; ++n) gy[index_t(n) * F] += sh.s[kk * nu + n] * dt;
-                }
-            }
-        }
-        __syncthreads();
-        // reductions over features: ds = Y[j] . dt (nu per pair), d_factors = dm . t (C per pair)
-        for (int item = tid; item < count * (nu + C); item += blockDim.x) {
-            const int kk = item / (nu + C), x = item - kk * (nu + C);
-            T acc = T(0);
-            if (x < nu) {
-                gptr<const T> y = v.Y + (sh.partner[kk] * nu + x) * F;
-                for (int ff = 0; ff < F; ++ff) acc += y[ff] * sh.dt[kk * F + ff];
-                HIPNNTS_FLOPS(2 * F);
-                sh.ds[kk * nu + x] = acc;
-            } else {
-                const int c = x - nu;
-                for (int ff = 0; ff < F; ++ff) acc += sh.dm[c * F + ff] * sh.t[kk * F + ff];
-                HIPNNTS_FLOPS(2 * F);
-                sh.d_factors[kk * C + c] = acc;
-            }
-        }
-        __syncthreads();
-        if (tid < count) {  // geometry of pair tid
-            const index_t p = sh.pair[tid];
-            const Pair<T> pr = load_pair(v.coord, p);
-            T d_dist = T(0), d_unit[3], g[3];
-            for (int n = 0; n < nu; ++n) d_dist += sh.ds[tid * nu + n] * sh.s_r[tid * nu + n];
-            unit_gradient<T, LMAX>(pr.ux, pr.uy, pr.uz, sh.d_factors + tid * C, d_unit);
-            chain_to_coord(pr, d_unit, d_dist, g);
-            for (int x = 0; x < 3; ++x) grad_coord[3 * p + x] = g[x];
-        }
-        if (tid < nu) {
-            for (int kk = 0; kk < count; ++kk) {
-                g_mu += sh.ds[kk * nu + tid] * sh.s_mu[kk * nu + tid];
-                g_sigma += sh.ds[kk * nu + tid] * sh.s_sigma[kk * nu + tid];
-            }
-        }
-        __syncthreads();
-    }
-    if (tid < nu) {
-        mu_part[i * nu + tid] = g_mu;
-        sigma_part[i * nu + tid] = g_sigma;
-    }
-}
-
-template <class T, int LMAX, int K>
-__global__ void interaction_backward_kernel(InteractionView<T> v, gptr<const T> __restrict__ grad_out,
-                                            gptr<T> __restrict__ dt_out,
-                                            gptr<T> __restrict__ grad_coord, gptr<T> __restrict__ mu_part,
-                                            gptr<T> __restrict__ sigma_part, gptr<T> __restrict__ lam1_part,
-                                            gptr<T> __restrict__ lam2_part) {
-    HIPNNTS_DYNAMIC_SHARED(unsigned char, smem);
-    SharedCarver carver{smem};
-    ReceiverShared<T> sh = ReceiverShared<T>::carve(carver, K, v.nu, n_components(LMAX), v.features, true);
-    backward_receiver<T, LMAX, K>(v, blockIdx.x, sh, grad_out, dt_out, nullptr, grad_coord, mu_part, sigma_part,
-                                  lam1_part, lam2_part);
-}
-
 // Zero grad_Y[j, :, f] for the atoms of [a0, a1): the molecule path's per-thread columns.
 template <class T>
 __device__ void zero_columns(gptr<T> grad_Y, index_t a0, index_t a1, int nu, int features) {
@@ -307,25 +174,6 @@ __device__ void zero_columns(gptr<T> grad_Y, index_t a0, index_t a1, int nu, int
     if (f >= features) return;
     for (index_t j = a0; j < a1; ++j)
         for (int n = 0; n < nu; ++n) grad_Y[(j * nu + n) * features + f] = T(0);
-}
-
-// Molecule path: one block per atom range that no pair crosses (molecule_ptr), its receivers in
-// turn; grad_Y is accumulated in place, so no sender kernel, sender sort or dt round trip.
-template <class T, int LMAX, int K>
-__global__ void interaction_backward_molecule_kernel(InteractionView<T> v,
-                                                     gptr<const index_t> __restrict__ molecule_ptr,
-                                                     gptr<const T> __restrict__ grad_out, gptr<T> __restrict__ grad_Y,
-                                                     gptr<T> __restrict__ grad_coord, gptr<T> __restrict__ mu_part,
-                                                     gptr<T> __restrict__ sigma_part, gptr<T> __restrict__ lam1_part,
-                                                     gptr<T> __restrict__ lam2_part) {
-    HIPNNTS_DYNAMIC_SHARED(unsigned char, smem);
-    SharedCarver carver{smem};
-    ReceiverShared<T> sh = ReceiverShared<T>::carve(carver, K, v.nu, n_components(LMAX), v.features, true);
-    const index_t a0 = molecule_ptr[blockIdx.x], a1 = molecule_ptr[blockIdx.x + 1];
-    zero_columns(grad_Y, a0, a1, v.nu, v.features);
-    for (index_t i = a0; i < a1; ++i)
-        backward_receiver<T, LMAX, K>(v, i, sh, grad_out, nullptr, grad_Y, grad_coord, mu_part, sigma_part, lam1_part,
-                                      lam2_part);
 }
 
 // Shared arrays of the double-backward receiver kernel for chunks of K pairs.

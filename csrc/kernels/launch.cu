@@ -9,12 +9,12 @@
 #endif
 
 #include "envsum.cuh"
+#include "split.cuh"
 
 namespace hipnnts {
 namespace {
 
-constexpr int kChunkForward = 16;   // pairs staged per shared-memory round, forward
-constexpr int kChunkBackward = 8;   // backward (stages t and dt for every feature too)
+constexpr int kChunkBackward = 8;   // pairs staged per shared-memory round, molecule and double backward
 constexpr int kChunkSender = 16;
 constexpr int kBlockNu = 16;        // sensitivities per block in the sender and envsum kernels
 constexpr int kSensesumThreads = 128;
@@ -105,8 +105,8 @@ const char* check_launch(Kernel kernel, KernelKind kind, int lmax, int features,
 
 const char* kernel_name(KernelKind kind) {
     static const char* const names[kKernelKinds] = {
-        "interaction_forward", "interaction_backward", "interaction_double_backward",
-        "interaction_backward_molecules", "interaction_double_backward_molecules", "sender_sum", "envsum",
+        "sender_contract", "receiver_forward", "receiver_backward", "sender_backward", "interaction_double_backward",
+        "interaction_double_backward_molecules", "sender_sum", "envsum",
         "sensesum", "featsum", "featsum_molecules"};
     const int k = static_cast<int>(kind);
     return k >= 0 && k < kKernelKinds ? names[k] : "unknown kernel";
@@ -116,12 +116,16 @@ template <class T>
 Block launch_block(KernelKind kind, int lmax, int nu, int features) {
     const int C = n_components(lmax);
     SharedCarver carver{nullptr};
+    const unsigned tile = SplitTraits::threads(features);
     switch (kind) {
-        case KernelKind::forward:
-            ReceiverShared<T>::carve(carver, kChunkForward, nu, C, features, false);
-            return {threads_for(features, nu), carver.offset};
-        case KernelKind::backward:
-        case KernelKind::backward_molecules:
+        case KernelKind::sender_contract:
+        case KernelKind::sender_backward:
+            SenderShared<T>::carve(carver, nu, tile, kind == KernelKind::sender_backward);
+            return {tile, carver.offset};
+        case KernelKind::receiver_forward:
+        case KernelKind::receiver_backward:
+            ReceiverTile<T>::carve(carver, C, tile, kind == KernelKind::receiver_backward);
+            return {tile, carver.offset};
             ReceiverShared<T>::carve(carver, kChunkBackward, nu, C, features, true);
             return {threads_for(features, nu), carver.offset};
         case KernelKind::double_backward:
@@ -173,25 +177,42 @@ const char* check_block(KernelKind kind, bool is_double, int lmax, int features,
 
 namespace {
 
-template <class T, int LMAX>
-const char* forward_lmax(const InteractionInputs<T>& in, T* out, cudaStream_t stream) {
-    auto kernel = interaction_forward_kernel<T, LMAX, kChunkForward>;
-    const Block block = launch_block<T>(KernelKind::forward, LMAX, in.nu, in.features);
-    if (const char* err = check_launch<T>(kernel, KernelKind::forward, LMAX, in.features, block)) return err;
-    HIPNNTS_LAUNCH(kernel, dim3(unsigned(in.n_atoms)), dim3(block.threads), block.shared_bytes, stream,
-                   InteractionView<T>::from(in), out);
+// Launches `kernel` of `kind` with one block per atom (times `tiles` feature tiles).
+template <class T, class Kernel, class... Args>
+const char* launch_split(Kernel kernel, KernelKind kind, const InteractionInputs<T>& in, unsigned tiles,
+                         cudaStream_t stream, Args... args) {
+    const Block block = launch_block<T>(kind, in.lmax, in.nu, in.features);
+    if (const char* err = check_launch<T>(kernel, kind, in.lmax, in.features, block)) return err;
+    HIPNNTS_LAUNCH(kernel, dim3(unsigned(in.n_atoms), tiles), dim3(block.threads), block.shared_bytes, stream,
+                   InteractionView<T>::from(in), args...);
     return launch_status();
 }
 
 template <class T, int LMAX>
-const char* backward_lmax(const InteractionInputs<T>& in, const T* grad_out, T* dt, T* grad_coord, T* mu_part,
-                          T* sigma_part, T* lam1_part, T* lam2_part, cudaStream_t stream) {
-    auto kernel = interaction_backward_kernel<T, LMAX, kChunkBackward>;
-    const Block block = launch_block<T>(KernelKind::backward, LMAX, in.nu, in.features);
-    if (const char* err = check_launch<T>(kernel, KernelKind::backward, LMAX, in.features, block)) return err;
-    HIPNNTS_LAUNCH(kernel, dim3(unsigned(in.n_atoms)), dim3(block.threads), block.shared_bytes, stream,
-                   InteractionView<T>::from(in), grad_out, dt, grad_coord, mu_part, sigma_part, lam1_part, lam2_part);
-    return launch_status();
+const char* forward_lmax(const InteractionInputs<T>& in, T* out, T* workspace, cudaStream_t stream) {
+    T* t = workspace;
+    if (const char* err = launch_split<T>(sender_contract_kernel<T>, KernelKind::sender_contract, in, 1, stream,
+                                          gptr<T>(t)))
+        return err;
+    const unsigned tile = SplitTraits::threads(in.features);
+    return launch_split<T>(receiver_forward_kernel<T, LMAX>, KernelKind::receiver_forward, in,
+                           unsigned((in.features + tile - 1) / tile), stream, gptr<const T>(t), gptr<T>(out));
+}
+
+template <class T, int LMAX>
+const char* backward_lmax(const InteractionInputs<T>& in, const T* grad_out, const BackwardOutputs<T>& out,
+                          T* workspace, cudaStream_t stream) {
+    const index_t pf = in.n_pairs * in.features;
+    T *t = workspace, *dt = workspace + pf, *d_factors = workspace + 2 * pf;
+    if (const char* err = launch_split<T>(sender_contract_kernel<T>, KernelKind::sender_contract, in, 1, stream,
+                                          gptr<T>(t)))
+        return err;
+    const ReceiverBackwardArgs<T> receiver{t, grad_out, dt, d_factors, out.lam1_part, out.lam2_part};
+    if (const char* err = launch_split<T>(receiver_backward_kernel<T, LMAX>, KernelKind::receiver_backward, in, 1,
+                                          stream, receiver))
+        return err;
+    const SenderBackwardArgs<T> sender{dt, d_factors, out.grad_Y, out.grad_coord, out.mu_part, out.sigma_part};
+    return launch_split<T>(sender_backward_kernel<T, LMAX>, KernelKind::sender_backward, in, 1, stream, sender);
 }
 
 template <class T, int LMAX>
@@ -205,20 +226,6 @@ const char* double_backward_lmax(const InteractionInputs<T>& in, const Cotangent
                    InteractionView<T>::from(in), CotangentView<T>::from(cot), grad_out, dt, bar_t, bar_ds, grad_coord,
                    mu_part, sigma_part,
                    grad_grad_out, lam1_part, lam2_part);
-    return launch_status();
-}
-
-template <class T, int LMAX>
-const char* backward_molecules_lmax(const InteractionInputs<T>& in, const index_t* molecule_ptr, index_t n_molecules,
-                                    const T* grad_out, T* grad_Y, T* grad_coord, T* mu_part, T* sigma_part,
-                                    T* lam1_part, T* lam2_part, cudaStream_t stream) {
-    auto kernel = interaction_backward_molecule_kernel<T, LMAX, kChunkBackward>;
-    const Block block = launch_block<T>(KernelKind::backward_molecules, LMAX, in.nu, in.features);
-    if (const char* err = check_launch<T>(kernel, KernelKind::backward_molecules, LMAX, in.features, block))
-        return err;
-    HIPNNTS_LAUNCH(kernel, dim3(unsigned(n_molecules)), dim3(block.threads), block.shared_bytes, stream,
-                   InteractionView<T>::from(in), molecule_ptr, grad_out, grad_Y, grad_coord, mu_part, sigma_part,
-                   lam1_part, lam2_part);
     return launch_status();
 }
 
@@ -240,19 +247,23 @@ const char* double_backward_molecules_lmax(const InteractionInputs<T>& in, const
 
 }  // namespace
 
-template <class T>
-const char* interaction_forward(const InteractionInputs<T>& in, T* out, cudaStream_t stream) {
-    if (in.n_atoms == 0) return nullptr;
-    return with_lmax(in.lmax, [&](auto L) { return forward_lmax<T, decltype(L)::value>(in, out, stream); });
+size_t interaction_workspace(bool backward, index_t n_pairs, int features, int lmax) {
+    const size_t pf = size_t(n_pairs) * size_t(features);
+    return backward ? 2 * pf + size_t(n_pairs) * n_components(lmax) : pf;
 }
 
 template <class T>
-const char* interaction_backward(const InteractionInputs<T>& in, const T* grad_out, T* dt, T* grad_coord, T* mu_part,
-                                 T* sigma_part, T* lam1_part, T* lam2_part, cudaStream_t stream) {
-    if (in.n_atoms == 0) return nullptr;
+const char* interaction_forward(const InteractionInputs<T>& in, T* out, T* workspace, cudaStream_t stream) {
+    if (in.n_atoms == 0 || in.features == 0) return nullptr;
+    return with_lmax(in.lmax, [&](auto L) { return forward_lmax<T, decltype(L)::value>(in, out, workspace, stream); });
+}
+
+template <class T>
+const char* interaction_backward(const InteractionInputs<T>& in, const T* grad_out, const BackwardOutputs<T>& out,
+                                 T* workspace, cudaStream_t stream) {
+    if (in.n_atoms == 0 || in.features == 0) return nullptr;
     return with_lmax(in.lmax, [&](auto L) {
-        return backward_lmax<T, decltype(L)::value>(in, grad_out, dt, grad_coord, mu_part, sigma_part, lam1_part,
-                                                    lam2_part, stream);
+        return backward_lmax<T, decltype(L)::value>(in, grad_out, out, workspace, stream);
     });
 }
 
@@ -264,19 +275,6 @@ const char* interaction_double_backward(const InteractionInputs<T>& in, const Co
     return with_lmax(in.lmax, [&](auto L) {
         return double_backward_lmax<T, decltype(L)::value>(in, cot, grad_out, dt, bar_t, bar_ds, grad_coord, mu_part,
                                                            sigma_part, grad_grad_out, lam1_part, lam2_part, stream);
-    });
-}
-
-template <class T>
-const char* interaction_backward_molecules(const InteractionInputs<T>& in, const index_t* molecule_ptr,
-                                           index_t n_molecules, const T* grad_out, T* grad_Y, T* grad_coord,
-                                           T* mu_part, T* sigma_part, T* lam1_part, T* lam2_part,
-                                           cudaStream_t stream) {
-    if (n_molecules == 0) return nullptr;
-    return with_lmax(in.lmax, [&](auto L) {
-        return backward_molecules_lmax<T, decltype(L)::value>(in, molecule_ptr, n_molecules, grad_out, grad_Y,
-                                                              grad_coord, mu_part, sigma_part, lam1_part, lam2_part,
-                                                              stream);
     });
 }
 
@@ -358,13 +356,11 @@ const char* featsum_molecules(const T* env, const T* sens, const index_t* second
 }
 
 #define HIPNNTS_INSTANTIATE(T)                                                                                       \
-    template const char* interaction_forward<T>(const InteractionInputs<T>&, T*, cudaStream_t);                      \
-    template const char* interaction_backward<T>(const InteractionInputs<T>&, const T*, T*, T*, T*, T*, T*, T*,      \
-                                                 cudaStream_t);                                                      \
+    template const char* interaction_forward<T>(const InteractionInputs<T>&, T*, T*, cudaStream_t);                  \
+    template const char* interaction_backward<T>(const InteractionInputs<T>&, const T*, const BackwardOutputs<T>&,   \
+                                                 T*, cudaStream_t);                                                  \
     template const char* interaction_double_backward<T>(const InteractionInputs<T>&, const Cotangents<T>&, const T*, \
                                                         T*, T*, T*, T*, T*, T*, T*, T*, T*, cudaStream_t);           \
-    template const char* interaction_backward_molecules<T>(const InteractionInputs<T>&, const index_t*, index_t,      \
-                                                           const T*, T*, T*, T*, T*, T*, T*, cudaStream_t);          \
     template const char* interaction_double_backward_molecules<T>(const InteractionInputs<T>&, const Cotangents<T>&, \
                                                                   const index_t*, index_t, const T*, T*, T*, T*, T*, \
                                                                   T*, T*, T*, cudaStream_t);                         \

@@ -29,11 +29,12 @@ struct InteractionInputs {
     const T* coord;         // (P, 3)
     const index_t* second;  // (P,) sender of each pair
     Segments receivers;
+    Segments senders;
     const T* mu;            // (nu,)
     const T* sigma;         // (nu,)
     const T* lam1;          // (F,) or null
     const T* lam2;          // (F,) or null
-    index_t n_atoms;
+    index_t n_atoms, n_pairs;
     int nu, features, lmax;
     double cutoff, cusp_reg;
 };
@@ -41,12 +42,13 @@ struct InteractionInputs {
 // Largest thread block (the CSR kernels run one thread per feature).
 constexpr int kMaxThreads = 1024;
 
-// The kernels the launchers start.
+// The kernels the launchers start (split.cuh: the forward and backward of the CSR path).
 enum class KernelKind : int {
-    forward,
-    backward,
+    sender_contract,
+    receiver_forward,
+    receiver_backward,
+    sender_backward,
     double_backward,
-    backward_molecules,
     double_backward_molecules,
     sender_sum,
     envsum,
@@ -54,7 +56,7 @@ enum class KernelKind : int {
     featsum,
     featsum_molecules,
 };
-constexpr int kKernelKinds = 10;
+constexpr int kKernelKinds = 11;
 const char* kernel_name(KernelKind kind);
 
 // The thread block one launch of a kernel takes: threads (one per feature, and in the interaction
@@ -80,14 +82,25 @@ struct KernelLimits {
 const char* check_block(KernelKind kind, bool is_double, int lmax, int features, Block block,
                         const KernelLimits& limits);
 
-template <class T>
-const char* interaction_forward(const InteractionInputs<T>& in, T* out, cudaStream_t stream);
+// Scratch of interaction_forward (backward = false) and interaction_backward, in elements of T,
+// which the caller allocates: t (P, F), and for the backward dt (P, F) and d_factors (P, C).
+size_t interaction_workspace(bool backward, index_t n_pairs, int features, int lmax);
 
-// Receiver part of the backward: dt (P, F) scratch for sender_sum, grad_coord (P, 3), and per-atom
-// partial gradients mu_part, sigma_part (N, nu), lam1_part, lam2_part (N, F; unused below their lmax).
+// out (N, F); workspace as interaction_workspace(false, ...) says.
 template <class T>
-const char* interaction_backward(const InteractionInputs<T>& in, const T* grad_out, T* dt, T* grad_coord, T* mu_part,
-                                 T* sigma_part, T* lam1_part, T* lam2_part, cudaStream_t stream);
+const char* interaction_forward(const InteractionInputs<T>& in, T* out, T* workspace, cudaStream_t stream);
+
+// What the backward writes: grad_Y (N, nu, F), grad_coord (P, 3), per-atom partial gradients
+// mu_part, sigma_part (N, nu; by sender) and lam1_part, lam2_part (N, F; by receiver, unused below
+// their lmax), which the caller sums over atoms.
+template <class T>
+struct BackwardOutputs {
+    T *grad_Y, *grad_coord, *mu_part, *sigma_part, *lam1_part, *lam2_part;
+};
+
+template <class T>
+const char* interaction_backward(const InteractionInputs<T>& in, const T* grad_out, const BackwardOutputs<T>& out,
+                                 T* workspace, cudaStream_t stream);
 
 // Cotangents of the backward's outputs (device pointers). v_Y, v_lam1, v_lam2 may be null (zero);
 // v_coord (P, 3), v_mu and v_sigma (nu,) are always given.
@@ -107,12 +120,6 @@ const char* interaction_double_backward(const InteractionInputs<T>& in, const Co
 // Molecule path of the two derivative levels: one block per atom range of molecule_ptr (M + 1,; no
 // pair crosses a range, see pair_index.molecule_ranges), grad_Y (N, nu, F) written directly, so
 // no sender_sum and no dt / bar_t / bar_ds buffers. Other outputs as above.
-template <class T>
-const char* interaction_backward_molecules(const InteractionInputs<T>& in, const index_t* molecule_ptr,
-                                           index_t n_molecules, const T* grad_out, T* grad_Y, T* grad_coord,
-                                           T* mu_part, T* sigma_part, T* lam1_part, T* lam2_part,
-                                           cudaStream_t stream);
-
 template <class T>
 const char* interaction_double_backward_molecules(const InteractionInputs<T>& in, const Cotangents<T>& cot,
                                                   const index_t* molecule_ptr, index_t n_molecules, const T* grad_out,

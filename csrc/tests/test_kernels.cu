@@ -67,6 +67,13 @@ int main() {
             if (first[p] == i) order.push_back(p);
     }
     ptr[N] = P;
+    std::vector<index_t> sender_order, sender_ptr(N + 1, 0);  // and by sender
+    for (int j = 0; j < N; ++j) {
+        sender_ptr[j] = index_t(sender_order.size());
+        for (int p = 0; p < P; ++p)
+            if (second[p] == j) sender_order.push_back(p);
+    }
+    sender_ptr[N] = P;
 
     // host loops of the SPEC formulas
     std::vector<double> env_ref(N * nu * F, 0.0), out_ref(N * F, 0.0), m(N * 9 * F, 0.0);
@@ -105,10 +112,13 @@ int main() {
         std::fprintf(stderr, "envsum: %s\n", err);
         return 1;
     }
-    const hipnnts::InteractionInputs<double> in{to_device(Y), to_device(coord), d_second, receivers, to_device(mu),
-                                                to_device(sigma), to_device(lam1), to_device(lam2), N, nu, F, 2,
-                                                cutoff, eps};
-    if (const char* err = hipnnts::interaction_forward(in, d_out, nullptr)) {
+    const hipnnts::Segments senders{to_device(sender_order), to_device(sender_ptr)};
+    const hipnnts::InteractionInputs<double> in{to_device(Y), to_device(coord), d_second, receivers, senders,
+                                                to_device(mu), to_device(sigma), to_device(lam1), to_device(lam2), N, P,
+                                                nu, F, 2, cutoff, eps};
+    double* d_workspace = nullptr;
+    CHECK_CUDA(cudaMalloc(&d_workspace, hipnnts::interaction_workspace(false, P, F, 2) * sizeof(double)));
+    if (const char* err = hipnnts::interaction_forward(in, d_out, d_workspace, nullptr)) {
         std::fprintf(stderr, "interaction_forward: %s\n", err);
         return 1;
     }

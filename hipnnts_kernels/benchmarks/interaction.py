@@ -119,7 +119,7 @@ def op_levels(impl: dict, problem: dict) -> dict[str, Callable[[], object]]:
 
 
 def op_implementation(backend: str) -> dict:
-    if backend == "cuda-molecules":  # the CUDA kernels with the molecule path of the derivative levels
+    if backend == "cuda-molecules":  # the CUDA kernels with the molecule path of the double backward
         from ..cuda_backend import KERNELS
         from ..segment_kernels import SegmentKernels
 

@@ -44,7 +44,7 @@ from .timing import copy_bandwidth, device_name, environment, matmul_flops, time
 
 OPS = ("envsum", "sensesum", "featsum", "sensitivity", "tensor_factors", "interaction")
 BACKENDS = ("cuda", "cuda-molecules", "triton", "reference", "reference-compile", "hippynn")
-#: The ops whose kernels the CUDA molecule path changes (the interaction's derivative levels, featsum).
+#: The ops whose kernels the CUDA molecule path changes (the interaction's double backward, featsum).
 MOLECULE_PATH_OPS = ("interaction", "featsum")
 #: Ops whose cost depends on lmax; the others run once.
 LMAX_OPS = ("tensor_factors", "interaction")
@@ -253,7 +253,7 @@ def skip_reason(backend: str, op: str, device: torch.device, level: str | None =
         return "hippynn has no kernel for this op"
     if backend == "cuda-molecules":
         if op not in MOLECULE_PATH_OPS:
-            return "the molecule path changes only the interaction's derivative levels and featsum"
+            return "the molecule path changes only the interaction's double backward and featsum"
         backend = "cuda"
     if backend in ("cuda", "triton"):
         if not backends.has_implementation(op, backend):

@@ -157,7 +157,7 @@ def run(shape_names, lmax: int, dtype: torch.dtype, progress: bool = True) -> tu
                 kernels = SegmentKernels(launchers, molecule_max_atoms=max_atoms)
                 for (op, passname), call in _passes(kernels, x, shape, lmax).items():
                     if path == "molecule" and op in ("envsum", "sensesum"):
-                        continue  # the molecule path changes the interaction's derivatives and featsum only
+                        continue  # the molecule path changes the interaction's double backward and featsum only
                     started = time.perf_counter()
                     record_traffic(lib, True)
                     call()

@@ -30,24 +30,30 @@ class TritonLaunchers:
         return (Y, pointer(coord, Y), pointer(second, ptr), pointer(order, ptr), ptr, mu, sigma,
                 per_feature(lam1, Y, features), per_feature(lam2, Y, features), constants(cutoff, cusp_reg, Y))
 
-    def interaction_forward(self, Y, coord, second, order, ptr, mu, sigma, lam1, lam2, cutoff, cusp_reg, lmax, out):
+    def interaction_forward(self, Y, coord, second, order, ptr, sender_order, sender_ptr, mu, sigma, lam1, lam2,
+                            cutoff, cusp_reg, lmax, out):
         n_atoms, nu, features = Y.shape
         config = launch_config("forward", nu, features, lmax)
         grid = (n_atoms, triton.cdiv(features, config["BLOCK_F"]))
         _forward_kernel[grid](*self._inputs(Y, coord, second, order, ptr, mu, sigma, lam1, lam2, cutoff, cusp_reg),
                               out, nu, features, **config)
 
-    def interaction_backward(self, Y, coord, second, order, ptr, mu, sigma, lam1, lam2, cutoff, cusp_reg, lmax,
-                             grad_out, dt, grad_coord, mu_part, sigma_part, lam1_part, lam2_part):
+    def interaction_backward(self, Y, coord, second, order, ptr, sender_order, sender_ptr, mu, sigma, lam1, lam2,
+                             cutoff, cusp_reg, lmax, grad_out, grad_Y, grad_coord, mu_part, sigma_part, lam1_part,
+                             lam2_part):
+        """The receiver kernel writes dt (P, F); the sender kernel sums it into grad_Y."""
         n_atoms, nu, features = Y.shape
+        dt = Y.new_empty(coord.shape[0], features)
         _backward_kernel[(n_atoms,)](
             grad_out, *self._inputs(Y, coord, second, order, ptr, mu, sigma, lam1, lam2, cutoff, cusp_reg),
             pointer(dt, Y), pointer(grad_coord, Y), mu_part, sigma_part, lam1_part, lam2_part, nu, features,
             **launch_config("backward", nu, features, lmax))
+        self.sender_sum(coord, sender_order, sender_ptr, mu, sigma, cutoff, dt, None, None, grad_Y)
 
-    def interaction_double_backward(self, Y, coord, second, order, ptr, mu, sigma, lam1, lam2, cutoff, cusp_reg, lmax,
-                                    v_Y, v_coord, v_mu, v_sigma, v_lam1, v_lam2, grad_out, dt, bar_t, bar_ds,
-                                    grad_coord, mu_part, sigma_part, grad_grad_out, lam1_part, lam2_part):
+    def interaction_double_backward(self, Y, coord, second, order, ptr, sender_order, sender_ptr, mu, sigma, lam1,
+                                    lam2, cutoff, cusp_reg, lmax, v_Y, v_coord, v_mu, v_sigma, v_lam1, v_lam2,
+                                    grad_out, dt, bar_t, bar_ds, grad_coord, mu_part, sigma_part, grad_grad_out,
+                                    lam1_part, lam2_part):
         n_atoms, nu, features = Y.shape
         _double_backward_kernel[(n_atoms,)](
             grad_out, *self._inputs(Y, coord, second, order, ptr, mu, sigma, lam1, lam2, cutoff, cusp_reg),
