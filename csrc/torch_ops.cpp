@@ -97,16 +97,30 @@ void check_interaction(const Inputs& in) {
 
 cudaStream_t current_stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
 
+// The derivative levels' outputs as the kernels take them (grad_grad_out is null in the backward).
+template <class T>
+hipnnts::Gradients<T> gradients(at::Tensor& grad_Y, at::Tensor& grad_coord, at::Tensor& mu_part,
+                                at::Tensor& sigma_part, at::Tensor& lam1_part, at::Tensor& lam2_part,
+                                at::Tensor* grad_grad_out) {
+    return {grad_Y.data_ptr<T>(),    grad_coord.data_ptr<T>(), mu_part.data_ptr<T>(),
+            sigma_part.data_ptr<T>(), lam1_part.data_ptr<T>(),  lam2_part.data_ptr<T>(),
+            grad_grad_out != nullptr ? grad_grad_out->data_ptr<T>() : nullptr};
+}
+
+at::Tensor workspace(hipnnts::Level level, const Inputs& in) {
+    const size_t size = hipnnts::interaction_workspace(level, in.coord.size(0), int(in.Y.size(2)), int(in.lmax));
+    return at::empty({int64_t(size)}, in.Y.options());
+}
+
 void interaction_forward(INTERACTION_ARGS, at::Tensor& out) {
     const Inputs in = INTERACTION_INPUTS;
     check_interaction(in);
     check_float(out, "out", Y);
     const c10::cuda::CUDAGuard guard(Y.device());
+    at::Tensor scratch = workspace(hipnnts::Level::forward, in);
     AT_DISPATCH_FLOATING_TYPES(Y.scalar_type(), "interaction_forward", [&] {
-        at::Tensor workspace = at::empty(
-            {int64_t(hipnnts::interaction_workspace(false, coord.size(0), int(Y.size(2)), int(lmax)))}, Y.options());
         raise_if(hipnnts::interaction_forward<scalar_t>(in.pointers<scalar_t>(), out.data_ptr<scalar_t>(),
-                                                        workspace.data_ptr<scalar_t>(), current_stream()),
+                                                        scratch.data_ptr<scalar_t>(), current_stream()),
                  "interaction_forward");
     });
 }
@@ -120,63 +134,23 @@ void interaction_backward(INTERACTION_ARGS, const at::Tensor& grad_out, at::Tens
                                   {&lam2_part, "lam2_part"}})
         check_float(*t, name, Y);
     const c10::cuda::CUDAGuard guard(Y.device());
+    at::Tensor scratch = workspace(hipnnts::Level::backward, in);
     AT_DISPATCH_FLOATING_TYPES(Y.scalar_type(), "interaction_backward", [&] {
-        at::Tensor workspace = at::empty(
-            {int64_t(hipnnts::interaction_workspace(true, coord.size(0), int(Y.size(2)), int(lmax)))}, Y.options());
-        const hipnnts::BackwardOutputs<scalar_t> out{
-            grad_Y.data_ptr<scalar_t>(),     grad_coord.data_ptr<scalar_t>(), mu_part.data_ptr<scalar_t>(),
-            sigma_part.data_ptr<scalar_t>(), lam1_part.data_ptr<scalar_t>(),  lam2_part.data_ptr<scalar_t>()};
-        raise_if(hipnnts::interaction_backward<scalar_t>(in.pointers<scalar_t>(), grad_out.data_ptr<scalar_t>(), out,
-                                                         workspace.data_ptr<scalar_t>(), current_stream()),
+        raise_if(hipnnts::interaction_backward<scalar_t>(
+                     in.pointers<scalar_t>(), grad_out.data_ptr<scalar_t>(),
+                     gradients<scalar_t>(grad_Y, grad_coord, mu_part, sigma_part, lam1_part, lam2_part, nullptr),
+                     scratch.data_ptr<scalar_t>(), current_stream()),
                  "interaction_backward");
     });
 }
 
 void interaction_double_backward(INTERACTION_ARGS, const OptionalTensor& v_Y, const at::Tensor& v_coord,
                                  const at::Tensor& v_mu, const at::Tensor& v_sigma, const OptionalTensor& v_lam1,
-                                 const OptionalTensor& v_lam2, const at::Tensor& grad_out, at::Tensor& dt,
-                                 at::Tensor& bar_t, at::Tensor& bar_ds, at::Tensor& grad_coord, at::Tensor& mu_part,
-                                 at::Tensor& sigma_part, at::Tensor& grad_grad_out, at::Tensor& lam1_part,
-                                 at::Tensor& lam2_part) {
+                                 const OptionalTensor& v_lam2, const at::Tensor& grad_out, at::Tensor& grad_Y,
+                                 at::Tensor& grad_coord, at::Tensor& mu_part, at::Tensor& sigma_part,
+                                 at::Tensor& grad_grad_out, at::Tensor& lam1_part, at::Tensor& lam2_part) {
     const Inputs in = INTERACTION_INPUTS;
     check_interaction(in);
-    for (const auto& [t, name] :
-         {std::pair{&v_coord, "v_coord"}, {&v_mu, "v_mu"}, {&v_sigma, "v_sigma"}, {&grad_out, "grad_out"},
-          {&dt, "dt"}, {&bar_t, "bar_t"}, {&bar_ds, "bar_ds"}, {&grad_coord, "grad_coord"}, {&mu_part, "mu_part"},
-          {&sigma_part, "sigma_part"}, {&grad_grad_out, "grad_grad_out"}, {&lam1_part, "lam1_part"},
-          {&lam2_part, "lam2_part"}})
-        check_float(*t, name, Y);
-    for (const auto& [t, name] : {std::pair{&v_Y, "v_Y"}, {&v_lam1, "v_vecscales"}, {&v_lam2, "v_quadscales"}})
-        if (t->has_value()) check_float(**t, name, Y);
-    const c10::cuda::CUDAGuard guard(Y.device());
-    AT_DISPATCH_FLOATING_TYPES(Y.scalar_type(), "interaction_double_backward", [&] {
-        const hipnnts::Cotangents<scalar_t> cot{optional_ptr<scalar_t>(v_Y), v_coord.data_ptr<scalar_t>(),
-                                                v_mu.data_ptr<scalar_t>(), v_sigma.data_ptr<scalar_t>(),
-                                                optional_ptr<scalar_t>(v_lam1), optional_ptr<scalar_t>(v_lam2)};
-        raise_if(hipnnts::interaction_double_backward<scalar_t>(
-                     in.pointers<scalar_t>(), cot, grad_out.data_ptr<scalar_t>(), dt.data_ptr<scalar_t>(),
-                     bar_t.data_ptr<scalar_t>(), bar_ds.data_ptr<scalar_t>(), grad_coord.data_ptr<scalar_t>(),
-                     mu_part.data_ptr<scalar_t>(), sigma_part.data_ptr<scalar_t>(), grad_grad_out.data_ptr<scalar_t>(),
-                     lam1_part.data_ptr<scalar_t>(), lam2_part.data_ptr<scalar_t>(), current_stream()),
-                 "interaction_double_backward");
-    });
-}
-
-void check_molecules(const at::Tensor& molecule_ptr, const at::Tensor& Y) {
-    check_index(molecule_ptr, "molecule_ptr", Y);
-    TORCH_CHECK(molecule_ptr.dim() == 1 && molecule_ptr.numel() >= 1, "hipnnts_cuda: molecule_ptr must be (M + 1,)");
-}
-
-void interaction_double_backward_molecules(INTERACTION_ARGS, const at::Tensor& molecule_ptr, const OptionalTensor& v_Y,
-                                           const at::Tensor& v_coord, const at::Tensor& v_mu,
-                                           const at::Tensor& v_sigma, const OptionalTensor& v_lam1,
-                                           const OptionalTensor& v_lam2, const at::Tensor& grad_out,
-                                           at::Tensor& grad_Y, at::Tensor& grad_coord, at::Tensor& mu_part,
-                                           at::Tensor& sigma_part, at::Tensor& grad_grad_out, at::Tensor& lam1_part,
-                                           at::Tensor& lam2_part) {
-    const Inputs in = INTERACTION_INPUTS;
-    check_interaction(in);
-    check_molecules(molecule_ptr, Y);
     for (const auto& [t, name] :
          {std::pair{&v_coord, "v_coord"}, {&v_mu, "v_mu"}, {&v_sigma, "v_sigma"}, {&grad_out, "grad_out"},
           {&grad_Y, "grad_Y"}, {&grad_coord, "grad_coord"}, {&mu_part, "mu_part"}, {&sigma_part, "sigma_part"},
@@ -185,45 +159,22 @@ void interaction_double_backward_molecules(INTERACTION_ARGS, const at::Tensor& m
     for (const auto& [t, name] : {std::pair{&v_Y, "v_Y"}, {&v_lam1, "v_vecscales"}, {&v_lam2, "v_quadscales"}})
         if (t->has_value()) check_float(**t, name, Y);
     const c10::cuda::CUDAGuard guard(Y.device());
-    AT_DISPATCH_FLOATING_TYPES(Y.scalar_type(), "interaction_double_backward_molecules", [&] {
+    at::Tensor scratch = workspace(hipnnts::Level::double_backward, in);
+    AT_DISPATCH_FLOATING_TYPES(Y.scalar_type(), "interaction_double_backward", [&] {
         const hipnnts::Cotangents<scalar_t> cot{optional_ptr<scalar_t>(v_Y), v_coord.data_ptr<scalar_t>(),
                                                 v_mu.data_ptr<scalar_t>(), v_sigma.data_ptr<scalar_t>(),
                                                 optional_ptr<scalar_t>(v_lam1), optional_ptr<scalar_t>(v_lam2)};
-        raise_if(hipnnts::interaction_double_backward_molecules<scalar_t>(
-                     in.pointers<scalar_t>(), cot, molecule_ptr.data_ptr<index_t>(), molecule_ptr.numel() - 1,
-                     grad_out.data_ptr<scalar_t>(), grad_Y.data_ptr<scalar_t>(), grad_coord.data_ptr<scalar_t>(),
-                     mu_part.data_ptr<scalar_t>(), sigma_part.data_ptr<scalar_t>(), grad_grad_out.data_ptr<scalar_t>(),
-                     lam1_part.data_ptr<scalar_t>(), lam2_part.data_ptr<scalar_t>(), current_stream()),
-                 "interaction_double_backward_molecules");
+        raise_if(hipnnts::interaction_double_backward<scalar_t>(
+                     in.pointers<scalar_t>(), cot, grad_out.data_ptr<scalar_t>(),
+                     gradients<scalar_t>(grad_Y, grad_coord, mu_part, sigma_part, lam1_part, lam2_part, &grad_grad_out),
+                     scratch.data_ptr<scalar_t>(), current_stream()),
+                 "interaction_double_backward");
     });
 }
 
-void sender_sum(const at::Tensor& coord, const at::Tensor& order, const at::Tensor& ptr, const at::Tensor& mu,
-                const at::Tensor& sigma, double cutoff, const at::Tensor& X, const OptionalTensor& B,
-                const OptionalTensor& Z, at::Tensor& out) {
-    TORCH_CHECK(out.dim() == 3, "hipnnts_cuda: out must be (N, nu, F), got ", out.sizes());
-    for (const auto& [t, name] : {std::pair{&coord, "pair_coord"}, {&mu, "mu"}, {&sigma, "sigma"}, {&X, "X"}})
-        check_float(*t, name, out);
-    TORCH_CHECK(B.has_value() == Z.has_value(), "hipnnts_cuda: B and Z go together");
-    if (B) check_float(*B, "B", out);
-    if (Z) check_float(*Z, "Z", out);
-    check_index(order, "sender_order", out);
-    check_index(ptr, "sender_ptr", out);
-    const c10::cuda::CUDAGuard guard(out.device());
-    AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "sender_sum", [&] {
-        hipnnts::InteractionInputs<scalar_t> in{};
-        in.coord = coord.data_ptr<scalar_t>();
-        in.mu = mu.data_ptr<scalar_t>();
-        in.sigma = sigma.data_ptr<scalar_t>();
-        in.n_atoms = out.size(0);
-        in.nu = int(out.size(1));
-        in.features = int(out.size(2));
-        in.cutoff = cutoff;
-        raise_if(hipnnts::sender_sum<scalar_t>(in, hipnnts::Segments{order.data_ptr<index_t>(), ptr.data_ptr<index_t>()},
-                                               X.data_ptr<scalar_t>(), optional_ptr<scalar_t>(B),
-                                               optional_ptr<scalar_t>(Z), out.data_ptr<scalar_t>(), current_stream()),
-                 "sender_sum");
-    });
+void check_molecules(const at::Tensor& molecule_ptr, const at::Tensor& Y) {
+    check_index(molecule_ptr, "molecule_ptr", Y);
+    TORCH_CHECK(molecule_ptr.dim() == 1 && molecule_ptr.numel() >= 1, "hipnnts_cuda: molecule_ptr must be (M + 1,)");
 }
 
 template <class T>
@@ -288,15 +239,9 @@ TORCH_LIBRARY(hipnnts_cuda, m) {
     m.def("interaction_backward(" INTERACTION_SCHEMA ", Tensor grad_out, Tensor(a!) grad_Y, Tensor(b!) grad_coord, "
           "Tensor(c!) mu_part, Tensor(d!) sigma_part, Tensor(e!) lam1_part, Tensor(f!) lam2_part) -> ()");
     m.def("interaction_double_backward(" INTERACTION_SCHEMA ", Tensor? v_Y, Tensor v_coord, Tensor v_mu, "
-          "Tensor v_sigma, Tensor? v_vecscales, Tensor? v_quadscales, Tensor grad_out, Tensor(a!) dt, "
-          "Tensor(b!) bar_t, Tensor(c!) bar_ds, Tensor(d!) grad_coord, Tensor(e!) mu_part, Tensor(f!) sigma_part, "
-          "Tensor(g!) grad_grad_out, Tensor(h!) lam1_part, Tensor(i!) lam2_part) -> ()");
-    m.def("interaction_double_backward_molecules(" INTERACTION_SCHEMA ", Tensor molecule_ptr, Tensor? v_Y, "
-          "Tensor v_coord, Tensor v_mu, Tensor v_sigma, Tensor? v_vecscales, Tensor? v_quadscales, Tensor grad_out, "
-          "Tensor(a!) grad_Y, Tensor(b!) grad_coord, Tensor(c!) mu_part, Tensor(d!) sigma_part, "
-          "Tensor(e!) grad_grad_out, Tensor(f!) lam1_part, Tensor(g!) lam2_part) -> ()");
-    m.def("sender_sum(Tensor pair_coord, Tensor sender_order, Tensor sender_ptr, Tensor mu, Tensor sigma, "
-          "float cutoff, Tensor X, Tensor? B, Tensor? Z, Tensor(a!) out) -> ()");
+          "Tensor v_sigma, Tensor? v_vecscales, Tensor? v_quadscales, Tensor grad_out, Tensor(a!) grad_Y, "
+          "Tensor(b!) grad_coord, Tensor(c!) mu_part, Tensor(d!) sigma_part, Tensor(e!) grad_grad_out, "
+          "Tensor(f!) lam1_part, Tensor(g!) lam2_part) -> ()");
     m.def("envsum(Tensor sens, Tensor feat, Tensor pair_second, Tensor order, Tensor ptr, Tensor(a!) out) -> ()");
     m.def("sensesum(Tensor env, Tensor feat, Tensor pair_second, Tensor order, Tensor ptr, Tensor(a!) out) -> ()");
     m.def("featsum(Tensor env, Tensor sens, Tensor pair_first, Tensor order, Tensor ptr, Tensor(a!) out) -> ()");
@@ -308,8 +253,6 @@ TORCH_LIBRARY_IMPL(hipnnts_cuda, CUDA, m) {
     m.impl("interaction_forward", &interaction_forward);
     m.impl("interaction_backward", &interaction_backward);
     m.impl("interaction_double_backward", &interaction_double_backward);
-    m.impl("interaction_double_backward_molecules", &interaction_double_backward_molecules);
-    m.impl("sender_sum", &sender_sum);
     m.impl("envsum", &envsum);
     m.impl("sensesum", &sensesum);
     m.impl("featsum", &featsum);

@@ -28,9 +28,8 @@ import torch
 
 from .segment_kernels import SegmentKernels
 
-_PRIMITIVES = ("interaction_forward", "interaction_backward", "interaction_double_backward",
-               "interaction_double_backward_molecules", "sender_sum", "envsum", "sensesum", "featsum",
-               "featsum_molecules")
+_PRIMITIVES = ("interaction_forward", "interaction_backward", "interaction_double_backward", "envsum", "sensesum",
+               "featsum", "featsum_molecules")
 
 _REBUILD = ("rebuild it with this torch: pip install --no-build-isolation -e . (see the README), "
             "or remove hipnnts_kernels/_C*.so to use the other backends")
@@ -121,6 +120,6 @@ class _ExtensionLaunchers:
 
 
 #: The implementations registered for the backend (see hipnnts_kernels.ops). The molecule path of
-#: the double backward and featsum is off until a GPU benchmark shows where it wins; to use it, set
+#: featsum is off until a GPU benchmark shows where it wins; to use it, set
 #: ``KERNELS.molecule_max_atoms`` (e.g. 64).
 KERNELS = SegmentKernels(_ExtensionLaunchers())

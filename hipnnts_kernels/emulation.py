@@ -52,8 +52,7 @@ class EmulatedLaunchers:
 
     def __init__(self, lib: ctypes.CDLL):
         self.lib = lib
-        for name in ("interaction_forward", "interaction_backward", "interaction_double_backward",
-                     "interaction_double_backward_molecules", "sender_sum", "envsum",
+        for name in ("interaction_forward", "interaction_backward", "interaction_double_backward", "envsum",
                      "sensesum", "featsum", "featsum_molecules"):
             getattr(lib, f"hipnnts_emu_{name}").restype = ctypes.c_char_p
 
@@ -74,13 +73,9 @@ class EmulatedLaunchers:
                 ctypes.c_int64(n_atoms), ctypes.c_int64(coord.shape[0]), ctypes.c_int(nu), ctypes.c_int(features),
                 ctypes.c_int(lmax), ctypes.c_double(cutoff), ctypes.c_double(cusp_reg))
 
-    def _interaction(self, name: str, args, molecules: bool = False):
-        inputs, rest = args[:self.N_INPUTS], args[self.N_INPUTS:]
-        extra = ()
-        if molecules:
-            molecule_ptr, rest = rest[0], rest[1:]
-            extra = (_ptr(molecule_ptr), ctypes.c_int64(molecule_ptr.shape[0] - 1))
-        self._call(name, *self._inputs(*inputs), *extra, *(_ptr(t) for t in rest))
+    def _interaction(self, name: str, args):
+        inputs, outputs = args[:self.N_INPUTS], args[self.N_INPUTS:]
+        self._call(name, *self._inputs(*inputs), *(_ptr(t) for t in outputs))
 
     def interaction_forward(self, *args):
         self._interaction("interaction_forward", args)
@@ -90,17 +85,6 @@ class EmulatedLaunchers:
 
     def interaction_double_backward(self, *args):
         self._interaction("interaction_double_backward", args)
-
-    def interaction_double_backward_molecules(self, *args):
-        self._interaction("interaction_double_backward_molecules", args, molecules=True)
-
-    def sender_sum(self, coord, order, ptr, mu, sigma, cutoff, X, B, Z, out):
-        n_atoms, nu, features = out.shape
-        self._call("sender_sum", ctypes.c_int(out.dtype == torch.float64), _ptr(None), _ptr(coord), _ptr(None),
-                   _ptr(None), _ptr(None), _ptr(order), _ptr(ptr), _ptr(mu), _ptr(sigma), _ptr(None), _ptr(None),
-                   ctypes.c_int64(n_atoms), ctypes.c_int64(coord.shape[0]), ctypes.c_int(nu), ctypes.c_int(features),
-                   ctypes.c_int(0), ctypes.c_double(cutoff), ctypes.c_double(0.0), _ptr(X), _ptr(B), _ptr(Z),
-                   _ptr(out))
 
     def _family(self, name, a, b, atom, order, ptr, out, n_atoms, nu, features):
         self._call(name, ctypes.c_int(out.dtype == torch.float64), _ptr(a), _ptr(b), _ptr(atom), _ptr(order),

@@ -36,15 +36,11 @@ class Launchers(Protocol):
     # <inputs>, grad_out, grad_Y, grad_coord, mu_part, sigma_part, lam1_part, lam2_part
     def interaction_backward(self, *inputs_then_outputs) -> None: ...
 
-    # <inputs>, v_Y, v_coord, v_mu, v_sigma, v_lam1, v_lam2, grad_out, dt, bar_t, bar_ds, grad_coord, mu_part,
-    #     sigma_part, grad_grad_out, lam1_part, lam2_part
+    # <inputs>, v_Y, v_coord, v_mu, v_sigma, v_lam1, v_lam2, grad_out, grad_Y, grad_coord, mu_part, sigma_part,
+    #     grad_grad_out, lam1_part, lam2_part
     def interaction_double_backward(self, *inputs_then_outputs) -> None: ...
 
-    def sender_sum(self, coord, order, ptr, mu, sigma, cutoff, X, B, Z, out) -> None: ...
-
     # optional, the molecule path (see SegmentKernels):
-    # interaction_double_backward_molecules(<inputs>, molecule_ptr, v_Y, v_coord, v_mu, v_sigma, v_lam1, v_lam2,
-    #     grad_out, grad_Y, grad_coord, mu_part, sigma_part, grad_grad_out, lam1_part, lam2_part)
     # featsum_molecules(env, sens, second, receiver_order, receiver_ptr, molecule_ptr, out)
 
     def envsum(self, sens, feat, second, order, ptr, out) -> None: ...
@@ -58,8 +54,8 @@ class SegmentKernels:
     """Registry implementations (same signatures as :mod:`hipnnts_kernels.reference`) over a set of
     :class:`Launchers`.
 
-    ``molecule_max_atoms`` > 0 turns on the molecule path (the interaction's double backward and
-    featsum, the ops that scatter by sender) for launchers that have it (``*_molecules``):
+    ``molecule_max_atoms`` > 0 turns on the molecule path of featsum (an op that scatters by
+    sender) for launchers that have it (``featsum_molecules``):
     used when no atom range that pairs never cross (see
     :func:`~hipnnts_kernels.pair_index.molecule_ranges`) has more atoms than that.
     """
@@ -77,21 +73,21 @@ class SegmentKernels:
 
     @staticmethod
     def _inputs(Y, pair_coord, pair_first, pair_second, mu, sigma, vecscales, quadscales, cutoff, cusp_reg, lmax):
-        """The interaction's argument pack (see :class:`Launchers`) and the pair index."""
+        """The interaction's argument pack (see :class:`Launchers`)."""
         index = pair_index(pair_first, pair_second, Y.shape[0])
         inputs = (Y.contiguous(), pair_coord.contiguous(), pair_second.to(torch.int64).contiguous(),
                   index.receiver_order, index.receiver_ptr, index.sender_order, index.sender_ptr, mu.contiguous(),
                   sigma.contiguous(), None if vecscales is None else vecscales.contiguous(),
                   None if quadscales is None else quadscales.contiguous(), float(cutoff), float(cusp_reg), int(lmax))
-        return inputs, index
+        return inputs
 
     def interaction(self, Y, pair_coord, pair_first, pair_second, mu, sigma, vecscales, quadscales, cutoff, cusp_reg,
                     lmax) -> Tensor:
         if Y.numel() == 0:
             return reference.interaction(Y, pair_coord, pair_first, pair_second, mu, sigma, vecscales, quadscales,
                                          cutoff, cusp_reg, lmax)
-        inputs, _ = self._inputs(Y, pair_coord, pair_first, pair_second, mu, sigma, vecscales, quadscales, cutoff,
-                                 cusp_reg, lmax)
+        inputs = self._inputs(Y, pair_coord, pair_first, pair_second, mu, sigma, vecscales, quadscales, cutoff,
+                              cusp_reg, lmax)
         out = Y.new_empty(Y.shape[0], Y.shape[2])
         self.launch.interaction_forward(*inputs, out)
         return out
@@ -101,8 +97,8 @@ class SegmentKernels:
         if Y.numel() == 0:
             return reference.interaction_backward(grad_out, Y, pair_coord, pair_first, pair_second, mu, sigma,
                                                   vecscales, quadscales, cutoff, cusp_reg, lmax)
-        inputs, index = self._inputs(Y, pair_coord, pair_first, pair_second, mu, sigma, vecscales, quadscales, cutoff,
-                                     cusp_reg, lmax)
+        inputs = self._inputs(Y, pair_coord, pair_first, pair_second, mu, sigma, vecscales, quadscales, cutoff,
+                              cusp_reg, lmax)
         n_atoms, nu, features = Y.shape
         n_pairs = pair_coord.shape[0]
         grad_Y, grad_coord = Y.new_empty(Y.shape), Y.new_empty(n_pairs, 3)
@@ -120,8 +116,8 @@ class SegmentKernels:
             return reference.interaction_double_backward(
                 grad_out, Y, pair_coord, pair_first, pair_second, mu, sigma, vecscales, quadscales, v_Y, v_coord, v_mu,
                 v_sigma, v_vecscales, v_quadscales, cutoff, cusp_reg, lmax)
-        inputs, index = self._inputs(Y, pair_coord, pair_first, pair_second, mu, sigma, vecscales, quadscales, cutoff,
-                                     cusp_reg, lmax)
+        inputs = self._inputs(Y, pair_coord, pair_first, pair_second, mu, sigma, vecscales, quadscales, cutoff,
+                              cusp_reg, lmax)
         n_atoms, nu, features = Y.shape
         n_pairs = pair_coord.shape[0]
         given = lambda t, *shape: Y.new_zeros(shape) if t is None else t.contiguous()  # noqa: E731
@@ -132,19 +128,8 @@ class SegmentKernels:
         mu_part, sigma_part = Y.new_empty(n_atoms, nu), Y.new_empty(n_atoms, nu)
         lam1_part, lam2_part = Y.new_empty(n_atoms, features), Y.new_empty(n_atoms, features)
         grad_Y = Y.new_empty(Y.shape)
-        molecule_ptr = self._molecules(index, pair_first, pair_second, "interaction_double_backward_molecules")
-        if molecule_ptr is not None:
-            self.launch.interaction_double_backward_molecules(
-                *inputs, molecule_ptr, *cotangents, grad_out.contiguous(), grad_Y, grad_coord, mu_part, sigma_part,
-                grad_grad_out, lam1_part, lam2_part)
-        else:
-            dt, bar_t = Y.new_empty(n_pairs, features), Y.new_empty(n_pairs, features)
-            bar_ds = Y.new_empty(n_pairs, nu)
-            self.launch.interaction_double_backward(*inputs, *cotangents, grad_out.contiguous(), dt, bar_t, bar_ds,
-                                                    grad_coord, mu_part, sigma_part, grad_grad_out, lam1_part,
-                                                    lam2_part)
-            self.launch.sender_sum(pair_coord.contiguous(), index.sender_order, index.sender_ptr, mu.contiguous(),
-                                   sigma.contiguous(), float(cutoff), bar_t, bar_ds, dt, grad_Y)
+        self.launch.interaction_double_backward(*inputs, *cotangents, grad_out.contiguous(), grad_Y, grad_coord,
+                                                mu_part, sigma_part, grad_grad_out, lam1_part, lam2_part)
         return (grad_grad_out, grad_Y, grad_coord, mu_part.sum(0), sigma_part.sum(0),
                 lam1_part.sum(0) if lmax >= 1 else Y.new_zeros(0), lam2_part.sum(0) if lmax >= 2 else Y.new_zeros(0))
 

@@ -1,7 +1,7 @@
 """The widest layer each CUDA kernel of csrc/ launches at, from its compiled resource usage.
 
-The forward and backward kernels (split.cuh) tile the features and launch at any width ("any");
-the others run one thread per feature, so their widest F is set by their registers (they bound
+The interaction's kernels (split.cuh) tile the features and launch at any width ("any"); the
+envsum family's run one thread per feature, so their widest F is set by their registers (they bound
 the threads per block) and by their shared memory (which grows with F). This module compiles
 csrc/kernels/launch.cu with nvcc for sm_90 and sm_80, reads ptxas's register and static shared
 memory report per kernel, takes every launch's block shape from the launchers' own code
@@ -30,14 +30,18 @@ MAX_THREADS = 1024
 ANY_WIDTH = 1 << 16
 #: Per architecture: the name in the table and the largest opt-in shared memory per block (bytes).
 ARCHS = {90: ("sm_90", 227 * 1024), 80: ("sm_80", 163 * 1024)}
-#: hipnnts::KernelKind, in order, by the name of the kernel template that implements it.
-KINDS = ("sender_contract", "receiver_forward", "receiver_backward", "sender_backward", "interaction_double_backward",
-         "interaction_double_backward_molecule", "sender_sum", "envsum", "sensesum", "featsum", "featsum_molecule")
+#: hipnnts::KernelKind, in order, by kernel (see KERNEL_OF for the templates that implement them).
+KINDS = ("sender_contract", "receiver_forward", "receiver_backward", "sender_backward", "sender_contract_double",
+         "receiver_double_backward", "sender_double_backward", "envsum", "sensesum", "featsum", "featsum_molecule")
+#: (kernel template, its DOUBLE argument) -> the kind, where the name differs.
+KERNEL_OF = {("sender_contract", "true"): "sender_contract_double", ("receiver", "false"): "receiver_backward",
+             ("receiver", "true"): "receiver_double_backward", ("sender", "false"): "sender_backward",
+             ("sender", "true"): "sender_double_backward"}
 #: Kernels whose template arguments include lmax (the others take any lmax).
-WITH_LMAX = {"receiver_forward", "receiver_backward", "sender_backward", "interaction_double_backward",
-             "interaction_double_backward_molecule"}
-#: The kernels of the sender/receiver split (csrc/kernels/split.cuh): feature tiles, any width.
-SPLIT = KINDS[:4]
+WITH_LMAX = {"receiver_forward", "receiver_backward", "sender_backward", "receiver_double_backward",
+             "sender_double_backward"}
+#: The interaction's kernels (csrc/kernels/split.cuh): feature tiles, any width.
+SPLIT = KINDS[:7]
 DTYPES = ("float", "double")
 
 
@@ -68,8 +72,8 @@ def compiled_resources(sm: int, workdir: Path) -> dict[tuple[str, str, int | Non
     demangled = subprocess.run(["c++filt"], input="\n".join(names), capture_output=True, text=True).stdout.split("\n")
     resources = {}
     for entry, name in zip(entries, demangled):
-        match = re.search(r"hipnnts::(\w+)_kernel<(float|double)(?:, (\d+))?", name)
-        kernel, dtype = match.group(1), match.group(2)
+        match = re.search(r"hipnnts::(\w+)_kernel<(float|double)(?:, (\d+))?(?:, (true|false))?", name)
+        kernel, dtype = KERNEL_OF.get((match.group(1), match.group(4)), match.group(1)), match.group(2)
         lmax = int(match.group(3)) if kernel in WITH_LMAX else None
         registers = int(re.search(r"Used (\d+) registers", entry).group(1))
         shared = re.search(r"(\d+) bytes smem", entry)

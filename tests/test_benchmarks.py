@@ -184,8 +184,8 @@ def test_traffic_model_covers_every_launch_and_is_labelled_a_model(tmp_path):
     kernels_seen = {(r["path"], r["passname"], r["kernel"].split()[0]) for r in rows if r["kernel"] != "total"}
     assert {("per-atom", "forward", "sender_contract"), ("per-atom", "forward", "receiver_forward"),
             ("per-atom", "backward", "receiver_backward"), ("per-atom", "backward", "sender_backward"),
-            ("per-atom", "double", "interaction_double_backward"), ("per-atom", "double", "sender_sum"),
-            ("molecule", "double", "interaction_double_backward_molecules"),
+            ("per-atom", "double", "sender_contract_double"), ("per-atom", "double", "receiver_double_backward"),
+            ("per-atom", "double", "sender_double_backward"),
             ("molecule", "forward", "featsum_molecules")} <= kernels_seen
     for r in rows:
         assert r["dram_lower_bound"] <= r["l2_bytes"] and r["flops"] > 0

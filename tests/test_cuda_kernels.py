@@ -141,62 +141,59 @@ def test_envsum_family_matches_reference(target, kernels, cuda_backend, name):
 
 
 def test_split_kernels_tile_features_and_chunk_pairs(target, cuda_backend):
-    """Forward and backward (sender/receiver kernels) across several feature tiles, a partial last
-    tile, and atoms with more pairs than one shared-memory chunk as senders and as receivers."""
+    """Every level across several feature tiles, a partial last tile, and atoms with more pairs
+    than one shared-memory chunk as senders and as receivers."""
     x = on(target, interaction_inputs(2, n_atoms=4, n_pairs=150, nu=5, features=300, seed=4))
-    args = op_args(x, 2)
     assert int(torch.bincount(x["pair_first"]).max()) > 32 and int(torch.bincount(x["pair_second"]).max()) > 32
-    g = torch.Generator().manual_seed(1)
-    grad_out = torch.randn(x["Y"].shape[0], x["Y"].shape[2], generator=g, dtype=F64).to(x["Y"])
-    got = [_interaction(*args, cuda_backend), *_interaction_backward(grad_out, *args, cuda_backend)]
-    want = [_interaction(*args, "reference"), *_interaction_backward(grad_out, *args, "reference")]
+    assert_close_f64(all_levels(x, 2, cuda_backend), all_levels(x, 2, "reference"))
+
+
+def test_every_level_launches_at_any_width(target, kernels):
+    x = on(target, interaction_inputs(1, n_atoms=3, n_pairs=4, nu=2, features=1100, seed=0))
+    got = [kernels.interaction(*op_args(x, 1))]
+    want = [reference.interaction(*op_args(x, 1))]
+    g = torch.Generator().manual_seed(0)
+    grad_out = torch.randn(got[0].shape, generator=g, dtype=F64)
+    cotangents = [None if x[k] is None else torch.randn(x[k].shape, generator=g, dtype=F64) for k in FLOAT_KEYS]
+    for impl, out in ((kernels, got), (reference, want)):
+        out += impl.interaction_backward(grad_out, *op_args(x, 1))
+        out += impl.interaction_double_backward(grad_out, *op_args(x, 1)[:8], *cotangents, CUTOFF, 1e-6, 1)
     assert_close_f64(got, want)
 
 
-def test_forward_and_backward_launch_at_any_width(target, kernels):
-    x = on(target, interaction_inputs(1, n_atoms=3, n_pairs=4, nu=2, features=1100, seed=0))
-    out = kernels.interaction(*op_args(x, 1))
-    torch.testing.assert_close(out, reference.interaction(*op_args(x, 1)), rtol=1e-12, atol=1e-12)
-    grads = kernels.interaction_backward(torch.ones_like(out), *op_args(x, 1))
-    want = reference.interaction_backward(torch.ones_like(out), *op_args(x, 1))
-    assert_close_f64(list(grads), list(want))
-
-
 def test_too_many_features_is_a_clear_error(target, kernels):
-    impl, _ = target
-    if impl.molecule_max_atoms:
-        pytest.skip("the molecule path's widths are tested on a GPU only")
-    x = on(target, interaction_inputs(0, n_atoms=3, n_pairs=4, nu=1, features=1025, seed=0))
-    g = torch.Generator().manual_seed(0)
-    grad_out, *cotangents = (None if t is None else torch.randn(t.shape, generator=g, dtype=F64).to(t)
-                             for t in (x["Y"][:, 0], *(x[k] for k in FLOAT_KEYS)))
-    with pytest.raises(RuntimeError, match=r"interaction_double_backward \(float64, lmax 0\) runs one thread per "
-                                           r"feature.* at most 1024.*1025 features is too wide"):
-        kernels.interaction_double_backward(grad_out, *op_args(x, 0)[:8], *cotangents, CUTOFF, 1e-6, 0)
+    x = on(target, envsum_inputs(seed=0, n_atoms=3, n_pairs=4, nu=1, features=1025))
+    with pytest.raises(RuntimeError, match=r"featsum(_molecules)? \(float64, lmax 0\) runs one thread per feature.* at "
+                                           r"most 1024.*1025 features is too wide"):
+        kernels.featsum(x["env"], x["sens"], x["pf"], x["ps"])
 
 
 @pytest.mark.parametrize("dtype", [F32, F64])
 def test_the_documented_widths_hold_on_this_gpu(target, kernels, dtype):
-    """The double backward launches at its widest documented F and refuses one feature more with the
-    limit in the message (docs/kernels.md, from the compiled registers and shared memory)."""
+    """featsum launches at its widest documented F and refuses one feature more with the limit in
+    the message; the interaction's double backward launches beyond one block's width
+    (docs/kernels.md, from the compiled registers and shared memory)."""
     impl, device = target
     if device.type != "cuda" or torch.cuda.get_device_capability(device) not in ((9, 0), (8, 0)):
         pytest.skip("the documented widths are for sm_90 and sm_80 GPUs")
     sm = 90 if torch.cuda.get_device_capability(device) == (9, 0) else 80
-    kernel = "interaction_double_backward" + ("_molecule" if impl.molecule_max_atoms else "")
-    widest = documented_widest(kernel, 2, "double" if dtype == F64 else "float", sm)
-    for features in (widest, widest + 1) if widest < 1024 else (widest,):
-        x = on(target, interaction_inputs(2, n_atoms=4, n_pairs=6, nu=20, features=features, seed=2), dtype)
-        g = torch.Generator().manual_seed(0)
-        grad_out, *cotangents = (torch.randn(t.shape, generator=g, dtype=F64).to(t)
-                                 for t in (x["Y"][:, 0], *(x[k] for k in FLOAT_KEYS)))
-        args = (grad_out, *op_args(x, 2)[:8], *cotangents, CUTOFF, 1e-6, 2)
+    kernel = "featsum" + ("_molecule" if impl.molecule_max_atoms else "")
+    widest = documented_widest(kernel, 0, "double" if dtype == F64 else "float", sm)
+    for features in (widest, widest + 1):
+        x = on(target, envsum_inputs(seed=2, n_atoms=4, n_pairs=6, nu=20, features=features), dtype)
         if features == widest:
-            kernels.interaction_double_backward(*args)
+            kernels.featsum(x["env"], x["sens"], x["pf"], x["ps"])
             torch.cuda.synchronize(device)
         else:
             with pytest.raises(RuntimeError, match=f"{kernel}s? .*{features} features is too wide"):
-                kernels.interaction_double_backward(*args)
+                kernels.featsum(x["env"], x["sens"], x["pf"], x["ps"])
+    assert documented_widest("receiver_double_backward", 2, "double", sm) > 1024
+    x = on(target, interaction_inputs(2, n_atoms=4, n_pairs=6, nu=20, features=1100, seed=2), dtype)
+    g = torch.Generator().manual_seed(0)
+    grad_out, *cotangents = (torch.randn(t.shape, generator=g, dtype=F64).to(t)
+                             for t in (x["Y"][:, 0], *(x[k] for k in FLOAT_KEYS)))
+    kernels.interaction_double_backward(grad_out, *op_args(x, 2)[:8], *cotangents, CUTOFF, 1e-6, 2)
+    torch.cuda.synchronize(device)
 
 
 def test_cutoff_is_respected(target, cuda_backend):

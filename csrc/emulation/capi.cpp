@@ -25,8 +25,8 @@ InteractionInputs<T> inputs(const void* Y, const void* coord, const index_t* sec
 }
 
 template <class T>
-std::vector<T> workspace(bool backward, index_t n_pairs, int features, int lmax) {
-    return std::vector<T>(hipnnts::interaction_workspace(backward, n_pairs, features, lmax));
+std::vector<T> workspace(hipnnts::Level level, index_t n_pairs, int features, int lmax) {
+    return std::vector<T>(hipnnts::interaction_workspace(level, n_pairs, features, lmax));
 }
 
 }  // namespace
@@ -46,61 +46,41 @@ std::vector<T> workspace(bool backward, index_t n_pairs, int features, int lmax)
 extern "C" {
 
 const char* hipnnts_emu_interaction_forward(int is_double, HIPNNTS_INPUT_ARGS, void* out) {
-#define HIPNNTS_FORWARD(T) \
-    hipnnts::interaction_forward(HIPNNTS_INPUTS(T), P(T, out), workspace<T>(false, n_pairs, features, lmax).data(), nullptr)
+#define HIPNNTS_FORWARD(T)                                                                                      \
+    hipnnts::interaction_forward(HIPNNTS_INPUTS(T), P(T, out),                                                 \
+                                 workspace<T>(hipnnts::Level::forward, n_pairs, features, lmax).data(), nullptr)
     return HIPNNTS_DISPATCH(HIPNNTS_FORWARD(float), HIPNNTS_FORWARD(double));
 }
+
+#define HIPNNTS_GRADIENTS(T)                                                                                       \
+    hipnnts::Gradients<T> {                                                                                        \
+        P(T, grad_Y), P(T, grad_coord), P(T, mu_part), P(T, sigma_part), P(T, lam1_part), P(T, lam2_part),         \
+            P(T, grad_grad_out)                                                                                    \
+    }
 
 const char* hipnnts_emu_interaction_backward(int is_double, HIPNNTS_INPUT_ARGS, const void* grad_out, void* grad_Y,
                                              void* grad_coord, void* mu_part, void* sigma_part, void* lam1_part,
                                              void* lam2_part) {
-#define HIPNNTS_BACKWARD(T)                                                                                     \
-    hipnnts::interaction_backward(HIPNNTS_INPUTS(T), CP(T, grad_out),                                           \
-                                  hipnnts::BackwardOutputs<T>{P(T, grad_Y), P(T, grad_coord), P(T, mu_part),    \
-                                                              P(T, sigma_part), P(T, lam1_part), P(T, lam2_part)}, \
-                                  workspace<T>(true, n_pairs, features, lmax).data(), nullptr)
+    void* grad_grad_out = nullptr;
+#define HIPNNTS_BACKWARD(T)                                                                                    \
+    hipnnts::interaction_backward(HIPNNTS_INPUTS(T), CP(T, grad_out), HIPNNTS_GRADIENTS(T),                    \
+                                  workspace<T>(hipnnts::Level::backward, n_pairs, features, lmax).data(), nullptr)
     return HIPNNTS_DISPATCH(HIPNNTS_BACKWARD(float), HIPNNTS_BACKWARD(double));
 }
 
 const char* hipnnts_emu_interaction_double_backward(int is_double, HIPNNTS_INPUT_ARGS, const void* v_Y,
                                                     const void* v_coord, const void* v_mu, const void* v_sigma,
                                                     const void* v_lam1, const void* v_lam2, const void* grad_out,
-                                                    void* dt, void* bar_t, void* bar_ds, void* grad_coord,
-                                                    void* mu_part, void* sigma_part, void* grad_grad_out,
-                                                    void* lam1_part, void* lam2_part) {
-#define HIPNNTS_DOUBLE_BACKWARD(T)                                                                                   \
-    hipnnts::interaction_double_backward(                                                                            \
-        HIPNNTS_INPUTS(T),                                                                                           \
-        hipnnts::Cotangents<T>{CP(T, v_Y), CP(T, v_coord), CP(T, v_mu), CP(T, v_sigma), CP(T, v_lam1),             \
-                               CP(T, v_lam2)},                                                                       \
-        CP(T, grad_out), P(T, dt), P(T, bar_t), P(T, bar_ds), P(T, grad_coord), P(T, mu_part), P(T, sigma_part),     \
-        P(T, grad_grad_out), P(T, lam1_part), P(T, lam2_part), nullptr)
+                                                    void* grad_Y, void* grad_coord, void* mu_part, void* sigma_part,
+                                                    void* grad_grad_out, void* lam1_part, void* lam2_part) {
+#define HIPNNTS_DOUBLE_BACKWARD(T)                                                                                \
+    hipnnts::interaction_double_backward(                                                                        \
+        HIPNNTS_INPUTS(T),                                                                                       \
+        hipnnts::Cotangents<T>{CP(T, v_Y), CP(T, v_coord), CP(T, v_mu), CP(T, v_sigma), CP(T, v_lam1),         \
+                               CP(T, v_lam2)},                                                                   \
+        CP(T, grad_out), HIPNNTS_GRADIENTS(T),                                                                   \
+        workspace<T>(hipnnts::Level::double_backward, n_pairs, features, lmax).data(), nullptr)
     return HIPNNTS_DISPATCH(HIPNNTS_DOUBLE_BACKWARD(float), HIPNNTS_DOUBLE_BACKWARD(double));
-}
-
-const char* hipnnts_emu_interaction_double_backward_molecules(
-    int is_double, HIPNNTS_INPUT_ARGS, const index_t* molecule_ptr, index_t n_molecules, const void* v_Y,
-    const void* v_coord, const void* v_mu, const void* v_sigma, const void* v_lam1, const void* v_lam2,
-    const void* grad_out, void* grad_Y, void* grad_coord, void* mu_part, void* sigma_part, void* grad_grad_out,
-    void* lam1_part, void* lam2_part) {
-#define HIPNNTS_DOUBLE_BACKWARD_MOLECULES(T)                                                                        \
-    hipnnts::interaction_double_backward_molecules(                                                                \
-        HIPNNTS_INPUTS(T),                                                                                         \
-        hipnnts::Cotangents<T>{CP(T, v_Y), CP(T, v_coord), CP(T, v_mu), CP(T, v_sigma), CP(T, v_lam1),           \
-                               CP(T, v_lam2)},                                                                     \
-        molecule_ptr, n_molecules, CP(T, grad_out), P(T, grad_Y), P(T, grad_coord), P(T, mu_part),                 \
-        P(T, sigma_part), P(T, grad_grad_out), P(T, lam1_part), P(T, lam2_part), nullptr)
-    return HIPNNTS_DISPATCH(HIPNNTS_DOUBLE_BACKWARD_MOLECULES(float), HIPNNTS_DOUBLE_BACKWARD_MOLECULES(double));
-}
-
-const char* hipnnts_emu_sender_sum(int is_double, HIPNNTS_INPUT_ARGS, const void* X, const void* B, const void* Z,
-                                   void* out) {
-    const Segments senders{sender_order, sender_ptr};
-    return HIPNNTS_DISPATCH(
-        hipnnts::sender_sum(HIPNNTS_INPUTS(float), senders, CP(float, X), CP(float, B), CP(float, Z), P(float, out),
-                            nullptr),
-        hipnnts::sender_sum(HIPNNTS_INPUTS(double), senders, CP(double, X), CP(double, B), CP(double, Z),
-                            P(double, out), nullptr));
 }
 
 #define HIPNNTS_FAMILY(name)                                                                                       \
@@ -139,9 +119,9 @@ size_t hipnnts_emu_launch_block(int kind, int is_double, int lmax, int nu, int f
 
 const char* hipnnts_emu_kernel_name(int kind) { return hipnnts::kernel_name(static_cast<hipnnts::KernelKind>(kind)); }
 
-const char* hipnnts_emu_check_block(int kind, int is_double, int lmax, int features, unsigned threads,
+const char* hipnnts_emu_check_block(int kind, int is_double, int lmax, int nu, int features, unsigned threads,
                                     size_t shared_bytes, int max_threads, int registers, size_t max_dynamic_shared) {
-    return hipnnts::check_block(static_cast<hipnnts::KernelKind>(kind), is_double != 0, lmax, features,
+    return hipnnts::check_block(static_cast<hipnnts::KernelKind>(kind), is_double != 0, lmax, nu, features,
                                 hipnnts::Block{threads, shared_bytes},
                                 hipnnts::KernelLimits{max_threads, registers, max_dynamic_shared});
 }

@@ -14,8 +14,7 @@
 namespace hipnnts {
 namespace {
 
-constexpr int kChunkBackward = 8;   // pairs staged per shared-memory round, molecule and double backward
-constexpr int kChunkSender = 16;
+constexpr int kChunkSender = 16;    // pairs staged per shared-memory round, envsum family
 constexpr int kBlockNu = 16;        // sensitivities per block in the sender and envsum kernels
 constexpr int kSensesumThreads = 128;
 
@@ -90,7 +89,7 @@ const char* kernel_limits(Kernel kernel, KernelLimits& limits) {
 
 // Checks a launch of `kernel` (of `kind`, element type T) against its limits on this device.
 template <class T, class Kernel>
-const char* check_launch(Kernel kernel, KernelKind kind, int lmax, int features, Block block) {
+const char* check_launch(Kernel kernel, KernelKind kind, int lmax, int nu, int features, Block block) {
 #ifdef HIPNNTS_EMULATE  // the name the traffic model gives the launch that follows
     hipnnts_emu::traffic::recorder.kernel = std::string(kernel_name(kind)) +
                                             (std::is_same<T, double>::value ? " f64" : " f32") +
@@ -98,16 +97,15 @@ const char* check_launch(Kernel kernel, KernelKind kind, int lmax, int features,
 #endif
     KernelLimits limits;
     if (const char* err = kernel_limits(kernel, limits)) return err;
-    return check_block(kind, std::is_same<T, double>::value, lmax, features, block, limits);
+    return check_block(kind, std::is_same<T, double>::value, lmax, nu, features, block, limits);
 }
 
 }  // namespace
 
 const char* kernel_name(KernelKind kind) {
     static const char* const names[kKernelKinds] = {
-        "sender_contract", "receiver_forward", "receiver_backward", "sender_backward", "interaction_double_backward",
-        "interaction_double_backward_molecules", "sender_sum", "envsum",
-        "sensesum", "featsum", "featsum_molecules"};
+        "sender_contract", "receiver_forward", "receiver_backward", "sender_backward", "sender_contract_double",
+        "receiver_double_backward", "sender_double_backward", "envsum", "sensesum", "featsum", "featsum_molecules"};
     const int k = static_cast<int>(kind);
     return k >= 0 && k < kKernelKinds ? names[k] : "unknown kernel";
 }
@@ -119,26 +117,26 @@ Block launch_block(KernelKind kind, int lmax, int nu, int features) {
     const unsigned tile = SplitTraits::threads(features);
     switch (kind) {
         case KernelKind::sender_contract:
+        case KernelKind::sender_contract_double:
         case KernelKind::sender_backward:
-            SenderShared<T>::carve(carver, nu, tile, kind == KernelKind::sender_backward);
+        case KernelKind::sender_double_backward:
+            SenderShared<T>::carve(carver, nu, tile,
+                                   kind == KernelKind::sender_backward || kind == KernelKind::sender_double_backward,
+                                   kind == KernelKind::sender_contract_double ||
+                                       kind == KernelKind::sender_double_backward);
             return {tile, carver.offset};
         case KernelKind::receiver_forward:
         case KernelKind::receiver_backward:
-            ReceiverTile<T>::carve(carver, C, tile, kind == KernelKind::receiver_backward);
+        case KernelKind::receiver_double_backward:
+            ReceiverShared<T>::carve(carver, C, tile, kind != KernelKind::receiver_forward,
+                                     kind == KernelKind::receiver_double_backward);
             return {tile, carver.offset};
-            ReceiverShared<T>::carve(carver, kChunkBackward, nu, C, features, true);
-            return {threads_for(features, nu), carver.offset};
-        case KernelKind::double_backward:
-        case KernelKind::double_backward_molecules:
-            DoubleShared<T>::carve(carver, kChunkBackward, nu, C, features);
-            return {threads_for(features, nu), carver.offset};
         case KernelKind::featsum:
             carver.take<index_t>(kChunkSender);
             carver.take<T>(size_t(kChunkSender) * nu);
             return {threads_for(features), carver.offset};
         case KernelKind::sensesum:
             return {unsigned(kSensesumThreads), 0};
-        case KernelKind::sender_sum:
         case KernelKind::envsum:
         case KernelKind::featsum_molecules:
             break;
@@ -146,7 +144,7 @@ Block launch_block(KernelKind kind, int lmax, int nu, int features) {
     return {threads_for(features), 0};
 }
 
-const char* check_block(KernelKind kind, bool is_double, int lmax, int features, Block block,
+const char* check_block(KernelKind kind, bool is_double, int lmax, int nu, int features, Block block,
                         const KernelLimits& limits) {
     thread_local char message[640];
     const char* what = kernel_name(kind);
@@ -167,9 +165,11 @@ const char* check_block(KernelKind kind, bool is_double, int lmax, int features,
     }
     if (block.shared_bytes > limits.max_dynamic_shared) {
         std::snprintf(message, sizeof message,
-                      "%s (%s, lmax %d) needs %.1f KiB of shared memory per block at %d features, and this GPU gives "
-                      "it at most %.1f KiB: too wide for the cuda backend (docs/kernels.md lists its widths)",
-                      what, dtype, lmax, block.shared_bytes / 1024.0, features, limits.max_dynamic_shared / 1024.0);
+                      "%s (%s, lmax %d) needs %.1f KiB of shared memory per block at nu = %d and %d features, and "
+                      "this GPU gives it at most %.1f KiB: too wide for the cuda backend (docs/kernels.md lists "
+                      "its widths)",
+                      what, dtype, lmax, block.shared_bytes / 1024.0, nu, features,
+                      limits.max_dynamic_shared / 1024.0);
         return message;
     }
     return nullptr;
@@ -182,74 +182,78 @@ template <class T, class Kernel, class... Args>
 const char* launch_split(Kernel kernel, KernelKind kind, const InteractionInputs<T>& in, unsigned tiles,
                          cudaStream_t stream, Args... args) {
     const Block block = launch_block<T>(kind, in.lmax, in.nu, in.features);
-    if (const char* err = check_launch<T>(kernel, kind, in.lmax, in.features, block)) return err;
+    if (const char* err = check_launch<T>(kernel, kind, in.lmax, in.nu, in.features, block)) return err;
     HIPNNTS_LAUNCH(kernel, dim3(unsigned(in.n_atoms), tiles), dim3(block.threads), block.shared_bytes, stream,
                    InteractionView<T>::from(in), args...);
     return launch_status();
 }
 
+// The workspace of one level, carved in the order interaction_workspace sizes it.
+template <class T>
+struct Workspace {
+    T *t, *dt, *d_factors, *bar_dt, *bar_t, *bar_factors;
+
+    static Workspace carve(T* base, Level level, index_t n_pairs, int features, int lmax) {
+        const index_t pf = n_pairs * features, pc = n_pairs * n_components(lmax);
+        Workspace w{};
+        w.t = base;
+        if (level == Level::forward) return w;
+        w.dt = w.t + pf;
+        w.d_factors = w.dt + pf;
+        if (level == Level::backward) return w;
+        w.bar_dt = w.d_factors + pc;
+        w.bar_t = w.bar_dt + pf;
+        w.bar_factors = w.bar_t + pf;
+        return w;
+    }
+};
+
 template <class T, int LMAX>
 const char* forward_lmax(const InteractionInputs<T>& in, T* out, T* workspace, cudaStream_t stream) {
-    T* t = workspace;
-    if (const char* err = launch_split<T>(sender_contract_kernel<T>, KernelKind::sender_contract, in, 1, stream,
-                                          gptr<T>(t)))
+    const Workspace<T> w = Workspace<T>::carve(workspace, Level::forward, in.n_pairs, in.features, LMAX);
+    if (const char* err = launch_split<T>(sender_contract_kernel<T, false>, KernelKind::sender_contract, in, 1, stream,
+                                          CotangentView<T>{}, ContractArgs<T>{w.t, nullptr}))
         return err;
     const unsigned tile = SplitTraits::threads(in.features);
     return launch_split<T>(receiver_forward_kernel<T, LMAX>, KernelKind::receiver_forward, in,
-                           unsigned((in.features + tile - 1) / tile), stream, gptr<const T>(t), gptr<T>(out));
+                           unsigned((in.features + tile - 1) / tile), stream, gptr<const T>(w.t), gptr<T>(out));
 }
 
-template <class T, int LMAX>
-const char* backward_lmax(const InteractionInputs<T>& in, const T* grad_out, const BackwardOutputs<T>& out,
-                          T* workspace, cudaStream_t stream) {
-    const index_t pf = in.n_pairs * in.features;
-    T *t = workspace, *dt = workspace + pf, *d_factors = workspace + 2 * pf;
-    if (const char* err = launch_split<T>(sender_contract_kernel<T>, KernelKind::sender_contract, in, 1, stream,
-                                          gptr<T>(t)))
+// The backward (DOUBLE = false: cot is unused) or the double backward: t (and bar_dt) by sender,
+// the receiver kernel, then the sender kernel.
+template <class T, int LMAX, bool DOUBLE>
+const char* derivative_lmax(const InteractionInputs<T>& in, const Cotangents<T>& cotangents, const T* grad_out,
+                            const Gradients<T>& out, T* workspace, cudaStream_t stream) {
+    const Level level = DOUBLE ? Level::double_backward : Level::backward;
+    const Workspace<T> w = Workspace<T>::carve(workspace, level, in.n_pairs, in.features, LMAX);
+    const CotangentView<T> cot = DOUBLE ? CotangentView<T>::from(cotangents) : CotangentView<T>{};
+    if (const char* err = launch_split<T>(sender_contract_kernel<T, DOUBLE>,
+                                          DOUBLE ? KernelKind::sender_contract_double : KernelKind::sender_contract,
+                                          in, 1, stream, cot, ContractArgs<T>{w.t, w.bar_dt}))
         return err;
-    const ReceiverBackwardArgs<T> receiver{t, grad_out, dt, d_factors, out.lam1_part, out.lam2_part};
-    if (const char* err = launch_split<T>(receiver_backward_kernel<T, LMAX>, KernelKind::receiver_backward, in, 1,
-                                          stream, receiver))
+    const ReceiverArgs<T> receiver{w.t,         w.bar_dt,          grad_out,      w.dt,          w.d_factors,
+                                   w.bar_t,     w.bar_factors,     out.grad_grad_out, out.lam1_part, out.lam2_part};
+    if (const char* err = launch_split<T>(receiver_kernel<T, LMAX, DOUBLE>,
+                                          DOUBLE ? KernelKind::receiver_double_backward : KernelKind::receiver_backward,
+                                          in, 1, stream, cot, receiver))
         return err;
-    const SenderBackwardArgs<T> sender{dt, d_factors, out.grad_Y, out.grad_coord, out.mu_part, out.sigma_part};
-    return launch_split<T>(sender_backward_kernel<T, LMAX>, KernelKind::sender_backward, in, 1, stream, sender);
-}
-
-template <class T, int LMAX>
-const char* double_backward_lmax(const InteractionInputs<T>& in, const Cotangents<T>& cot, const T* grad_out, T* dt,
-                                 T* bar_t, T* bar_ds, T* grad_coord, T* mu_part, T* sigma_part, T* grad_grad_out,
-                                 T* lam1_part, T* lam2_part, cudaStream_t stream) {
-    auto kernel = interaction_double_backward_kernel<T, LMAX, kChunkBackward>;
-    const Block block = launch_block<T>(KernelKind::double_backward, LMAX, in.nu, in.features);
-    if (const char* err = check_launch<T>(kernel, KernelKind::double_backward, LMAX, in.features, block)) return err;
-    HIPNNTS_LAUNCH(kernel, dim3(unsigned(in.n_atoms)), dim3(block.threads), block.shared_bytes, stream,
-                   InteractionView<T>::from(in), CotangentView<T>::from(cot), grad_out, dt, bar_t, bar_ds, grad_coord,
-                   mu_part, sigma_part,
-                   grad_grad_out, lam1_part, lam2_part);
-    return launch_status();
-}
-
-template <class T, int LMAX>
-const char* double_backward_molecules_lmax(const InteractionInputs<T>& in, const Cotangents<T>& cot,
-                                           const index_t* molecule_ptr, index_t n_molecules, const T* grad_out,
-                                           T* grad_Y, T* grad_coord, T* mu_part, T* sigma_part, T* grad_grad_out,
-                                           T* lam1_part, T* lam2_part, cudaStream_t stream) {
-    auto kernel = interaction_double_backward_molecule_kernel<T, LMAX, kChunkBackward>;
-    const Block block = launch_block<T>(KernelKind::double_backward_molecules, LMAX, in.nu, in.features);
-    if (const char* err = check_launch<T>(kernel, KernelKind::double_backward_molecules, LMAX, in.features, block))
-        return err;
-    HIPNNTS_LAUNCH(kernel, dim3(unsigned(n_molecules)), dim3(block.threads), block.shared_bytes, stream,
-                   InteractionView<T>::from(in), CotangentView<T>::from(cot), molecule_ptr, grad_out, grad_Y,
-                   grad_coord, mu_part, sigma_part,
-                   grad_grad_out, lam1_part, lam2_part);
-    return launch_status();
+    const SenderArgs<T> sender{w.dt,       w.d_factors,    w.bar_t,       w.bar_factors,
+                               out.grad_Y, out.grad_coord, out.mu_part, out.sigma_part};
+    return launch_split<T>(sender_kernel<T, LMAX, DOUBLE>,
+                           DOUBLE ? KernelKind::sender_double_backward : KernelKind::sender_backward, in, 1, stream,
+                           cot, sender);
 }
 
 }  // namespace
 
-size_t interaction_workspace(bool backward, index_t n_pairs, int features, int lmax) {
-    const size_t pf = size_t(n_pairs) * size_t(features);
-    return backward ? 2 * pf + size_t(n_pairs) * n_components(lmax) : pf;
+size_t interaction_workspace(Level level, index_t n_pairs, int features, int lmax) {
+    const size_t pf = size_t(n_pairs) * size_t(features), pc = size_t(n_pairs) * n_components(lmax);
+    switch (level) {
+        case Level::forward: return pf;
+        case Level::backward: return 2 * pf + pc;
+        case Level::double_backward: return 4 * pf + 2 * pc;
+    }
+    return 0;
 }
 
 template <class T>
@@ -259,50 +263,21 @@ const char* interaction_forward(const InteractionInputs<T>& in, T* out, T* works
 }
 
 template <class T>
-const char* interaction_backward(const InteractionInputs<T>& in, const T* grad_out, const BackwardOutputs<T>& out,
+const char* interaction_backward(const InteractionInputs<T>& in, const T* grad_out, const Gradients<T>& out,
                                  T* workspace, cudaStream_t stream) {
     if (in.n_atoms == 0 || in.features == 0) return nullptr;
     return with_lmax(in.lmax, [&](auto L) {
-        return backward_lmax<T, decltype(L)::value>(in, grad_out, out, workspace, stream);
+        return derivative_lmax<T, decltype(L)::value, false>(in, Cotangents<T>{}, grad_out, out, workspace, stream);
     });
 }
 
 template <class T>
 const char* interaction_double_backward(const InteractionInputs<T>& in, const Cotangents<T>& cot, const T* grad_out,
-                                        T* dt, T* bar_t, T* bar_ds, T* grad_coord, T* mu_part, T* sigma_part,
-                                        T* grad_grad_out, T* lam1_part, T* lam2_part, cudaStream_t stream) {
-    if (in.n_atoms == 0) return nullptr;
+                                        const Gradients<T>& out, T* workspace, cudaStream_t stream) {
+    if (in.n_atoms == 0 || in.features == 0) return nullptr;
     return with_lmax(in.lmax, [&](auto L) {
-        return double_backward_lmax<T, decltype(L)::value>(in, cot, grad_out, dt, bar_t, bar_ds, grad_coord, mu_part,
-                                                           sigma_part, grad_grad_out, lam1_part, lam2_part, stream);
+        return derivative_lmax<T, decltype(L)::value, true>(in, cot, grad_out, out, workspace, stream);
     });
-}
-
-template <class T>
-const char* interaction_double_backward_molecules(const InteractionInputs<T>& in, const Cotangents<T>& cot,
-                                                  const index_t* molecule_ptr, index_t n_molecules, const T* grad_out,
-                                                  T* grad_Y, T* grad_coord, T* mu_part, T* sigma_part,
-                                                  T* grad_grad_out, T* lam1_part, T* lam2_part, cudaStream_t stream) {
-    if (n_molecules == 0) return nullptr;
-    return with_lmax(in.lmax, [&](auto L) {
-        return double_backward_molecules_lmax<T, decltype(L)::value>(in, cot, molecule_ptr, n_molecules, grad_out,
-                                                                     grad_Y, grad_coord, mu_part, sigma_part,
-                                                                     grad_grad_out, lam1_part, lam2_part, stream);
-    });
-}
-
-template <class T>
-const char* sender_sum(const InteractionInputs<T>& in, Segments senders, const T* X, const T* B, const T* Z, T* out,
-                       cudaStream_t stream) {
-    if (in.n_atoms == 0 || in.nu == 0) return nullptr;
-    const InteractionView<T> v = InteractionView<T>::from(in);
-    auto kernel = sender_sum_kernel<T, kChunkSender, kBlockNu>;
-    const Block block = launch_block<T>(KernelKind::sender_sum, in.lmax, in.nu, in.features);
-    if (const char* err = check_launch<T>(kernel, KernelKind::sender_sum, in.lmax, in.features, block)) return err;
-    const dim3 grid(unsigned(in.n_atoms), unsigned((in.nu + kBlockNu - 1) / kBlockNu));
-    HIPNNTS_LAUNCH(kernel, grid, dim3(block.threads), block.shared_bytes, stream, in.coord, senders.order, senders.ptr,
-                   in.mu, in.sigma, in.nu, in.features, v.k, v.rc, X, B, Z, out);
-    return launch_status();
 }
 
 template <class T>
@@ -311,7 +286,7 @@ const char* envsum(const T* sens, const T* feat, const index_t* second, Segments
     if (n_atoms == 0 || nu == 0) return nullptr;
     auto kernel = envsum_kernel<T, kChunkSender, kBlockNu>;
     const Block block = launch_block<T>(KernelKind::envsum, 0, nu, features);
-    if (const char* err = check_launch<T>(kernel, KernelKind::envsum, 0, features, block)) return err;
+    if (const char* err = check_launch<T>(kernel, KernelKind::envsum, 0, nu, features, block)) return err;
     const dim3 grid(unsigned(n_atoms), unsigned((nu + kBlockNu - 1) / kBlockNu));
     HIPNNTS_LAUNCH(kernel, grid, dim3(block.threads), block.shared_bytes, stream, sens, feat, second, receivers.order,
                    receivers.ptr, nu, features, env);
@@ -324,7 +299,7 @@ const char* sensesum(const T* env, const T* feat, const index_t* second, Segment
     if (n_atoms == 0 || nu == 0) return nullptr;
     auto kernel = sensesum_kernel<T>;
     const Block block = launch_block<T>(KernelKind::sensesum, 0, nu, features);
-    if (const char* err = check_launch<T>(kernel, KernelKind::sensesum, 0, features, block)) return err;
+    if (const char* err = check_launch<T>(kernel, KernelKind::sensesum, 0, nu, features, block)) return err;
     HIPNNTS_LAUNCH(kernel, dim3(unsigned(n_atoms)), dim3(block.threads), block.shared_bytes, stream, env, feat, second,
                    receivers.order, receivers.ptr, nu, features, sens);
     return launch_status();
@@ -336,7 +311,7 @@ const char* featsum(const T* env, const T* sens, const index_t* first, Segments 
     if (n_atoms == 0) return nullptr;
     auto kernel = featsum_kernel<T, kChunkSender>;
     const Block block = launch_block<T>(KernelKind::featsum, 0, nu, features);
-    if (const char* err = check_launch<T>(kernel, KernelKind::featsum, 0, features, block)) return err;
+    if (const char* err = check_launch<T>(kernel, KernelKind::featsum, 0, nu, features, block)) return err;
     HIPNNTS_LAUNCH(kernel, dim3(unsigned(n_atoms)), dim3(block.threads), block.shared_bytes, stream, env, sens, first,
                    senders.order, senders.ptr, nu, features, feat);
     return launch_status();
@@ -349,7 +324,7 @@ const char* featsum_molecules(const T* env, const T* sens, const index_t* second
     if (n_molecules == 0) return nullptr;
     auto kernel = featsum_molecule_kernel<T>;
     const Block block = launch_block<T>(KernelKind::featsum_molecules, 0, nu, features);
-    if (const char* err = check_launch<T>(kernel, KernelKind::featsum_molecules, 0, features, block)) return err;
+    if (const char* err = check_launch<T>(kernel, KernelKind::featsum_molecules, 0, nu, features, block)) return err;
     HIPNNTS_LAUNCH(kernel, dim3(unsigned(n_molecules)), dim3(block.threads), block.shared_bytes, stream, env, sens,
                    second, receivers.order, receivers.ptr, molecule_ptr, nu, features, feat);
     return launch_status();
@@ -357,15 +332,10 @@ const char* featsum_molecules(const T* env, const T* sens, const index_t* second
 
 #define HIPNNTS_INSTANTIATE(T)                                                                                       \
     template const char* interaction_forward<T>(const InteractionInputs<T>&, T*, T*, cudaStream_t);                  \
-    template const char* interaction_backward<T>(const InteractionInputs<T>&, const T*, const BackwardOutputs<T>&,   \
-                                                 T*, cudaStream_t);                                                  \
+    template const char* interaction_backward<T>(const InteractionInputs<T>&, const T*, const Gradients<T>&, T*,     \
+                                                 cudaStream_t);                                                      \
     template const char* interaction_double_backward<T>(const InteractionInputs<T>&, const Cotangents<T>&, const T*, \
-                                                        T*, T*, T*, T*, T*, T*, T*, T*, T*, cudaStream_t);           \
-    template const char* interaction_double_backward_molecules<T>(const InteractionInputs<T>&, const Cotangents<T>&, \
-                                                                  const index_t*, index_t, const T*, T*, T*, T*, T*, \
-                                                                  T*, T*, T*, cudaStream_t);                         \
-    template const char* sender_sum<T>(const InteractionInputs<T>&, Segments, const T*, const T*, const T*, T*,      \
-                                       cudaStream_t);                                                                \
+                                                        const Gradients<T>&, T*, cudaStream_t);                      \
     template const char* envsum<T>(const T*, const T*, const index_t*, Segments, index_t, int, int, T*, cudaStream_t); \
     template const char* sensesum<T>(const T*, const T*, const index_t*, Segments, index_t, int, int, T*,            \
                                      cudaStream_t);                                                                  \

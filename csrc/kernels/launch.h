@@ -39,18 +39,18 @@ struct InteractionInputs {
     double cutoff, cusp_reg;
 };
 
-// Largest thread block (the CSR kernels run one thread per feature).
+// Largest thread block (the envsum-family kernels run one thread per feature).
 constexpr int kMaxThreads = 1024;
 
-// The kernels the launchers start (split.cuh: the forward and backward of the CSR path).
+// The kernels the launchers start (split.cuh: the interaction's; envsum.cuh: the envsum family's).
 enum class KernelKind : int {
     sender_contract,
     receiver_forward,
     receiver_backward,
     sender_backward,
-    double_backward,
-    double_backward_molecules,
-    sender_sum,
+    sender_contract_double,
+    receiver_double_backward,
+    sender_double_backward,
     envsum,
     sensesum,
     featsum,
@@ -59,9 +59,8 @@ enum class KernelKind : int {
 constexpr int kKernelKinds = 11;
 const char* kernel_name(KernelKind kind);
 
-// The thread block one launch of a kernel takes: threads (one per feature, and in the interaction
-// kernels at least one per sensitivity) and dynamic shared memory. The one place the launchers and
-// the launch-limit checks get a block's shape from.
+// The thread block one launch of a kernel takes: threads (one per feature of a tile) and dynamic
+// shared memory. The one place the launchers and the launch-limit checks get a block's shape from.
 struct Block {
     unsigned threads;
     size_t shared_bytes;
@@ -79,27 +78,32 @@ struct KernelLimits {
 
 // nullptr if `block` fits `limits`, else a message naming the kernel, the width and the limit.
 // (Thread-local storage: valid until the next call on this thread.)
-const char* check_block(KernelKind kind, bool is_double, int lmax, int features, Block block,
+const char* check_block(KernelKind kind, bool is_double, int lmax, int nu, int features, Block block,
                         const KernelLimits& limits);
 
-// Scratch of interaction_forward (backward = false) and interaction_backward, in elements of T,
-// which the caller allocates: t (P, F), and for the backward dt (P, F) and d_factors (P, C).
-size_t interaction_workspace(bool backward, index_t n_pairs, int features, int lmax);
+// The interaction's derivative levels.
+enum class Level : int { forward, backward, double_backward };
 
-// out (N, F); workspace as interaction_workspace(false, ...) says.
+// Scratch of one level's launcher, in elements of T, which the caller allocates: t (P, F); the
+// backward adds dt (P, F) and d_factors (P, C); the double backward bar_dt, bar_t (P, F) and
+// bar_factors (P, C) on top.
+size_t interaction_workspace(Level level, index_t n_pairs, int features, int lmax);
+
+// out (N, F).
 template <class T>
 const char* interaction_forward(const InteractionInputs<T>& in, T* out, T* workspace, cudaStream_t stream);
 
-// What the backward writes: grad_Y (N, nu, F), grad_coord (P, 3), per-atom partial gradients
-// mu_part, sigma_part (N, nu; by sender) and lam1_part, lam2_part (N, F; by receiver, unused below
-// their lmax), which the caller sums over atoms.
+// What the derivative levels write: grad_Y (N, nu, F), grad_coord (P, 3), per-atom partial
+// gradients mu_part, sigma_part (N, nu; by sender) and lam1_part, lam2_part (N, F; by receiver,
+// unused below their lmax), which the caller sums over atoms; the double backward also
+// grad_grad_out (N, F), the gradient with respect to the backward's grad_out.
 template <class T>
-struct BackwardOutputs {
-    T *grad_Y, *grad_coord, *mu_part, *sigma_part, *lam1_part, *lam2_part;
+struct Gradients {
+    T *grad_Y, *grad_coord, *mu_part, *sigma_part, *lam1_part, *lam2_part, *grad_grad_out;
 };
 
 template <class T>
-const char* interaction_backward(const InteractionInputs<T>& in, const T* grad_out, const BackwardOutputs<T>& out,
+const char* interaction_backward(const InteractionInputs<T>& in, const T* grad_out, const Gradients<T>& out,
                                  T* workspace, cudaStream_t stream);
 
 // Cotangents of the backward's outputs (device pointers). v_Y, v_lam1, v_lam2 may be null (zero);
@@ -109,27 +113,10 @@ struct Cotangents {
     const T *v_Y, *v_coord, *v_mu, *v_sigma, *v_lam1, *v_lam2;
 };
 
-// Receiver part of the double backward: dt, bar_t (P, F) and bar_ds (P, nu) for sender_sum (grad_Y =
-// sum s (x) bar_t + bar_ds (x) dt), grad_coord (P, 3), grad_grad_out (N, F), and per-atom partial
-// gradients mu_part, sigma_part (N, nu), lam1_part, lam2_part (N, F).
+// The gradients of <cotangents, backward outputs> with respect to grad_out and the inputs.
 template <class T>
 const char* interaction_double_backward(const InteractionInputs<T>& in, const Cotangents<T>& cot, const T* grad_out,
-                                        T* dt, T* bar_t, T* bar_ds, T* grad_coord, T* mu_part, T* sigma_part,
-                                        T* grad_grad_out, T* lam1_part, T* lam2_part, cudaStream_t stream);
-
-// Molecule path of the two derivative levels: one block per atom range of molecule_ptr (M + 1,; no
-// pair crosses a range, see pair_index.molecule_ranges), grad_Y (N, nu, F) written directly, so
-// no sender_sum and no dt / bar_t / bar_ds buffers. Other outputs as above.
-template <class T>
-const char* interaction_double_backward_molecules(const InteractionInputs<T>& in, const Cotangents<T>& cot,
-                                                  const index_t* molecule_ptr, index_t n_molecules, const T* grad_out,
-                                                  T* grad_Y, T* grad_coord, T* mu_part, T* sigma_part,
-                                                  T* grad_grad_out, T* lam1_part, T* lam2_part, cudaStream_t stream);
-
-// out[j] = sum over sender j's pairs p of s_p (x) X_p (+ B_p (x) Z_p when B is not null): (N, nu, F).
-template <class T>
-const char* sender_sum(const InteractionInputs<T>& in, Segments senders, const T* X, const T* B, const T* Z, T* out,
-                       cudaStream_t stream);
+                                        const Gradients<T>& out, T* workspace, cudaStream_t stream);
 
 template <class T>
 const char* envsum(const T* sens, const T* feat, const index_t* second, Segments receivers, index_t n_atoms, int nu,

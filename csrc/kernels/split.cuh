@@ -1,28 +1,37 @@
-// Forward and backward of the fused interaction, split into sender and receiver phases, so that
-// every feature row of Y, t and dt is read once per pass (docs/kernels.md, "Kernel structure"):
+// The fused interaction's kernels, split into sender and receiver phases so that every feature row
+// of Y, v_Y and the per-pair rows (t, dt, ...) is read once per pass (docs/kernels.md, "Kernel
+// structure"). Per pair p (receiver i, sender j): s_p (nu) sensitivities, A_p (C) angular factors,
+// t_p = sum_nu s_p[nu] Y_j[nu] (F), m_i = sum_p A_p t_p (C x F).
 //
-//   sender_contract   block per sender j:    t_p = sum_nu s_p[nu] Y_j[nu] for j's pairs p
-//   receiver_forward  block per (receiver i, feature tile):  m_i = sum_p A_p t_p, out_i
-//   receiver_backward block per receiver i:  dm_i; dt_p = A_p . dm_i; dA_p = dm_i . t_p
-//   sender_backward   block per sender j:    grad_Y_j = sum_p s_p (x) dt_p; ds_p = Y_j . dt_p; the
-//                                            pair-vector gradient of p; j's mu and sigma partials
+//   sender_contract   block per sender j:   t_p for j's pairs; DOUBLE: bar_dt_p = bar_ds_p . Y_j + s_p . v_Y_j
+//   receiver_forward  block per (receiver i, feature tile): m_i, out_i
+//   receiver          block per receiver i: m_i, dm_i; dt_p = A_p . dm_i, d_factors_p = dm_i . t_p;
+//                     DOUBLE: bar_dm_i, the invariants in reverse (grad_grad_out, bar_m_i),
+//                     bar_t_p = bar_A_p . dm_i + A_p . bar_m_i, bar_factors_p = dm_i . bar_dt_p + bar_m_i . t_p
+//   sender            block per sender j:   grad_Y_j = sum_p s_p (x) dt_p, ds_p = Y_j . dt_p;
+//                     DOUBLE: grad_Y_j = sum_p s_p (x) bar_t_p + bar_ds_p (x) dt_p, and
+//                     bar_s_p = Y_j . bar_t_p + v_Y_j . dt_p; then the pair-vector gradient of each
+//                     pair and j's mu and sigma partials
 //
-// Features run on the threads in tiles of SplitTraits::tile_features. Each pair's geometry (r, unit
-// vector, cutoff) is computed once per kernel and its sensitivities once per (pair, nu); a
-// sender's Y_j tile is staged once per chunk of SplitTraits::pairs pairs. Reductions over features
-// are small products out of shared memory whose rows are padded to an odd stride (no bank
-// conflicts). Every output element has one writer: no atomics, bitwise deterministic.
+// (bar_ds_p = v_radial s_r + v_mu s_mu + v_sigma s_sigma and bar_A_p, the factors' derivative along
+// the cotangent's tangential part, are the cotangents of ds_p and d_factors_p.) Features run on the
+// threads in tiles of SplitTraits::tile_features. Each pair's geometry (r, unit vector, cutoff) is
+// computed once per kernel, its sensitivities once per (pair, nu); a sender's Y_j tile is staged
+// once per chunk of SplitTraits::pairs pairs. Reductions over features are small products out of
+// shared memory whose rows have an odd stride (no bank conflicts). Every output element has one
+// writer: no atomics, bitwise deterministic.
 #pragma once
 
 #include "interaction.cuh"
 
 namespace hipnnts {
 
-// Tile shape and launch traits of the split kernels: the one place to change them.
+// Tile shape and launch traits of the kernels: the one place to change them.
 struct SplitTraits {
     static constexpr int pairs = 32;           // pairs staged per shared-memory chunk
     static constexpr int tile_features = 128;  // features per tile = threads per block (at most)
-    static constexpr int geometry = 7;         // per pair: ux, uy, uz, r, 1/r, cutoff phi, dphi/dr
+    // Per pair: ux, uy, uz, r, 1/r, cutoff phi, dphi/dr, d2phi/dr2, v_radial (double backward).
+    static constexpr int geometry = 9;
 
     // Threads of a block for `features` features: one per feature of a tile, whole warps.
     HIPNNTS_HD static unsigned threads(int features) {
@@ -38,151 +47,359 @@ struct SplitTraits {
 // FLOPs the traffic model counts for a pair's geometry (sqrt, division, cos, sin, products).
 constexpr int kGeometryFlops = 20;
 
-// Shared arrays of the sender kernels.
+// What the sender kernels stage: `backward` the partials and reductions of sender_kernel, `dbl`
+// the double backward's cotangent terms.
 template <class T>
 struct SenderShared {
-    sptr<index_t> pair;                 // (K,) pair ids of the chunk
-    sptr<T> geometry;                   // (K, SplitTraits::geometry)
-    sptr<T> inv_mu, sigma;              // (nu,)
-    sptr<T> s, s_r, s_mu, s_sigma, ds;  // (K, nu_stride); all but s in the backward only
-    sptr<T> y;                          // (nu, row_stride): the sender's Y tile
-    sptr<T> rows;                       // (K, row_stride): the chunk's dt rows (backward)
-    sptr<T> g_mu, g_sigma;              // (nu,) the sender's partial gradients (backward)
+    sptr<index_t> pair;                        // (K,) pair ids of the chunk
+    sptr<T> geometry;                          // (K, SplitTraits::geometry)
+    sptr<T> inv_mu, sigma, v_mu, v_sigma;      // (nu,); v_* in the double backward
+    sptr<T> s, s_r, s_mu, s_sigma, ds;         // (K, nu_stride); backward: all
+    sptr<T> bar_ds, second_r, second_mu, second_sigma, bar_s;  // double: bar_ds; double backward: all
+    sptr<T> y, v_y;                            // (nu, row_stride): Y_j's (and v_Y_j's) feature tile
+    sptr<T> rows, rows2;                       // (K, row_stride): dt (and bar_t) rows of the chunk
+    sptr<T> g_mu, g_sigma;                     // (nu,) the sender's partial gradients
 
-    HIPNNTS_HD static SenderShared carve(SharedCarver& c, int nu, unsigned threads, bool backward) {
+    HIPNNTS_HD static SenderShared carve(SharedCarver& c, int nu, unsigned threads, bool backward, bool dbl) {
         constexpr int K = SplitTraits::pairs;
-        const int per_pair = K * SplitTraits::nu_stride(nu), W = SplitTraits::row_stride(threads);
+        const size_t per_pair = size_t(K) * SplitTraits::nu_stride(nu), W = SplitTraits::row_stride(threads);
         SenderShared sh{};
         sh.pair = c.take<index_t>(K);
         sh.geometry = c.take<T>(K * SplitTraits::geometry);
         sh.inv_mu = c.take<T>(nu);
         sh.sigma = c.take<T>(nu);
         sh.s = c.take<T>(per_pair);
-        sh.y = c.take<T>(size_t(nu) * W);
+        sh.y = c.take<T>(nu * W);
+        if (dbl) {
+            sh.v_mu = c.take<T>(nu);
+            sh.v_sigma = c.take<T>(nu);
+            sh.bar_ds = c.take<T>(per_pair);
+            sh.v_y = c.take<T>(nu * W);
+        }
         if (backward) {
             sh.s_r = c.take<T>(per_pair);
             sh.s_mu = c.take<T>(per_pair);
             sh.s_sigma = c.take<T>(per_pair);
             sh.ds = c.take<T>(per_pair);
-            sh.rows = c.take<T>(size_t(K) * W);
+            sh.rows = c.take<T>(K * W);
             sh.g_mu = c.take<T>(nu);
             sh.g_sigma = c.take<T>(nu);
         }
-        return sh;
-    }
-};
-
-// Shared arrays of the receiver kernels.
-template <class T>
-struct ReceiverTile {
-    sptr<index_t> pair;  // (K,)
-    sptr<T> factors;     // (K, C)
-    sptr<T> rows;        // (K, row_stride): the chunk's t rows (backward)
-    sptr<T> dm;          // (C, row_stride): d(loss)/dm of the tile (backward)
-
-    HIPNNTS_HD static ReceiverTile carve(SharedCarver& c, int n_comp, unsigned threads, bool backward) {
-        constexpr int K = SplitTraits::pairs;
-        const int W = SplitTraits::row_stride(threads);
-        ReceiverTile sh{};
-        sh.pair = c.take<index_t>(K);
-        sh.factors = c.take<T>(K * n_comp);
-        if (backward) {
-            sh.rows = c.take<T>(size_t(K) * W);
-            sh.dm = c.take<T>(size_t(n_comp) * W);
+        if (backward && dbl) {
+            sh.second_r = c.take<T>(per_pair);
+            sh.second_mu = c.take<T>(per_pair);
+            sh.second_sigma = c.take<T>(per_pair);
+            sh.bar_s = c.take<T>(per_pair);
+            sh.rows2 = c.take<T>(K * W);
         }
         return sh;
     }
 };
 
-// 1/mu and sigma into shared memory, once per block.
+// What the receiver kernels stage: `backward` the rows and dm of receiver_kernel, `dbl` the double
+// backward's bar_A, bar_dt rows and bar_m.
 template <class T>
-__device__ void stage_constants(const InteractionView<T>& v, SenderShared<T>& sh) {
+struct ReceiverShared {
+    sptr<index_t> pair;     // (K,)
+    sptr<T> factors;        // (K, C): A_p
+    sptr<T> bar_factors;    // (K, C): bar_A_p
+    sptr<T> rows, rows2;    // (K, row_stride): t (and bar_dt) rows of the chunk
+    sptr<T> dm, bar_m;      // (C, row_stride) of the tile
+
+    HIPNNTS_HD static ReceiverShared carve(SharedCarver& c, int n_comp, unsigned threads, bool backward, bool dbl) {
+        constexpr int K = SplitTraits::pairs;
+        const size_t W = SplitTraits::row_stride(threads);
+        ReceiverShared sh{};
+        sh.pair = c.take<index_t>(K);
+        sh.factors = c.take<T>(K * n_comp);
+        if (backward) {
+            sh.rows = c.take<T>(K * W);
+            sh.dm = c.take<T>(n_comp * W);
+        }
+        if (dbl) {
+            sh.bar_factors = c.take<T>(K * n_comp);
+            sh.rows2 = c.take<T>(K * W);
+            sh.bar_m = c.take<T>(n_comp * W);
+        }
+        return sh;
+    }
+};
+
+// --- sender side -------------------------------------------------------------------------------
+
+// 1/mu and sigma (and v_mu, v_sigma) into shared memory, once per block.
+template <class T, bool DOUBLE>
+__device__ void stage_constants(const InteractionView<T>& v, const CotangentView<T>& cot, SenderShared<T>& sh) {
     for (int n = threadIdx.x; n < v.nu; n += blockDim.x) {
         sh.inv_mu[n] = T(1) / v.mu[n];
         sh.sigma[n] = v.sigma[n];
+        if (DOUBLE) {
+            sh.v_mu[n] = cot.v_mu[n];
+            sh.v_sigma[n] = cot.v_sigma[n];
+        }
     }
 }
 
 // Geometry of the chunk's pairs (one thread per pair), then their sensitivities (one thread per
-// (pair, nu)), with the partials in r, mu and sigma when `partials`. Ends with the chunk visible.
-template <class T>
-__device__ void stage_sender_chunk(const InteractionView<T>& v, index_t c0, int count, SenderShared<T>& sh,
-                                   bool partials) {
+// (pair, nu)): with `partials` also their partials in r, mu and sigma, zeroed reductions and, in
+// the double backward, the second partials contracted with the cotangents. Ends with a barrier.
+template <class T, bool DOUBLE>
+__device__ void stage_sender_chunk(const InteractionView<T>& v, const CotangentView<T>& cot, index_t c0, int count,
+                                   SenderShared<T>& sh, bool partials) {
     constexpr int G = SplitTraits::geometry;
     const int nu = v.nu, NS = SplitTraits::nu_stride(nu);
     for (int kk = threadIdx.x; kk < count; kk += blockDim.x) {
         const index_t p = v.sender_order[c0 + kk];
         const Pair<T> pr = load_pair(v.coord, p);
         const Cutoff<T> cut = cutoff_terms(pr.r, v.k, v.rc);
+        const T v_radial = DOUBLE ? cot.v_coord[3 * p] * pr.ux + cot.v_coord[3 * p + 1] * pr.uy +
+                                        cot.v_coord[3 * p + 2] * pr.uz
+                                  : T(0);
         HIPNNTS_FLOPS(kGeometryFlops);
         sh.pair[kk] = p;
-        const T values[G] = {pr.ux, pr.uy, pr.uz, pr.r, pr.inv_r, cut.phi, cut.dphi};
+        const T values[G] = {pr.ux, pr.uy, pr.uz, pr.r, pr.inv_r, cut.phi, cut.dphi, cut.ddphi, v_radial};
         for (int x = 0; x < G; ++x) sh.geometry[kk * G + x] = values[x];
     }
     __syncthreads();
     for (int item = threadIdx.x; item < count * nu; item += blockDim.x) {
-        const int kk = item / nu, n = item - kk * nu;
-        const Cutoff<T> cut{sh.geometry[kk * G + 5], sh.geometry[kk * G + 6], T(0)};
-        const Sensitivity<T> s = sensitivity<T>(sh.geometry[kk * G + 4], sh.inv_mu[n], sh.sigma[n], cut);
+        const int kk = item / nu, n = item - kk * nu, q = kk * NS + n;
+        const sptr<T> geo = sh.geometry + kk * G;
+        const T inv_r = geo[4], inv_mu = sh.inv_mu[n], sigma = sh.sigma[n], v_radial = geo[8];
+        const Cutoff<T> cut{geo[5], geo[6], geo[7]};
+        const Sensitivity<T> s = sensitivity<T>(inv_r, inv_mu, sigma, cut);
         HIPNNTS_FLOPS(kSensitivityFlops);
-        const int q = kk * NS + n;
         sh.s[q] = s.s;
-        if (partials) {
-            sh.s_r[q] = s.s_r;
-            sh.s_mu[q] = s.s_mu;
-            sh.s_sigma[q] = s.s_sigma;
-            sh.ds[q] = T(0);
+        if (DOUBLE) sh.bar_ds[q] = v_radial * s.s_r + sh.v_mu[n] * s.s_mu + sh.v_sigma[n] * s.s_sigma;
+        if (!partials) continue;
+        sh.s_r[q] = s.s_r;
+        sh.s_mu[q] = s.s_mu;
+        sh.s_sigma[q] = s.s_sigma;
+        sh.ds[q] = T(0);
+        if (DOUBLE) {
+            const SensitivitySecond<T> s2 = sensitivity_second<T>(inv_r, inv_mu, sigma, cut);
+            HIPNNTS_FLOPS(kSecondPartialFlops);
+            const T vmu = sh.v_mu[n], vsig = sh.v_sigma[n];
+            sh.second_r[q] = v_radial * s2.rr + vmu * s2.rmu + vsig * s2.rsigma;
+            sh.second_mu[q] = v_radial * s2.rmu + vmu * s2.mumu + vsig * s2.musigma;
+            sh.second_sigma[q] = v_radial * s2.rsigma + vmu * s2.musigma + vsig * s2.sigmasigma;
+            sh.bar_s[q] = T(0);
         }
     }
     __syncthreads();
 }
 
-// Y_j[:, f0 : f0 + tile] into sh.y (zero beyond the last feature); the caller synchronises.
+// Rows [:, f0 : f0 + tile] of the (nu, F) block `src` into `dst` (zero beyond the last feature).
 template <class T>
-__device__ void stage_sender_tile(const InteractionView<T>& v, index_t j, int f0, SenderShared<T>& sh) {
+__device__ void stage_tile(gptr<const T> src, int nu, int features, int f0, sptr<T> dst) {
     const int W = SplitTraits::row_stride(blockDim.x), f = f0 + int(threadIdx.x);
-    gptr<const T> y = v.Y + j * v.nu * v.features + f;
-    for (int n = 0; n < v.nu; ++n) sh.y[n * W + threadIdx.x] = f < v.features ? y[index_t(n) * v.features] : T(0);
+    for (int n = 0; n < nu; ++n) dst[n * W + threadIdx.x] = f < features ? src[index_t(n) * features + f] : T(0);
 }
 
-// t[p, :] = sum_nu s_p[nu] Y[j, nu, :] for every pair p whose sender is block j.
+// What sender_contract_kernel writes: t (P, F); DOUBLE: bar_dt (P, F).
 template <class T>
-__global__ void sender_contract_kernel(InteractionView<T> v, gptr<T> __restrict__ t) {
+struct ContractArgs {
+    gptr<T> t, bar_dt;
+};
+
+// t[p, :] = sum_nu s_p[nu] Y[j, nu, :] for every pair p whose sender is block j; DOUBLE also
+// bar_dt[p, :] = sum_nu bar_ds_p[nu] Y[j, nu, :] + s_p[nu] v_Y[j, nu, :].
+template <class T, bool DOUBLE>
+__global__ void sender_contract_kernel(InteractionView<T> v, CotangentView<T> cot, ContractArgs<T> a) {
     HIPNNTS_DYNAMIC_SHARED(unsigned char, smem);
     SharedCarver carver{smem};
-    SenderShared<T> sh = SenderShared<T>::carve(carver, v.nu, blockDim.x, false);
+    SenderShared<T> sh = SenderShared<T>::carve(carver, v.nu, blockDim.x, false, DOUBLE);
     const index_t j = blockIdx.x, start = v.sender_ptr[j], end = v.sender_ptr[j + 1];
     if (start == end) return;
     const int tid = threadIdx.x, F = v.features, nu = v.nu;
     const int W = SplitTraits::row_stride(blockDim.x), NS = SplitTraits::nu_stride(nu);
-    stage_constants(v, sh);
+    const bool has_vy = DOUBLE && cot.v_Y != nullptr;
+    stage_constants<T, DOUBLE>(v, cot, sh);
     int staged_f0 = -1;
     for (index_t c0 = start; c0 < end; c0 += SplitTraits::pairs) {
         const int count = int(min_index(SplitTraits::pairs, end - c0));
         __syncthreads();  // the previous chunk is consumed (and the constants are staged)
-        stage_sender_chunk(v, c0, count, sh, false);
+        stage_sender_chunk<T, DOUBLE>(v, cot, c0, count, sh, false);
         for (int f0 = 0; f0 < F; f0 += blockDim.x) {
             if (f0 != staged_f0) {
                 __syncthreads();
-                stage_sender_tile(v, j, f0, sh);
+                stage_tile<T>(v.Y + j * nu * F, nu, F, f0, sh.y);
+                if (has_vy) stage_tile<T>(cot.v_Y + j * nu * F, nu, F, f0, sh.v_y);
                 staged_f0 = f0;
                 __syncthreads();
             }
             const int f = f0 + tid;
             if (f >= F) continue;
             for (int kk = 0; kk < count; ++kk) {
-                T acc = T(0);
-                for (int n = 0; n < nu; ++n) acc += sh.s[kk * NS + n] * sh.y[n * W + tid];
-                HIPNNTS_FLOPS(2 * nu);
-                t[sh.pair[kk] * F + f] = acc;
+                T t = T(0), bar_dt = T(0);
+                for (int n = 0; n < nu; ++n) {
+                    const T y = sh.y[n * W + tid];
+                    t += sh.s[kk * NS + n] * y;
+                    if (DOUBLE) bar_dt += sh.bar_ds[kk * NS + n] * y;
+                    if (has_vy) bar_dt += sh.s[kk * NS + n] * sh.v_y[n * W + tid];
+                }
+                HIPNNTS_FLOPS((DOUBLE ? (has_vy ? 6 : 4) : 2) * nu);
+                a.t[sh.pair[kk] * F + f] = t;
+                if (DOUBLE) a.bar_dt[sh.pair[kk] * F + f] = bar_dt;
             }
         }
     }
 }
 
-// Pair ids and angular factors of receiver chunk c0 into sh (one thread per pair).
-template <class T, int LMAX>
-__device__ void stage_receiver_factors(const InteractionView<T>& v, index_t c0, int count, ReceiverTile<T>& sh) {
+// What sender_kernel reads and writes besides the inputs.
+template <class T>
+struct SenderArgs {
+    gptr<const T> dt, d_factors;        // (P, F), (P, C)
+    gptr<const T> bar_t, bar_factors;   // double backward: (P, F), (P, C)
+    gptr<T> grad_Y, grad_coord;         // (N, nu, F), (P, 3)
+    gptr<T> mu_part, sigma_part;        // (N, nu) per sender
+};
+
+// The pair-vector gradient of pair kk of the chunk: backward from ds and d_factors; DOUBLE (the
+// gradient of <v, backward outputs>) from ds, bar_s, d_factors, bar_factors and v_coord.
+template <class T, int LMAX, bool DOUBLE>
+__device__ void pair_gradient(const SenderShared<T>& sh, const SenderArgs<T>& a, const CotangentView<T>& cot, int kk,
+                              int nu, T* out) {
+    constexpr int C = n_components(LMAX), G = SplitTraits::geometry;
+    const int NS = SplitTraits::nu_stride(nu);
+    const index_t p = sh.pair[kk];
+    const sptr<T> geo = sh.geometry + kk * G;
+    const Pair<T> pr{geo[0], geo[1], geo[2], geo[3], geo[4]};
+    T d_factors[C], d_unit[3], d_dist = T(0);
+    for (int c = 0; c < C; ++c) d_factors[c] = a.d_factors[p * C + c];
+    unit_gradient<T, LMAX>(pr.ux, pr.uy, pr.uz, d_factors, d_unit);
+    for (int n = 0; n < nu; ++n) d_dist += sh.ds[kk * NS + n] * sh.s_r[kk * NS + n];
+    HIPNNTS_FLOPS(2 * nu + 40);
+    if (!DOUBLE) {
+        chain_to_coord(pr, d_unit, d_dist, out);
+        return;
+    }
+    const T u[3] = {pr.ux, pr.uy, pr.uz};
+    const T vc[3] = {cot.v_coord[3 * p], cot.v_coord[3 * p + 1], cot.v_coord[3 * p + 2]};
+    const T v_radial = geo[8], u_dot_du = u[0] * d_unit[0] + u[1] * d_unit[1] + u[2] * d_unit[2];
+    T bar_dist = T(0), bar_unit[3], bdu[3], bar_factors[C], gu[3];
+    for (int n = 0; n < nu; ++n) {
+        const int q = kk * NS + n;
+        bar_dist += sh.ds[q] * sh.second_r[q] + sh.bar_s[q] * sh.s_r[q];
+    }
+    for (int x = 0; x < 3; ++x) {
+        bdu[x] = (vc[x] - v_radial * u[x]) * pr.inv_r;
+        bar_unit[x] = (-u_dot_du * vc[x] - v_radial * d_unit[x]) * pr.inv_r + d_dist * vc[x];
+        bar_dist -= vc[x] * (d_unit[x] - u_dot_du * u[x]) * pr.inv_r * pr.inv_r;
+    }
+    if (LMAX >= 2) {  // Hessian of the factors along bar_d_unit, contracted with d_factors
+        T q[3];
+        quad_transpose(bdu[0], bdu[1], bdu[2], d_factors, q);
+        for (int x = 0; x < 3; ++x) bar_unit[x] += q[x];
+    }
+    for (int c = 0; c < C; ++c) bar_factors[c] = a.bar_factors[p * C + c];
+    unit_gradient<T, LMAX>(pr.ux, pr.uy, pr.uz, bar_factors, gu);
+    for (int x = 0; x < 3; ++x) bar_unit[x] += gu[x];
+    HIPNNTS_FLOPS(4 * nu + 80);
+    chain_to_coord(pr, bar_unit, bar_dist, out);
+}
+
+// Sender side of the backward (DOUBLE: of the double backward), one block per sender j: grad_Y_j
+// and the per-pair reductions over the feature tiles, then each pair's gradient and j's mu and
+// sigma partials.
+template <class T, int LMAX, bool DOUBLE>
+__global__ void sender_kernel(InteractionView<T> v, CotangentView<T> cot, SenderArgs<T> a) {
+    HIPNNTS_DYNAMIC_SHARED(unsigned char, smem);
+    SharedCarver carver{smem};
+    SenderShared<T> sh = SenderShared<T>::carve(carver, v.nu, blockDim.x, true, DOUBLE);
+    const index_t j = blockIdx.x, start = v.sender_ptr[j], end = v.sender_ptr[j + 1];
+    const int tid = threadIdx.x, F = v.features, nu = v.nu;
+    const int W = SplitTraits::row_stride(blockDim.x), NS = SplitTraits::nu_stride(nu);
+    const bool has_vy = DOUBLE && cot.v_Y != nullptr;
+    gptr<T> grad_Y = a.grad_Y + j * nu * F;
+    if (start == end) {  // no pairs: zero gradients
+        for (int f = tid; f < F; f += blockDim.x)
+            for (int n = 0; n < nu; ++n) grad_Y[index_t(n) * F + f] = T(0);
+        for (int n = tid; n < nu; n += blockDim.x) a.mu_part[j * nu + n] = a.sigma_part[j * nu + n] = T(0);
+        return;
+    }
+    stage_constants<T, DOUBLE>(v, cot, sh);
+    for (int n = tid; n < nu; n += blockDim.x) sh.g_mu[n] = sh.g_sigma[n] = T(0);
+    int staged_f0 = -1;
+    for (index_t c0 = start; c0 < end; c0 += SplitTraits::pairs) {
+        const int count = int(min_index(SplitTraits::pairs, end - c0));
+        __syncthreads();
+        stage_sender_chunk<T, DOUBLE>(v, cot, c0, count, sh, true);
+        for (int f0 = 0; f0 < F; f0 += blockDim.x) {
+            const int f = f0 + tid, width = F - f0 < int(blockDim.x) ? F - f0 : int(blockDim.x);
+            __syncthreads();  // the previous tile is consumed
+            if (f0 != staged_f0) {
+                stage_tile<T>(v.Y + j * nu * F, nu, F, f0, sh.y);
+                if (has_vy) stage_tile<T>(cot.v_Y + j * nu * F, nu, F, f0, sh.v_y);
+                staged_f0 = f0;
+            }
+            for (int kk = 0; kk < count; ++kk) {
+                const index_t row = sh.pair[kk] * F + f;
+                sh.rows[kk * W + tid] = f < F ? a.dt[row] : T(0);
+                if (DOUBLE) sh.rows2[kk * W + tid] = f < F ? a.bar_t[row] : T(0);
+            }
+            __syncthreads();
+            if (f < F) {  // grad_Y_j[:, f], accumulated over the chunks in place
+                for (int n = 0; n < nu; ++n) {
+                    T g = c0 == start ? T(0) : grad_Y[index_t(n) * F + f];
+                    for (int kk = 0; kk < count; ++kk) {
+                        const int q = kk * NS + n;
+                        g += DOUBLE ? sh.s[q] * sh.rows2[kk * W + tid] + sh.bar_ds[q] * sh.rows[kk * W + tid]
+                                    : sh.s[q] * sh.rows[kk * W + tid];
+                    }
+                    grad_Y[index_t(n) * F + f] = g;
+                }
+                HIPNNTS_FLOPS((DOUBLE ? 4 : 2) * nu * count);
+            }
+            for (int item = tid; item < count * nu; item += blockDim.x) {  // over the tile: ds, bar_s
+                const int kk = item / nu, n = item - kk * nu, q = kk * NS + n;
+                T ds = T(0), bar_s = T(0);
+                for (int x = 0; x < width; ++x) {
+                    const T y = sh.y[n * W + x], dt = sh.rows[kk * W + x];
+                    ds += y * dt;
+                    if (DOUBLE) bar_s += y * sh.rows2[kk * W + x];
+                    if (has_vy) bar_s += sh.v_y[n * W + x] * dt;
+                }
+                HIPNNTS_FLOPS((DOUBLE ? (has_vy ? 6 : 4) : 2) * width);
+                sh.ds[q] += ds;
+                if (DOUBLE) sh.bar_s[q] += bar_s;
+            }
+        }
+        __syncthreads();  // the reductions are complete
+        for (int kk = tid; kk < count; kk += blockDim.x) {
+            T g[3];
+            pair_gradient<T, LMAX, DOUBLE>(sh, a, cot, kk, nu, g);
+            for (int x = 0; x < 3; ++x) a.grad_coord[3 * sh.pair[kk] + x] = g[x];
+        }
+        for (int n = tid; n < nu; n += blockDim.x) {
+            T g_mu = sh.g_mu[n], g_sigma = sh.g_sigma[n];
+            for (int kk = 0; kk < count; ++kk) {
+                const int q = kk * NS + n;
+                g_mu += sh.ds[q] * (DOUBLE ? sh.second_mu[q] : sh.s_mu[q]);
+                g_sigma += sh.ds[q] * (DOUBLE ? sh.second_sigma[q] : sh.s_sigma[q]);
+                if (DOUBLE) {
+                    g_mu += sh.bar_s[q] * sh.s_mu[q];
+                    g_sigma += sh.bar_s[q] * sh.s_sigma[q];
+                }
+            }
+            HIPNNTS_FLOPS((DOUBLE ? 8 : 4) * count);
+            sh.g_mu[n] = g_mu;
+            sh.g_sigma[n] = g_sigma;
+        }
+    }
+    __syncthreads();
+    for (int n = tid; n < nu; n += blockDim.x) {
+        a.mu_part[j * nu + n] = sh.g_mu[n];
+        a.sigma_part[j * nu + n] = sh.g_sigma[n];
+    }
+}
+
+// --- receiver side -----------------------------------------------------------------------------
+
+// Pair ids and angular factors (DOUBLE: and bar_A, the factors' derivative along the tangential part
+// of v_coord / r) of receiver chunk c0 into sh, one thread per pair.
+template <class T, int LMAX, bool DOUBLE>
+__device__ void stage_receiver_factors(const InteractionView<T>& v, const CotangentView<T>& cot, index_t c0,
+                                       int count, ReceiverShared<T>& sh) {
     constexpr int C = n_components(LMAX);
     for (int kk = threadIdx.x; kk < count; kk += blockDim.x) {
         const index_t p = v.order[c0 + kk];
@@ -190,6 +407,13 @@ __device__ void stage_receiver_factors(const InteractionView<T>& v, index_t c0, 
         HIPNNTS_FLOPS(kGeometryFlops);
         sh.pair[kk] = p;
         angular_factors<T, LMAX>(pr.ux, pr.uy, pr.uz, sh.factors + kk * C);
+        if (DOUBLE) {
+            const T vc[3] = {cot.v_coord[3 * p], cot.v_coord[3 * p + 1], cot.v_coord[3 * p + 2]};
+            const T v_radial = vc[0] * pr.ux + vc[1] * pr.uy + vc[2] * pr.uz;
+            angular_jvp<T, LMAX>(pr.ux, pr.uy, pr.uz, (vc[0] - v_radial * pr.ux) * pr.inv_r,
+                                 (vc[1] - v_radial * pr.uy) * pr.inv_r, (vc[2] - v_radial * pr.uz) * pr.inv_r,
+                                 sh.bar_factors + kk * C);
+        }
     }
 }
 
@@ -199,7 +423,7 @@ __global__ void receiver_forward_kernel(InteractionView<T> v, gptr<const T> __re
     constexpr int C = n_components(LMAX);
     HIPNNTS_DYNAMIC_SHARED(unsigned char, smem);
     SharedCarver carver{smem};
-    ReceiverTile<T> sh = ReceiverTile<T>::carve(carver, C, blockDim.x, false);
+    ReceiverShared<T> sh = ReceiverShared<T>::carve(carver, C, blockDim.x, false, false);
     const index_t i = blockIdx.x, start = v.ptr[i], end = v.ptr[i + 1];
     const int F = v.features, f = int(blockIdx.y * blockDim.x + threadIdx.x);
     T m[C];
@@ -207,7 +431,7 @@ __global__ void receiver_forward_kernel(InteractionView<T> v, gptr<const T> __re
     for (index_t c0 = start; c0 < end; c0 += SplitTraits::pairs) {
         const int count = int(min_index(SplitTraits::pairs, end - c0));
         __syncthreads();
-        stage_receiver_factors<T, LMAX>(v, c0, count, sh);
+        stage_receiver_factors<T, LMAX, false>(v, CotangentView<T>{}, c0, count, sh);
         __syncthreads();
         if (f >= F) continue;
         for (int kk = 0; kk < count; ++kk) {
@@ -225,22 +449,24 @@ __global__ void receiver_forward_kernel(InteractionView<T> v, gptr<const T> __re
     out[i * F + f] = result;
 }
 
-// What receiver_backward_kernel reads and writes besides the inputs.
+// What receiver_kernel reads and writes besides the inputs.
 template <class T>
-struct ReceiverBackwardArgs {
-    gptr<const T> t, grad_out;  // (P, F), (N, F)
-    gptr<T> dt, d_factors;      // (P, F), (P, C)
-    gptr<T> lam1_part, lam2_part;  // (N, F), written below their lmax only
+struct ReceiverArgs {
+    gptr<const T> t, bar_dt, grad_out;  // (P, F), double backward: (P, F), (N, F)
+    gptr<T> dt, d_factors;              // (P, F), (P, C)
+    gptr<T> bar_t, bar_factors;         // double backward: (P, F), (P, C)
+    gptr<T> grad_grad_out;              // double backward: (N, F)
+    gptr<T> lam1_part, lam2_part;       // (N, F), written below their lmax only
 };
 
-// Receiver side of the backward, one block per receiver looping over feature tiles: m and dm per
-// feature; per pair dt = A . dm and d_factors = dm . t (accumulated over the tiles).
-template <class T, int LMAX>
-__global__ void receiver_backward_kernel(InteractionView<T> v, ReceiverBackwardArgs<T> a) {
+// Receiver side of the backward (DOUBLE: of the double backward), one block per receiver looping
+// over feature tiles; per-pair outputs are accumulated over the tiles.
+template <class T, int LMAX, bool DOUBLE>
+__global__ void receiver_kernel(InteractionView<T> v, CotangentView<T> cot, ReceiverArgs<T> a) {
     constexpr int C = n_components(LMAX), K = SplitTraits::pairs;
     HIPNNTS_DYNAMIC_SHARED(unsigned char, smem);
     SharedCarver carver{smem};
-    ReceiverTile<T> sh = ReceiverTile<T>::carve(carver, C, blockDim.x, true);
+    ReceiverShared<T> sh = ReceiverShared<T>::carve(carver, C, blockDim.x, true, DOUBLE);
     const index_t i = blockIdx.x, start = v.ptr[i], end = v.ptr[i + 1];
     const int tid = threadIdx.x, F = v.features, W = SplitTraits::row_stride(blockDim.x);
     index_t staged_c0 = -1;  // the chunk whose factors are in sh, and the tile of its rows
@@ -249,14 +475,17 @@ __global__ void receiver_backward_kernel(InteractionView<T> v, ReceiverBackwardA
     auto stage = [&](index_t c0, int count, int f0) {
         __syncthreads();
         if (c0 != staged_c0) {
-            stage_receiver_factors<T, LMAX>(v, c0, count, sh);
+            stage_receiver_factors<T, LMAX, DOUBLE>(v, cot, c0, count, sh);
             staged_c0 = c0;
             staged_f0 = -1;
         }
         if (f0 != staged_f0) {
             const int f = f0 + tid;
-            for (int kk = 0; kk < count; ++kk)
-                sh.rows[kk * W + tid] = f < F ? a.t[v.order[c0 + kk] * F + f] : T(0);
+            for (int kk = 0; kk < count; ++kk) {
+                const index_t row = v.order[c0 + kk] * F + f;
+                sh.rows[kk * W + tid] = f < F ? a.t[row] : T(0);
+                if (DOUBLE) sh.rows2[kk * W + tid] = f < F ? a.bar_dt[row] : T(0);
+            }
             staged_f0 = f0;
         }
         __syncthreads();
@@ -264,9 +493,9 @@ __global__ void receiver_backward_kernel(InteractionView<T> v, ReceiverBackwardA
     for (int f0 = 0; f0 < F; f0 += blockDim.x) {
         const int f = f0 + tid, width = F - f0 < int(blockDim.x) ? F - f0 : int(blockDim.x);
         const bool active = f < F;
-        T m[C], dm[C];
-        for (int c = 0; c < C; ++c) m[c] = dm[c] = T(0);
-        for (index_t c0 = start; c0 < end; c0 += K) {
+        T m[C], dm[C], bar_dm[C], bar_m[C];
+        for (int c = 0; c < C; ++c) m[c] = dm[c] = bar_dm[c] = bar_m[c] = T(0);
+        for (index_t c0 = start; c0 < end; c0 += K) {  // m
             const int count = int(min_index(K, end - c0));
             stage(c0, count, f0);
             if (!active) continue;
@@ -274,126 +503,71 @@ __global__ void receiver_backward_kernel(InteractionView<T> v, ReceiverBackwardA
                 for (int c = 0; c < C; ++c) m[c] += sh.factors[kk * C + c] * sh.rows[kk * W + tid];
             HIPNNTS_FLOPS(2 * C * count);
         }
+        T a1 = T(0), a2 = T(0), g = T(0), l1 = T(0), l2 = T(0);
         if (active) {
-            T a1, a2;
             invariants<T, LMAX>(m, v.eps, a1, a2);
-            const T g = a.grad_out[i * F + f];
-            d_out_d_m<T, LMAX>(m, g, LMAX >= 1 ? v.lam1[f] : T(0), LMAX >= 2 ? v.lam2[f] : T(0), a1, a2, dm);
-            if (LMAX >= 1) a.lam1_part[i * F + f] = g * a1;
-            if (LMAX >= 2) a.lam2_part[i * F + f] = g * a2;
+            g = a.grad_out[i * F + f];
+            l1 = LMAX >= 1 ? v.lam1[f] : T(0);
+            l2 = LMAX >= 2 ? v.lam2[f] : T(0);
+            d_out_d_m<T, LMAX>(m, g, l1, l2, a1, a2, dm);
+            if (!DOUBLE && LMAX >= 1) a.lam1_part[i * F + f] = g * a1;
+            if (!DOUBLE && LMAX >= 2) a.lam2_part[i * F + f] = g * a2;
         }
-        __syncthreads();  // the previous tile's dm is consumed
-        for (int c = 0; c < C; ++c) sh.dm[c * W + tid] = dm[c];
+        if (DOUBLE) {
+            for (index_t c0 = start; c0 < end; c0 += K) {  // bar_dm = sum_p A_p bar_dt_p + bar_A_p t_p
+                const int count = int(min_index(K, end - c0));
+                stage(c0, count, f0);
+                if (!active) continue;
+                for (int kk = 0; kk < count; ++kk)
+                    for (int c = 0; c < C; ++c)
+                        bar_dm[c] += sh.factors[kk * C + c] * sh.rows2[kk * W + tid] +
+                                     sh.bar_factors[kk * C + c] * sh.rows[kk * W + tid];
+                HIPNNTS_FLOPS(4 * C * count);
+            }
+            if (active) {
+                const T v1 = LMAX >= 1 && cot.v_lam1 != nullptr ? cot.v_lam1[f] : T(0);
+                const T v2 = LMAX >= 2 && cot.v_lam2 != nullptr ? cot.v_lam2[f] : T(0);
+                T gg, lam1_part, lam2_part;
+                invariants_reverse<T, LMAX>(m, bar_dm, g, l1, l2, a1, a2, v1, v2, bar_m, gg, lam1_part, lam2_part);
+                a.grad_grad_out[i * F + f] = gg;
+                if (LMAX >= 1) a.lam1_part[i * F + f] = lam1_part;
+                if (LMAX >= 2) a.lam2_part[i * F + f] = lam2_part;
+            }
+        }
+        __syncthreads();  // the previous tile's dm and bar_m are consumed
+        for (int c = 0; c < C; ++c) {
+            sh.dm[c * W + tid] = dm[c];
+            if (DOUBLE) sh.bar_m[c * W + tid] = bar_m[c];
+        }
         for (index_t c0 = start; c0 < end; c0 += K) {
             const int count = int(min_index(K, end - c0));
             stage(c0, count, f0);
-            if (active) {
+            if (active) {  // dt = A . dm; bar_t = bar_A . dm + A . bar_m
                 for (int kk = 0; kk < count; ++kk) {
-                    T dt = T(0);
-                    for (int c = 0; c < C; ++c) dt += sh.factors[kk * C + c] * dm[c];
+                    T dt = T(0), bar_t = T(0);
+                    for (int c = 0; c < C; ++c) {
+                        dt += sh.factors[kk * C + c] * dm[c];
+                        if (DOUBLE) bar_t += sh.bar_factors[kk * C + c] * dm[c] + sh.factors[kk * C + c] * bar_m[c];
+                    }
                     a.dt[sh.pair[kk] * F + f] = dt;
+                    if (DOUBLE) a.bar_t[sh.pair[kk] * F + f] = bar_t;
                 }
-                HIPNNTS_FLOPS(2 * C * count);
+                HIPNNTS_FLOPS((DOUBLE ? 6 : 2) * C * count);
             }
-            for (int item = tid; item < count * C; item += blockDim.x) {  // d_factors = dm . t over the tile
+            for (int item = tid; item < count * C; item += blockDim.x) {  // over the tile: d_factors, bar_factors
                 const int kk = item / C, c = item - kk * C;
-                T acc = T(0);
-                for (int x = 0; x < width; ++x) acc += sh.dm[c * W + x] * sh.rows[kk * W + x];
-                HIPNNTS_FLOPS(2 * width);
-                gptr<T> out = a.d_factors + sh.pair[kk] * C + c;
-                *out = f0 == 0 ? acc : *out + acc;
-            }
-        }
-    }
-}
-
-// What sender_backward_kernel reads and writes besides the inputs.
-template <class T>
-struct SenderBackwardArgs {
-    gptr<const T> dt, d_factors;         // (P, F), (P, C)
-    gptr<T> grad_Y, grad_coord;          // (N, nu, F), (P, 3)
-    gptr<T> mu_part, sigma_part;         // (N, nu) per sender
-};
-
-// Sender side of the backward, one block per sender j: grad_Y_j = sum_p s_p (x) dt_p and
-// ds_p = Y_j . dt_p over the feature tiles, then per pair the pair-vector gradient from ds_p and
-// d_factors_p, and j's partial gradients of mu and sigma.
-template <class T, int LMAX>
-__global__ void sender_backward_kernel(InteractionView<T> v, SenderBackwardArgs<T> a) {
-    constexpr int C = n_components(LMAX), G = SplitTraits::geometry;
-    HIPNNTS_DYNAMIC_SHARED(unsigned char, smem);
-    SharedCarver carver{smem};
-    SenderShared<T> sh = SenderShared<T>::carve(carver, v.nu, blockDim.x, true);
-    const index_t j = blockIdx.x, start = v.sender_ptr[j], end = v.sender_ptr[j + 1];
-    const int tid = threadIdx.x, F = v.features, nu = v.nu;
-    const int W = SplitTraits::row_stride(blockDim.x), NS = SplitTraits::nu_stride(nu);
-    gptr<T> grad_Y = a.grad_Y + j * nu * F;
-    if (start == end) {  // no pairs: zero gradients
-        for (int f = tid; f < F; f += blockDim.x)
-            for (int n = 0; n < nu; ++n) grad_Y[index_t(n) * F + f] = T(0);
-        for (int n = tid; n < nu; n += blockDim.x) a.mu_part[j * nu + n] = a.sigma_part[j * nu + n] = T(0);
-        return;
-    }
-    stage_constants(v, sh);
-    for (int n = tid; n < nu; n += blockDim.x) sh.g_mu[n] = sh.g_sigma[n] = T(0);
-    int staged_f0 = -1;
-    for (index_t c0 = start; c0 < end; c0 += SplitTraits::pairs) {
-        const int count = int(min_index(SplitTraits::pairs, end - c0));
-        __syncthreads();
-        stage_sender_chunk(v, c0, count, sh, true);
-        for (int f0 = 0; f0 < F; f0 += blockDim.x) {
-            const int f = f0 + tid, width = F - f0 < int(blockDim.x) ? F - f0 : int(blockDim.x);
-            __syncthreads();  // the previous tile is consumed
-            if (f0 != staged_f0) {
-                stage_sender_tile(v, j, f0, sh);
-                staged_f0 = f0;
-            }
-            for (int kk = 0; kk < count; ++kk) sh.rows[kk * W + tid] = f < F ? a.dt[sh.pair[kk] * F + f] : T(0);
-            __syncthreads();
-            if (f < F) {
-                for (int n = 0; n < nu; ++n) {
-                    T g = c0 == start ? T(0) : grad_Y[index_t(n) * F + f];
-                    for (int kk = 0; kk < count; ++kk) g += sh.s[kk * NS + n] * sh.rows[kk * W + tid];
-                    grad_Y[index_t(n) * F + f] = g;
+                T d_factor = T(0), bar_factor = T(0);
+                for (int x = 0; x < width; ++x) {
+                    const T dmx = sh.dm[c * W + x], tx = sh.rows[kk * W + x];
+                    d_factor += dmx * tx;
+                    if (DOUBLE) bar_factor += dmx * sh.rows2[kk * W + x] + sh.bar_m[c * W + x] * tx;
                 }
-                HIPNNTS_FLOPS(2 * nu * count);
-            }
-            for (int item = tid; item < count * nu; item += blockDim.x) {  // ds = Y_j . dt over the tile
-                const int kk = item / nu, n = item - kk * nu;
-                T acc = T(0);
-                for (int x = 0; x < width; ++x) acc += sh.y[n * W + x] * sh.rows[kk * W + x];
-                HIPNNTS_FLOPS(2 * width);
-                sh.ds[kk * NS + n] += acc;
+                HIPNNTS_FLOPS((DOUBLE ? 6 : 2) * width);
+                const index_t out = sh.pair[kk] * C + c;
+                a.d_factors[out] = f0 == 0 ? d_factor : a.d_factors[out] + d_factor;
+                if (DOUBLE) a.bar_factors[out] = f0 == 0 ? bar_factor : a.bar_factors[out] + bar_factor;
             }
         }
-        __syncthreads();  // ds is complete
-        for (int kk = tid; kk < count; kk += blockDim.x) {
-            const index_t p = sh.pair[kk];
-            sptr<T> geo = sh.geometry + kk * G;
-            const Pair<T> pr{geo[0], geo[1], geo[2], geo[3], geo[4]};
-            T d_dist = T(0), d_factors[C], d_unit[3], g[3];
-            for (int n = 0; n < nu; ++n) d_dist += sh.ds[kk * NS + n] * sh.s_r[kk * NS + n];
-            for (int c = 0; c < C; ++c) d_factors[c] = a.d_factors[p * C + c];
-            unit_gradient<T, LMAX>(pr.ux, pr.uy, pr.uz, d_factors, d_unit);
-            chain_to_coord(pr, d_unit, d_dist, g);
-            HIPNNTS_FLOPS(2 * nu + 40);
-            for (int x = 0; x < 3; ++x) a.grad_coord[3 * p + x] = g[x];
-        }
-        for (int n = tid; n < nu; n += blockDim.x) {
-            T g_mu = sh.g_mu[n], g_sigma = sh.g_sigma[n];
-            for (int kk = 0; kk < count; ++kk) {
-                g_mu += sh.ds[kk * NS + n] * sh.s_mu[kk * NS + n];
-                g_sigma += sh.ds[kk * NS + n] * sh.s_sigma[kk * NS + n];
-            }
-            HIPNNTS_FLOPS(4 * count);
-            sh.g_mu[n] = g_mu;
-            sh.g_sigma[n] = g_sigma;
-        }
-    }
-    __syncthreads();
-    for (int n = tid; n < nu; n += blockDim.x) {
-        a.mu_part[j * nu + n] = sh.g_mu[n];
-        a.sigma_part[j * nu + n] = sh.g_sigma[n];
     }
 }
 

@@ -48,21 +48,28 @@ class TritonLaunchers:
             grad_out, *self._inputs(Y, coord, second, order, ptr, mu, sigma, lam1, lam2, cutoff, cusp_reg),
             pointer(dt, Y), pointer(grad_coord, Y), mu_part, sigma_part, lam1_part, lam2_part, nu, features,
             **launch_config("backward", nu, features, lmax))
-        self.sender_sum(coord, sender_order, sender_ptr, mu, sigma, cutoff, dt, None, None, grad_Y)
+        self._sender_sum(coord, sender_order, sender_ptr, mu, sigma, cutoff, dt, None, None, grad_Y)
 
     def interaction_double_backward(self, Y, coord, second, order, ptr, sender_order, sender_ptr, mu, sigma, lam1,
                                     lam2, cutoff, cusp_reg, lmax, v_Y, v_coord, v_mu, v_sigma, v_lam1, v_lam2,
-                                    grad_out, dt, bar_t, bar_ds, grad_coord, mu_part, sigma_part, grad_grad_out,
-                                    lam1_part, lam2_part):
+                                    grad_out, grad_Y, grad_coord, mu_part, sigma_part, grad_grad_out, lam1_part,
+                                    lam2_part):
+        """The receiver kernel writes dt, bar_t (P, F) and bar_ds (P, nu); the sender kernel sums
+        s (x) bar_t + bar_ds (x) dt into grad_Y."""
         n_atoms, nu, features = Y.shape
+        n_pairs = coord.shape[0]
+        dt, bar_t, bar_ds = Y.new_empty(n_pairs, features), Y.new_empty(n_pairs, features), Y.new_empty(n_pairs, nu)
         _double_backward_kernel[(n_atoms,)](
             grad_out, *self._inputs(Y, coord, second, order, ptr, mu, sigma, lam1, lam2, cutoff, cusp_reg),
             pointer(v_Y, Y), pointer(v_coord, Y), v_mu, v_sigma, per_feature(v_lam1, Y, features),
             per_feature(v_lam2, Y, features), pointer(dt, Y), pointer(bar_t, Y), pointer(bar_ds, Y),
             pointer(grad_coord, Y), mu_part, sigma_part, grad_grad_out, lam1_part, lam2_part, nu, features,
             HAS_VY=v_Y is not None, **launch_config("double_backward", nu, features, lmax))
+        self._sender_sum(coord, sender_order, sender_ptr, mu, sigma, cutoff, bar_t, bar_ds, dt, grad_Y)
 
-    def sender_sum(self, coord, order, ptr, mu, sigma, cutoff, X, B, Z, out):
+    @staticmethod
+    def _sender_sum(coord, order, ptr, mu, sigma, cutoff, X, B, Z, out):
+        """out[j] = sum over sender j's pairs p of s_p (x) X_p (+ B_p (x) Z_p when B is given)."""
         n_atoms, nu, features = out.shape
         config = launch_config("sender", nu, features, 0)
         grid = (n_atoms, triton.cdiv(features, config["BLOCK_F"]))
