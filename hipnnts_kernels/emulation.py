@@ -5,7 +5,7 @@ suite's way of running the kernels, and the memory-traffic model's (:mod:`.bench
 :func:`build` compiles csrc/kernels/launch.cu and csrc/emulation/capi.cpp with the host C++
 compiler into a shared library (it needs the source tree: an editable install or a checkout);
 :class:`EmulatedLaunchers` calls it through ctypes on CPU tensors; :func:`recorded_launches` reads
-what the traffic model recorded of each launch.
+what the traffic model recorded of each launch, :func:`hazards` what the hazard check found.
 """
 from __future__ import annotations
 
@@ -112,6 +112,19 @@ TRAFFIC_FIELDS = ("blocks", "threads_per_block", "warps", "global_load_requests"
                   "shared_load_bytes", "shared_store_bytes", "global_load_sectors", "global_store_sectors",
                   "global_load_distinct_bytes", "global_store_distinct_bytes", "shared_load_wavefronts",
                   "shared_store_wavefronts", "shared_load_ideal_wavefronts", "shared_store_ideal_wavefronts", "flops")
+
+
+def racecheck(lib: ctypes.CDLL, on: bool) -> None:
+    """Switch the hazard check (csrc/emulation/racecheck.h) on or off; either way, forget the hazards
+    found so far."""
+    lib.hipnnts_emu_racecheck(ctypes.c_int(int(on)))
+
+
+def hazards(lib: ctypes.CDLL) -> tuple[int, str]:
+    """(number of hazards found since the check was switched on, the first one described)."""
+    lib.hipnnts_emu_racecheck_hazards.restype = ctypes.c_uint64
+    lib.hipnnts_emu_racecheck_first.restype = ctypes.c_char_p
+    return int(lib.hipnnts_emu_racecheck_hazards()), lib.hipnnts_emu_racecheck_first().decode()
 
 
 def record_traffic(lib: ctypes.CDLL, on: bool) -> None:

@@ -20,7 +20,7 @@ from test_ops import CUTOFF, FLOAT_KEYS, envsum_inputs, interaction_fn, interact
 from test_triton import all_levels, assert_close_f64, case_inputs, op_args, strided
 
 from hipnnts_kernels import backends, ops, reference
-from hipnnts_kernels.emulation import EmulatedLaunchers, build
+from hipnnts_kernels.emulation import EmulatedLaunchers, build, hazards, racecheck
 from hipnnts_kernels.ops.interaction import _interaction, _interaction_backward, _interaction_double_backward
 from hipnnts_kernels.segment_kernels import OPS, SegmentKernels
 
@@ -194,6 +194,34 @@ def test_the_documented_widths_hold_on_this_gpu(target, kernels, dtype):
                              for t in (x["Y"][:, 0], *(x[k] for k in FLOAT_KEYS)))
     kernels.interaction_double_backward(grad_out, *op_args(x, 2)[:8], *cotangents, CUTOFF, 1e-6, 2)
     torch.cuda.synchronize(device)
+
+
+@_EMULATOR
+@pytest.mark.parametrize("case", ["random", "many_molecules", "chunks_and_tiles"])
+def test_no_thread_races_in_any_kernel(emulated_launchers, case):
+    """The hazard check (csrc/emulation/racecheck.h) over every level of the interaction and the
+    envsum family: no two threads touch an element without a barrier between them, and no two
+    blocks write one element (or one reads what another writes)."""
+    if case == "chunks_and_tiles":
+        x = interaction_inputs(2, n_atoms=4, n_pairs=70, nu=3, features=140, seed=9)
+    else:
+        x = case_inputs(case, 2, seed=3)
+    kernels, lib = SegmentKernels(emulated_launchers, 64), emulated_launchers.lib
+    g = torch.Generator().manual_seed(0)
+    grad_out = torch.randn(x["Y"].shape[0], x["Y"].shape[2], generator=g, dtype=F64)
+    cotangents = [torch.randn(x[k].shape, generator=g, dtype=F64) for k in FLOAT_KEYS]
+    e = envsum_inputs(seed=1, n_atoms=6, n_pairs=40, nu=3, features=40)
+    racecheck(lib, True)
+    try:
+        kernels.interaction(*op_args(x, 2))
+        kernels.interaction_backward(grad_out, *op_args(x, 2))
+        kernels.interaction_double_backward(grad_out, *op_args(x, 2)[:8], *cotangents, CUTOFF, 1e-6, 2)
+        kernels.envsum(e["sens"], e["feat"], e["pf"], e["ps"])
+        kernels.sensesum(e["env"], e["feat"], e["pf"], e["ps"])
+        kernels.featsum(e["env"], e["sens"], e["pf"], e["ps"])
+        assert hazards(lib) == (0, "")
+    finally:
+        racecheck(lib, False)
 
 
 def test_cutoff_is_respected(target, cuda_backend):

@@ -1,6 +1,7 @@
 """The host emulator on kernels of known behaviour (tests/csrc/traffic_probe.cpp): its memory-traffic
 model (csrc/emulation/traffic.h: sectors per request, distinct bytes, bank conflicts, FLOPs), warp
-shuffles, and a missing barrier showing up as a read of unwritten (NaN) shared memory."""
+shuffles, a missing barrier showing up as a read of unwritten (NaN) shared memory, and the hazard
+check (csrc/emulation/racecheck.h)."""
 from __future__ import annotations
 
 import ctypes
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hipnnts_kernels.emulation import build, record_traffic, recorded_launches
+from hipnnts_kernels.emulation import build, hazards, racecheck, record_traffic, recorded_launches
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
                                 reason="needs a host C++ compiler")
@@ -84,3 +85,33 @@ def test_a_missing_barrier_reads_unwritten_shared_memory(probe):
     assert torch.equal(out, torch.tensor([float((t + 1) % 64) for t in range(64)] * blocks))
     probe.probe_neighbour(ptr(out), ctypes.c_int(blocks), ctypes.c_int(0))
     assert 0 < int(out.isnan().sum()) < out.numel()
+
+
+def checked(probe, name: str, *args) -> tuple[int, str]:
+    racecheck(probe, True)
+    try:
+        getattr(probe, name)(*args)
+        return hazards(probe)
+    finally:
+        racecheck(probe, False)
+
+
+def test_the_hazard_check_finds_a_missing_barrier(probe):
+    out = torch.zeros(2 * 64)
+    assert checked(probe, "probe_neighbour", ptr(out), ctypes.c_int(2), ctypes.c_int(1)) == (0, "")
+    count, first = checked(probe, "probe_neighbour", ptr(out), ctypes.c_int(2), ctypes.c_int(0))
+    assert count > 0 and "hazard in shared memory" in first and "barrier interval 0" in first
+
+
+def test_the_hazard_check_finds_two_blocks_writing_one_element(probe):
+    out = torch.zeros(32)
+    assert checked(probe, "probe_accumulate", ptr(out), ctypes.c_int(1)) == (0, "")
+    count, first = checked(probe, "probe_accumulate", ptr(out), ctypes.c_int(3))
+    assert count == 2 * 32 * 2 and "hazard in global memory between block 0" in first  # RAW + WAW per element
+    assert torch.equal(out, torch.full((32,), 4.0))
+
+
+def test_the_hazard_check_accepts_a_warp_barrier_between_lanes(probe):
+    out = torch.zeros(32)
+    assert checked(probe, "probe_warp_exchange", ptr(out)) == (0, "")
+    assert torch.equal(out, torch.arange(31, -1, -1, dtype=torch.float32))

@@ -126,6 +126,17 @@ const char* hipnnts_emu_check_block(int kind, int is_double, int lmax, int nu, i
                                 hipnnts::KernelLimits{max_threads, registers, max_dynamic_shared});
 }
 
+// The hazard check (racecheck.h): switch it on or off (and forget earlier hazards), then read the
+// number of hazards found and the first one, described ("" if none).
+void hipnnts_emu_racecheck(int on) {
+    hipnnts_emu::racecheck::checker.enabled = on != 0;
+    hipnnts_emu::racecheck::checker.reset();
+}
+
+uint64_t hipnnts_emu_racecheck_hazards() { return hipnnts_emu::racecheck::checker.hazards; }
+
+const char* hipnnts_emu_racecheck_first() { return hipnnts_emu::racecheck::checker.first.c_str(); }
+
 // The traffic model (traffic.h): switch recording on or off (and forget earlier launches), then
 // read each recorded launch's kernel name and totals. The totals come in TRAFFIC_FIELDS order.
 void hipnnts_emu_traffic_record(int on) {

@@ -7,7 +7,8 @@
 // reading shared memory before it is written, a missing barrier included, shows up in the results.
 //
 // This checks indexing, synchronisation structure and arithmetic; it says nothing about speed. The
-// memory traffic the kernels would cause is modelled, on request, by traffic.h.
+// memory traffic the kernels would cause is modelled, on request, by traffic.h, and racecheck.h
+// checks, on request, that no two threads touch an element without a barrier between them.
 #pragma once
 
 #include <ucontext.h>
@@ -139,12 +140,14 @@ void run_block(Block& b, unsigned n_threads, Prepare prepare) {
             if (waiting && any) {
                 for (unsigned t = 32 * w; t < end; ++t)
                     if (b.fibers[t].state == Fiber::at_warp_barrier) b.fibers[t].state = Fiber::runnable;
+                if (racecheck::checker.enabled) ++racecheck::checker.warp_epochs[w];
                 released = true;
             }
         }
         if (!released && all_at_block) {
             for (unsigned t = 0; t < n_threads; ++t)
                 if (b.fibers[t].state == Fiber::at_block_barrier) b.fibers[t].state = Fiber::runnable;
+            ++racecheck::checker.block_epoch;
             released = true;
         }
         if (!released) {
@@ -164,6 +167,8 @@ void launch(dim3 grid, dim3 block, size_t shared_bytes, Kernel kernel, Args... a
     const unsigned long n_blocks = static_cast<unsigned long>(grid.x) * grid.y * grid.z;
     traffic::Recorder& recorder = traffic::recorder;
     if (recorder.enabled) recorder.begin_launch(n_threads);
+    racecheck::Checker& checker = racecheck::checker;
+    if (checker.enabled) checker.begin_launch(recorder.kernel, n_threads);
     auto b = std::make_unique<Block>();
     b->fibers.resize(n_threads);
     for (Fiber& f : b->fibers) f.stack.reset(new char[Block::kStack]);
@@ -176,9 +181,11 @@ void launch(dim3 grid, dim3 block, size_t shared_bytes, Kernel kernel, Args... a
         shared_buffer.assign(shared_bytes + 16, 0xFF);  // NaN for floats and doubles
         traffic::ThreadLog* logs = recorder.enabled ? recorder.begin_block(n_threads).data() : nullptr;
         block_idx = dim3(unsigned(i % grid.x), unsigned(i / grid.x % grid.y), unsigned(i / grid.x / grid.y));
+        checker.begin_block(uint32_t(i));
         run_block(*b, n_threads, [&](unsigned t) {
             thread_idx = dim3(t % block.x, (t / block.x) % block.y, t / (block.x * block.y));
             traffic::current = logs != nullptr ? logs + t : nullptr;
+            checker.thread = t;
         });
         traffic::current = nullptr;
         if (recorder.enabled) recorder.end_block();

@@ -24,6 +24,8 @@
 #include <utility>
 #include <vector>
 
+#include "racecheck.h"
+
 namespace hipnnts_emu {
 namespace traffic {
 
@@ -77,6 +79,7 @@ inline thread_local ThreadLog* current = nullptr;
 
 __attribute__((noinline)) inline void record(const void* site, const void* address, unsigned bytes, Space space,
                                              bool store) {
+    if (racecheck::checker.enabled) racecheck::checker.access(reinterpret_cast<uintptr_t>(address), space, store);
     ThreadLog* log = current;
     if (log == nullptr) return;
     const uint64_t key = reinterpret_cast<uintptr_t>(site) * 2 + (store ? 1 : 0);

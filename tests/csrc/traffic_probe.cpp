@@ -40,16 +40,38 @@ __global__ void warp_sum_kernel(gptr<const double> in, gptr<double> out) {
 // Thread t writes its slot of dynamic shared memory and reads its neighbour's, with or without a
 // barrier between: without one, the emulator must let some thread read before its neighbour writes.
 __global__ void neighbour_kernel(gptr<float> out, int with_barrier) {
-    HIPNNTS_DYNAMIC_SHARED(float, slots);
+    HIPNNTS_DYNAMIC_SHARED(float, storage);
+    const sptr<float> slots(storage);
     const unsigned t = threadIdx.x;
     slots[t] = float(t);
     if (with_barrier) __syncthreads();
     out[blockIdx.x * blockDim.x + t] = slots[(t + 1) % blockDim.x];
 }
 
+// Every thread of every block adds to out[t] (one writer per element when blocks == 1; with more
+// blocks, several blocks write one element: a global hazard).
+__global__ void accumulate_kernel(gptr<float> out) { out[threadIdx.x] += 1.0f; }
+
+// Lanes of one warp exchange through shared memory with __syncwarp between write and read: ordered.
+__global__ void warp_exchange_kernel(gptr<float> out) {
+    __shared__ float storage[32];
+    const sptr<float> slots(storage);
+    slots[threadIdx.x] = float(threadIdx.x);
+    __syncwarp();
+    out[threadIdx.x] = slots[31 - threadIdx.x];
+}
+
 }  // namespace
 
 extern "C" {
+
+void probe_accumulate(float* out, int blocks) {
+    HIPNNTS_LAUNCH(accumulate_kernel, dim3(unsigned(blocks)), dim3(32), 0, nullptr, gptr<float>(out));
+}
+
+void probe_warp_exchange(float* out) {
+    HIPNNTS_LAUNCH(warp_exchange_kernel, dim3(1), dim3(32), 0, nullptr, gptr<float>(out));
+}
 
 void probe_neighbour(float* out, int blocks, int with_barrier) {
     HIPNNTS_LAUNCH(neighbour_kernel, dim3(unsigned(blocks)), dim3(64), 64 * sizeof(float), nullptr, gptr<float>(out),
