@@ -195,3 +195,22 @@ def test_traffic_model_covers_every_launch_and_is_labelled_a_model(tmp_path):
             assert 1 <= r["sectors_per_load_request"] <= 32
     assert result["meta"]["report_kind"].startswith("MODEL")
     assert "**A model, not a measurement**" in (tmp_path / "traffic_model.md").read_text()
+
+
+def test_traffic_model_compares_with_an_earlier_report(tmp_path, capsys):
+    from hipnnts_kernels.cli import main
+
+    assert main(["bench", "traffic", "--preset", "tiny", "--out", str(tmp_path / "before")]) == 0
+    before = tmp_path / "before" / "traffic_model.json"
+    assert main(["bench", "traffic", "--preset", "tiny", "--out", str(tmp_path / "after"), "--compare",
+                 str(before)]) == 0
+    text = (tmp_path / "after" / "traffic_model.md").read_text()
+    section = text[text.index("## Before and after"):]
+    assert "| tiny | interaction | double | per-atom |" in section and " → " in section
+    capsys.readouterr()
+    (tmp_path / "bad.json").write_text('{"rows": 3}')
+    assert main(["bench", "traffic", "--preset", "tiny", "--out", str(tmp_path / "x"), "--compare",
+                 str(tmp_path / "bad.json")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "\n" not in error and "bad.json" in error and "expected the JSON of an earlier" in error
+    assert not (tmp_path / "x").exists()

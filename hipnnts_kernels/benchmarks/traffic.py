@@ -25,6 +25,7 @@ CUDA paths: per-atom CSR and molecule blocks), recording every global and shared
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -213,19 +214,73 @@ def markdown(meta: dict, rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def comparison(before: list[dict], after: list[dict]) -> str:
+    """Markdown: per shape, op and pass, the totals of an earlier report (``before``, its JSON rows)
+    beside this one's, with the worst sectors per load request and bank-conflict ways of its launches."""
+    def summary(rows: list[dict]) -> dict:
+        out: dict = {}
+        for r in rows:
+            key = (r["shape"], r["op"], r["passname"], r["path"])
+            entry = out.setdefault(key, {"sectors": 0.0, "ways": 0.0})
+            if r["kernel"] == "total":
+                entry.update(l2=r["l2_bytes"], dram=r["dram_lower_bound"], minimum=r["minimum_bytes"],
+                             us=r["model_us"])
+            else:
+                entry["sectors"] = max(entry["sectors"], r["sectors_per_load_request"])
+                entry["ways"] = max(entry["ways"], r["bank_conflict_ways"] if r["shared_wavefronts"] else 0.0)
+        return out
+
+    old, new = summary(before), summary(after)
+    lines = ["| shape | op | pass | path | L1/L2 traffic | DRAM lower bound | x minimum | worst sectors / ld req | "
+             "worst bank-conflict ways | model µs |", "|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
+
+    def pair(a, b, fmt) -> str:
+        return " → ".join(fmt(x) if x is not None else "–" for x in (a, b))
+
+    for key in list(old) + [k for k in new if k not in old]:
+        a, b = old.get(key), new.get(key)
+        cells = [*key[:3], key[3],
+                 pair(a and a["l2"], b and b["l2"], _size),
+                 pair(a and a["dram"], b and b["dram"], _size),
+                 pair(a and a["minimum"] and a["dram"] / a["minimum"], b and b["minimum"] and b["dram"] / b["minimum"],
+                      lambda x: f"{x:.1f}"),
+                 pair(a and a["sectors"], b and b["sectors"], lambda x: f"{x:.1f}"),
+                 pair(a and a["ways"], b and b["ways"], lambda x: f"{x:.1f}" if x else "no smem"),
+                 pair(a and a["us"], b and b["us"], lambda x: f"{x:.1f}")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", nargs="+", default=list(DEFAULT_SHAPES), choices=list(SHAPES),
-                        help="shapes (default: spec9, small, dense: about 20 minutes on 2 cores; tiny for a check)")
+                        help="shapes (default: spec9, small, dense: about 5 minutes on 2 cores; tiny for a check)")
     parser.add_argument("--lmax", type=int, default=2, choices=[0, 1, 2])
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--out", type=Path, default=Path("bench/results"),
                         help="folder of traffic_model.md / .json (default bench/results)")
+    parser.add_argument("--compare", type=Path, metavar="BEFORE.json",
+                        help="an earlier report's JSON: its totals go beside this run's in the markdown")
 
 
 def run_from_arguments(args: argparse.Namespace) -> Path:
+    before = None
+    if args.compare is not None:
+        try:
+            before = json.loads(args.compare.read_text())["rows"]
+            fields = {"shape", "op", "passname", "path", "kernel", "l2_bytes", "dram_lower_bound"}
+            if not isinstance(before, list) or not all(isinstance(r, dict) and fields <= r.keys() for r in before):
+                raise ValueError("its rows are not traffic-model rows")
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise ValueError(f"--compare {args.compare}: expected the JSON of an earlier `hipnnts bench traffic` "
+                             f"report ({type(error).__name__}: {error})") from None
     meta, rows = run(args.preset, args.lmax, getattr(torch, args.dtype))
     meta["complete"] = True
-    return report.write(args.out, "traffic_model", meta, {"rows": [asdict(r) for r in rows]}, markdown(meta, rows))
+    text = markdown(meta, rows)
+    if before is not None:
+        meta["compared_with"] = str(args.compare)
+        text += (f"\n## Before and after\n\nTotals per pass: `{args.compare}` → this run (\"–\": no such row).\n\n"
+                 + comparison(before, [asdict(r) for r in rows]) + "\n")
+    return report.write(args.out, "traffic_model", meta, {"rows": [asdict(r) for r in rows]}, text)
 
 
 def main(argv: list[str] | None = None) -> None:
