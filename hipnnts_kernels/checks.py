@@ -75,6 +75,20 @@ def check_tensor(
     return value
 
 
+def check_like_model(name: str, value: Tensor, model: torch.nn.Module) -> None:
+    """Raise if a floating input's device or dtype differs from the model's parameters."""
+    parameter = next((p for p in model.parameters() if p.is_floating_point()), None)
+    if parameter is None:
+        return
+    if value.device != parameter.device:
+        raise ValueError(f"{name} is on {value.device} but the model is on {parameter.device}: move one to the "
+                         f"other (model.to({str(value.device)!r}) or {name}.to({str(parameter.device)!r}))")
+    if value.dtype != parameter.dtype:
+        have, want = (str(d).replace("torch.", "") for d in (value.dtype, parameter.dtype))
+        raise TypeError(f"{name} has dtype {have} but the model's parameters are {want}: convert one to the other "
+                        f"({name}.to(torch.{want}) or model.to(torch.{have}))")
+
+
 def check_index_range(name: str, index: Tensor, size: int, what: str = "atom") -> None:
     """Raise if an index tensor holds values outside [0, size) (a value check)."""
     if value_checks_enabled() and index.numel() > 0:

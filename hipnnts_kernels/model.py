@@ -14,7 +14,15 @@ import torch
 from torch import Tensor, nn
 
 from . import ops
-from .checks import INDEX_DTYPES, check_finite, check_index_range, check_pairs, check_tensor, value_checks_enabled
+from .checks import (
+    INDEX_DTYPES,
+    check_finite,
+    check_index_range,
+    check_like_model,
+    check_pairs,
+    check_tensor,
+    value_checks_enabled,
+)
 from .pairs import flatten_padded
 
 
@@ -215,6 +223,7 @@ class HipnnTS(nn.Module):
             create_graph: keep the force graph for force training; defaults to ``self.training``.
         """
         check_tensor("positions", positions, (None, 3))
+        check_like_model("positions", positions, self)
         n_atoms = positions.shape[0]
         check_tensor("species", species, (n_atoms,), INDEX_DTYPES, like=positions)
         check_tensor("mol_index", mol_index, (n_atoms,), INDEX_DTYPES, like=positions)

@@ -18,6 +18,7 @@ from .checks import (
     INDEX_DTYPES,
     check_finite,
     check_index_range,
+    check_like_model,
     check_pair_lengths,
     check_pairs,
     check_tensor,
@@ -182,6 +183,7 @@ class TensorNetModel(nn.Module):
             ``features`` is [TensorNet's final per-atom features (N, hidden_channels)].
         """
         check_tensor("positions", positions, (None, 3))
+        check_like_model("positions", positions, self)
         n_atoms = positions.shape[0]
         check_tensor("species", species, (n_atoms,), INDEX_DTYPES, like=positions)
         check_tensor("mol_index", mol_index, (n_atoms,), INDEX_DTYPES, like=positions)

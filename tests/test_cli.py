@@ -7,6 +7,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+import torch
 
 from hipnnts_kernels.cli import main
 from hipnnts_kernels.data import load, save
@@ -101,7 +102,122 @@ def test_clear_errors(tmp_path, capsys):
     not_a_checkpoint = tmp_path / "x.pt"
     not_a_checkpoint.write_bytes(b"garbage")
     assert main(["eval", str(not_a_checkpoint)]) == 2
-    assert "not a readable checkpoint" in capsys.readouterr().err
+    assert "x.pt is not a hipnnts-kernels checkpoint" in capsys.readouterr().err
+
+
+def one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("hipnnts: error: ") and err.count("\n") == 1, err
+    return err
+
+
+class Payload:
+    """Unpickling it would run a shell command: a checkpoint must never be loaded that way."""
+
+    def __reduce__(self):
+        import os
+
+        return os.system, ("echo this must never run",)
+
+
+def foreign_files(tmp_path):
+    """(name, path, what the message must say) of files given where a checkpoint is expected."""
+    import pickle
+
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(bytes(range(256)) * 8)
+    hdf5 = tmp_path / "data.h5"
+    with h5py.File(hdf5, "w") as f:
+        f["x"] = np.zeros(3)
+    raw_pickle = tmp_path / "raw.pt"
+    raw_pickle.write_bytes(pickle.dumps({"model": Payload()}))
+    torch_pickle = tmp_path / "torch.pt"
+    torch.save({"model": Payload()}, torch_pickle)
+    other = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(2)}, other)
+    return [("garbage", garbage, "torch cannot read it as a file that torch.save wrote"),
+            ("hdf5", hdf5, "it is an HDF5 file"),
+            ("pickle", raw_pickle, "a pickle of objects a checkpoint never holds"),
+            ("torch pickle", torch_pickle, "holds a Python object (posix.system) that a checkpoint never holds"),
+            ("other torch file", other, "not one this package wrote")]
+
+
+def test_files_that_are_not_checkpoints_get_one_line_without_unsafe_advice(tmp_path, capsys):
+    import warnings
+
+    from hipnnts_kernels.training.checkpoint import load_model
+
+    for name, path, says in foreign_files(tmp_path):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert main(["eval", str(path)]) == 2, name
+        err = one_line_error(capsys)
+        assert f"{path} is not a hipnnts-kernels checkpoint" in err and says in err, (name, err)
+        assert "weights_only" not in err and "torch.load" not in err, (name, err)
+        assert not caught, (name, [str(w.message) for w in caught])
+        with pytest.raises(ValueError, match="is not a hipnnts-kernels checkpoint") as info:
+            load_model(path)
+        assert "weights_only" not in str(info.value)
+        # --resume on it: the same line, and the run folder is left as it was
+        run = tmp_path / f"run-{name.replace(' ', '-')}"
+        run.mkdir()
+        (run / "last.pt").write_bytes(path.read_bytes())
+        assert main(["train", "--resume", "--out", str(run)]) == 2, name
+        err = one_line_error(capsys)
+        assert "last.pt is not a hipnnts-kernels checkpoint" in err and "weights_only" not in err
+        assert sorted(p.name for p in run.iterdir()) == ["last.pt"]
+        assert (run / "last.pt").read_bytes() == path.read_bytes()
+
+
+@pytest.mark.parametrize("suffix, text, says", [
+    (".toml", "epochs = [1\n", "is not valid TOML: Unclosed array"),
+    (".yaml", "epochs: [1\n  x: 2\n", "is not valid YAML: expected ',' or ']', but got ':' (at line 2, column 4)"),
+    (".yml", "- a\nb: 1\n", "is not valid YAML"),
+    (".json", '{"epochs": 1,}', "is not valid JSON: Expecting property name"),
+    (".json", "[1, 2]", "expected a table of settings, got list"),
+    (".toml", 'epochs = "ten"\n', "epochs must be an integer, got 'ten'"),
+    (".yaml", "lr: fast\n", "lr must be a number, got 'fast'"),
+    (".json", '{"split": [0.8, 0.2]}', "split must be 3 numbers, got [0.8, 0.2]"),
+    (".toml", "progress = 1\n", "progress must be true or false, got 1"),
+    (".toml", "[model]\nlmax = 2.5\n", "lmax must be an integer, got 2.5"),
+])
+def test_config_files_with_errors_get_one_line_naming_the_file(tmp_path, capsys, suffix, text, says):
+    config = tmp_path / f"settings{suffix}"
+    config.write_text(text)
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(config), "--out", str(run)]) == 2
+    err = one_line_error(capsys)
+    assert f"config file {config}" in err and says in err, err
+    assert not run.exists()
+
+
+def test_config_files_take_none_for_optional_settings(tmp_path, capsys):
+    config = tmp_path / "settings.toml"
+    config.write_text('clip_grad_norm = "none"\n')
+    assert main(["train", "--config", str(config), "--print-config"]) == 0
+    assert json.loads(capsys.readouterr().out)["clip_grad_norm"] is None
+
+
+def test_files_that_are_not_datasets_get_one_line(tmp_path, capsys):
+    checkpoint = tmp_path / "model.pt"
+    torch.save({"weights": torch.zeros(2)}, checkpoint)
+    bad_xyz = tmp_path / "frames.xyz"
+    bad_xyz.write_text("not an xyz file\n")
+    for args, says in (
+            (["data", "inspect", str(checkpoint)], f"{checkpoint} is a torch file (a checkpoint?), not a dataset"),
+            (["train", "--data", str(checkpoint), "--out", str(tmp_path / "run")], "is a torch file"),
+            (["train", "--data", str(bad_xyz), "--energy-unit", "ev", "--out", str(tmp_path / "run")],
+             f"{bad_xyz} is not a readable extended XYZ file (")):
+        assert main(args) == 2, args
+        assert says in one_line_error(capsys)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_binary_file_given_as_config_is_named(tmp_path, capsys):
+    config = tmp_path / "settings.yaml"
+    config.write_bytes(bytes(range(128, 256)))
+    assert main(["train", "--config", str(config), "--out", str(tmp_path / "run")]) == 2
+    assert f"config file {config} is not a text file" in one_line_error(capsys)
 
 
 @pytest.mark.skipif(not (DATA / "rmd17_ethanol_100.xyz").is_file(), reason="shared ethanol file not present")

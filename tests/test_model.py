@@ -205,6 +205,27 @@ def test_bad_inputs_raise_clear_errors(change, error, match):
         model(**x)
 
 
+@pytest.mark.parametrize("model_dtype, input_dtype", [(torch.float64, torch.float32), (torch.float32, torch.float64)])
+def test_positions_must_have_the_model_dtype(model_dtype, input_dtype):
+    model = small_model(2, cutoff=4.0).to(model_dtype)
+    x = valid_inputs()
+    x["positions"] = x["positions"].to(input_dtype)
+    have, want = (str(d).replace("torch.", "") for d in (input_dtype, model_dtype))
+    match = f"positions has dtype {have} but the model's parameters are {want}"
+    with pytest.raises(TypeError, match=match):
+        model(**x)
+    with pytest.raises(TypeError, match=match):
+        model.forward_padded(x["species"][None], x["positions"][None])
+
+
+def test_positions_must_be_on_the_model_device():
+    model = small_model(2, cutoff=4.0)
+    x = valid_inputs()
+    x = {k: v.to("meta") for k, v in x.items()}
+    with pytest.raises(ValueError, match="positions is on meta but the model is on cpu"):
+        model(**x)
+
+
 def test_bad_constructor_arguments():
     with pytest.raises(ValueError, match="lmax"):
         HipnnTS(lmax=3)

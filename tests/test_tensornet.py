@@ -188,6 +188,15 @@ def test_bad_inputs_raise_clear_errors(change, error, match):
         small_model()(**x)
 
 
+@pytest.mark.parametrize("model_dtype, input_dtype", [(torch.float64, torch.float32), (torch.float32, torch.float64)])
+def test_positions_must_have_the_model_dtype(model_dtype, input_dtype):
+    x = inputs()
+    x["positions"] = x["positions"].to(input_dtype)
+    have, want = (str(d).replace("torch.", "") for d in (input_dtype, model_dtype))
+    with pytest.raises(TypeError, match=f"positions has dtype {have} but the model's parameters are {want}"):
+        small_model().to(model_dtype)(**x)
+
+
 def test_bad_constructor_arguments_and_missing_torchmdnet(monkeypatch):
     with pytest.raises(ValueError, match="species must be distinct positive"):
         TensorNetModel(species=(0, 1))

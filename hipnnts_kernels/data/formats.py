@@ -39,6 +39,11 @@ def _open(path: str | os.PathLike):
     try:
         return h5py.File(path, "r")
     except OSError as err:
+        with open(path, "rb") as file:
+            head = file.read(2)
+        if head in (b"PK", b"\x80\x02", b"\x80\x04", b"\x80\x05"):  # what torch.save writes
+            raise ValueError(f"{path} is a torch file (a checkpoint?), not a dataset: pass an HDF5 or extended XYZ "
+                             "file") from None
         raise ValueError(f"{path} is not a readable HDF5 file ({err})") from None
 
 
@@ -125,7 +130,11 @@ def read_xyz(path: str | os.PathLike, *, energy_unit: str, length_unit: str = "a
     except ImportError:
         raise ImportError("reading XYZ files needs ASE: pip install ase") from None
     e_factor, r_factor = energy_factor(energy_unit), length_factor(length_unit)
-    frames = ase.io.read(str(path), index=":")
+    try:
+        frames = ase.io.read(str(path), index=":", format="extxyz")
+    except Exception as err:  # noqa: BLE001 - ASE raises many types for a malformed file
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"{path} is not a readable extended XYZ file ({reason})") from None
     species, positions, energies, forces, counts, formulas, cells, pbcs = [], [], [], [], [], [], [], []
     for k, frame in enumerate(frames):
         info = {**frame.info, **(frame.calc.results if frame.calc is not None else {})}

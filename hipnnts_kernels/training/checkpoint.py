@@ -8,6 +8,9 @@ sums of the running epoch. :func:`load_model` rebuilds the trained model alone.
 from __future__ import annotations
 
 import os
+import pickle
+import re
+import warnings
 from pathlib import Path
 
 import torch
@@ -35,14 +38,33 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not path.is_file():
         raise FileNotFoundError(f"no such checkpoint: {path}")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols of foreign files
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - torch raises many types for a damaged file
-        raise ValueError(f"{path} is not a readable checkpoint ({type(err).__name__}: {err})") from None
+        raise ValueError(f"{path} is not a hipnnts-kernels checkpoint: {_why_unreadable(path, err)}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a hipnnts-kernels checkpoint")
+        raise ValueError(f"{path} is not a hipnnts-kernels checkpoint: torch can read it, but it is not one this "
+                         "package wrote")
     if state.get("version", 0) > VERSION:
         raise ValueError(f"{path}: checkpoint version {state['version']} is newer than this package reads ({VERSION})")
     return state
+
+
+def _why_unreadable(path: Path, err: Exception) -> str:
+    """One line on why torch could not load ``path`` safely, without torch's own message (which
+    suggests loading the file unsafely, as a file that may be malicious must never be)."""
+    with open(path, "rb") as file:
+        head = file.read(8)
+    if head.startswith(b"\x89HDF"):
+        return "it is an HDF5 file (a dataset?)"
+    blocked = re.search(r"GLOBAL ([\w.]+)", str(err))
+    if isinstance(err, pickle.UnpicklingError) and blocked is not None:
+        return (f"it holds a Python object ({blocked.group(1)}) that a checkpoint never holds; it was not loaded, "
+                "and a file from an unknown source should not be")
+    if head[:1] == b"\x80":
+        return "it is a pickle of objects a checkpoint never holds (or is damaged); it was not loaded"
+    return "torch cannot read it as a file that torch.save wrote (damaged, truncated or of another kind)"
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", backend: str | None = None) -> nn.Module:

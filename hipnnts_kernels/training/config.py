@@ -23,6 +23,27 @@ def _field(default: Any, help: str, section: str, **kwargs: Any) -> Any:
     return field(default=default, metadata=dict(help=help, section=section, **kwargs))
 
 
+def _type_problem(value: Any, annotation: str) -> str | None:
+    """What is wrong with ``value`` for a field annotated ``annotation`` (a string: this module uses
+    postponed annotations), or None."""
+    kinds = [kind.strip() for kind in annotation.split("|")]
+    if value is None:
+        return None if "None" in kinds else "a value, not none"
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    for kind in kinds:
+        if (kind == "int" and isinstance(value, int) and not isinstance(value, bool)) or \
+                (kind == "float" and number) or (kind == "str" and isinstance(value, str)) or \
+                (kind == "bool" and isinstance(value, bool)):
+            return None
+        if kind.startswith("tuple[") and isinstance(value, (list, tuple)) and \
+                len(value) == kind.count(",") + 1 and all(_type_problem(v, "float") is None for v in value):
+            return None
+    names = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false", "None": "none"}
+    expected = " or ".join(names.get(k, f"{k.count(',') + 1} numbers" if k.startswith("tuple[") else k)
+                           for k in kinds)
+    return expected
+
+
 @dataclass
 class TrainConfig:
     """All settings of a training run. Energies in kcal/mol, lengths in Å."""
@@ -91,6 +112,10 @@ class TrainConfig:
     progress: bool = _field(True, "show a progress bar", "run")
 
     def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            expected = _type_problem(getattr(self, f.name), f.type)
+            if expected is not None:
+                raise TypeError(f"{f.name} must be {expected}, got {getattr(self, f.name)!r}")
         positive = ("n_features", "n_sensitivities", "n_interaction_layers", "epochs", "batch_size",
                     "eval_batch_size", "checkpoint_every", "lr", "cutoff", "early_stopping")
         for name in positive:
@@ -126,25 +151,15 @@ def read_config_file(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such config file: {path}")
-    text = path.read_text()
-    if path.suffix == ".toml":
-        try:
-            import tomllib
-        except ImportError:  # Python 3.10
-            import tomli as tomllib
-        raw = tomllib.loads(text)
-    elif path.suffix in (".yaml", ".yml"):
-        import yaml
-
-        raw = yaml.safe_load(text) or {}
-    elif path.suffix == ".json":
-        import json
-
-        raw = json.loads(text)
-    else:
+    if path.suffix not in (".toml", ".yaml", ".yml", ".json"):
         raise ValueError(f"config file must end in .toml, .yaml, .yml or .json, got {path.name}")
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise ValueError(f"config file {path} is not a text file") from None
+    raw = _parse(path, text)
     if not isinstance(raw, dict):
-        raise ValueError(f"{path}: expected a table of settings")
+        raise ValueError(f"config file {path}: expected a table of settings, got {type(raw).__name__}")
     flat: dict = {}
     for key, value in raw.items():
         if key in SECTIONS and isinstance(value, dict):
@@ -152,8 +167,43 @@ def read_config_file(path: str | os.PathLike) -> dict:
         else:
             flat[key.replace("-", "_")] = value
     flat = {k.replace("-", "_"): v for k, v in flat.items()}
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(flat) - known)
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(flat) - set(fields))
     if unknown:
-        raise ValueError(f"{path}: unknown settings {unknown}; known: {sorted(known)}")
+        raise ValueError(f"config file {path}: unknown settings {unknown}; known: {sorted(fields)}")
+    for key, value in flat.items():
+        if isinstance(value, str) and value.lower() == "none" and "None" in fields[key].type:
+            flat[key] = value = None  # TOML has no null
+        expected = _type_problem(value, fields[key].type)
+        if expected is not None:
+            raise ValueError(f"config file {path}: {key} must be {expected}, got {value!r}")
     return flat
+
+
+def _parse(path: Path, text: str) -> Any:
+    """The file's contents; a syntax error names the file, its format and the place (one line)."""
+    if path.suffix == ".toml":
+        try:
+            import tomllib
+        except ImportError:  # Python 3.10
+            import tomli as tomllib
+        try:
+            return tomllib.loads(text)
+        except tomllib.TOMLDecodeError as err:
+            raise ValueError(f"config file {path} is not valid TOML: {err}") from None
+    if path.suffix == ".json":
+        import json
+
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"config file {path} is not valid JSON: {err}") from None
+    import yaml
+
+    try:
+        return yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" (at line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = getattr(err, "problem", None) or type(err).__name__
+        raise ValueError(f"config file {path} is not valid YAML: {problem}{where}") from None
