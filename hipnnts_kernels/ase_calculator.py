@@ -8,8 +8,11 @@ images (:func:`~hipnnts_kernels.pairs.cell_list_pairs`), as do molecules of many
 """
 from __future__ import annotations
 
+import os
+
 import torch
 from ase.calculators.calculator import Calculator, all_changes
+from torch import nn
 
 from .data.batching import DENSE_MAX_ATOMS
 from .data.units import ENERGY_UNITS
@@ -23,7 +26,8 @@ class HipnnTSCalculator(Calculator):
     """ASE calculator: ``atoms.calc = HipnnTSCalculator(model)``; energies in eV, forces in eV/Å.
 
     Args:
-        model: a trained model; it is put in evaluation mode.
+        model: a trained model, or the path of a checkpoint (``best.pt`` of ``hipnnts train``, read
+            with :func:`~hipnnts_kernels.training.checkpoint.load_model`); it is put in evaluation mode.
         energy_unit: the unit the model was trained in (``"kcal/mol"`` by default, as the package's
             datasets); any of :data:`hipnnts_kernels.data.ENERGY_UNITS`.
         device, dtype: where and in which precision to evaluate (default: the model's).
@@ -31,11 +35,18 @@ class HipnnTSCalculator(Calculator):
 
     implemented_properties = ["energy", "forces"]
 
-    def __init__(self, model: HipnnTS, energy_unit: str = "kcal/mol", device: torch.device | str | None = None,
-                 dtype: torch.dtype | None = None, **kwargs):
+    def __init__(self, model: HipnnTS | nn.Module | str | os.PathLike, energy_unit: str = "kcal/mol",
+                 device: torch.device | str | None = None, dtype: torch.dtype | None = None, **kwargs):
         super().__init__(**kwargs)
         if energy_unit.lower() not in ENERGY_UNITS:
             raise ValueError(f"energy_unit must be one of {sorted(ENERGY_UNITS)}, got {energy_unit!r}")
+        if isinstance(model, (str, os.PathLike)):
+            from .training.checkpoint import load_model
+
+            model = load_model(model)
+        if not isinstance(model, nn.Module) or next(model.parameters(), None) is None:
+            raise TypeError(f"model must be a trained model (an nn.Module with parameters) or a checkpoint path, "
+                            f"got {type(model).__name__}")
         parameter = next(model.parameters())
         self.device = torch.device(device) if device is not None else parameter.device
         self.dtype = dtype or parameter.dtype

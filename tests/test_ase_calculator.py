@@ -81,6 +81,24 @@ def test_periodic_images():
     assert energy != pytest.approx(isolated.get_potential_energy(), rel=1e-6)
 
 
-def test_bad_inputs():
+def test_a_checkpoint_path_gives_the_same_calculator(tmp_path):
+    from hipnnts_kernels.training.checkpoint import save_checkpoint
+
+    model = small_model()
+    save_checkpoint({"architecture": "hipnnts", "model_hparams": model.hparams, "model_state": model.state_dict()},
+                    tmp_path / "best.pt")
+    atoms, again = water(), water()
+    atoms.calc, again.calc = HipnnTSCalculator(model), HipnnTSCalculator(str(tmp_path / "best.pt"))
+    assert atoms.get_potential_energy() == pytest.approx(again.get_potential_energy(), abs=1e-12)
+
+
+def test_bad_inputs(tmp_path):
     with pytest.raises(ValueError, match="energy_unit must be one of"):
         HipnnTSCalculator(small_model(), energy_unit="kcal")
+    with pytest.raises(TypeError, match="model must be a trained model .* or a checkpoint path, got dict"):
+        HipnnTSCalculator({"model_state": {}})
+    with pytest.raises(FileNotFoundError, match="no such checkpoint"):
+        HipnnTSCalculator(tmp_path / "best.pt")
+    (tmp_path / "data.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(64))
+    with pytest.raises(ValueError, match="data.h5 is not a hipnnts-kernels checkpoint: it is an HDF5 file"):
+        HipnnTSCalculator(str(tmp_path / "data.h5"))
