@@ -102,6 +102,13 @@ def test_interaction_levels_match_reference_float64(case, lmax):
     assert_close_f64(all_levels(x, lmax, "triton"), all_levels(x, lmax, "reference"))
 
 
+def test_interaction_across_feature_blocks():
+    """More features than one block (128): the receiver and sender kernels loop over the blocks and
+    accumulate their per-pair reductions; the contraction kernels run one program per block."""
+    x = to_device(interaction_inputs(2, n_atoms=4, n_pairs=10, nu=3, features=200, seed=5))
+    assert_close_f64(all_levels(x, 2, "triton"), all_levels(x, 2, "reference"))
+
+
 def test_interaction_int32_indices_and_noncontiguous_inputs():
     x = to_device(case_inputs("random", 2, seed=7))
     want = all_levels(x, 2, "reference")

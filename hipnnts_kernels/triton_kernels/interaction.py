@@ -1,23 +1,26 @@
-"""Fused tensor-sensitivity interaction in Triton: forward, backward and double backward.
+"""Fused tensor-sensitivity interaction in Triton: forward, backward and double backward, split
+into sender and receiver kernels as the CUDA kernels are (csrc/kernels/split.cuh, docs/kernels.md).
 
 The math and its derivation step by step are in :mod:`hipnnts_kernels.reference` (the analytic
-``interaction_backward`` and ``interaction_double_backward``) and ``docs/math.md``. Here:
+``interaction_backward`` and ``interaction_double_backward``) and ``docs/math.md``. Per pair p
+(receiver i, sender j): s_p (nu) sensitivities, A_p (C) angular factors, t_p = sum_nu s_p Y_j.
 
-- **Receiver kernels** run one program per receiving atom i over i's pairs (a CSR segment of the
-  cached :func:`~hipnnts_kernels.pair_index.pair_index`). Per pair they compute r, r_hat, the
-  sensitivities s_nu(r) and the angular factors in registers, gather Y[j] (nu, F) and contract
-  t = sum_nu s_nu Y[j, nu], then accumulate m[i, c] += Y_c(r_hat) t. The invariants
-  a0 + l1 a1 + l2 a2 are the epilogue. Neither the (P, C nu) sensitivity stack nor the
-  (N, C, nu, F) environment exists, and there are no atomics: every output row has one writer.
-- The backward and double backward recompute m in a first pass over the segment, form
-  d(loss)/dm in registers, and make one (backward) or two (double backward) more passes that
-  write per-pair results: the pair-vector gradient and the rows the sender kernel needs.
-- **The sender kernel** runs one program per sending atom j and sums the outer products that
-  make grad_Y[j] (s_p (x) dt_p, plus a second term in the double backward) over j's pairs.
-- Gradients of the (nu,) and (F,) parameters are written per atom and summed by torch.
+- ``_sender_contract_kernel``, a program per (sender j, feature block): Y_j's block is loaded once
+  and t_p written for each of j's pairs (the double backward also bar_dt_p = bar_ds_p . Y_j +
+  s_p . v_Y_j, bar_ds_p being the cotangent of ds_p).
+- ``_receiver_forward_kernel``, a program per (receiver i, feature block): m_i = sum_p A_p t_p,
+  then the invariants.
+- ``_receiver_kernel``, a program per receiver looping over feature blocks: m_i and dm_i, per pair
+  dt_p = A_p . dm_i and d_factors_p = dm_i . t_p (accumulated over the blocks); the double backward
+  also bar_dm_i, the invariants in reverse (grad_grad_out, bar_m_i), bar_t_p and bar_factors_p.
+- ``_sender_kernel``, a program per sender looping over feature blocks: grad_Y_j = sum_p s_p (x) dt_p
+  (double backward: s_p (x) bar_t_p + bar_ds_p (x) dt_p) with Y_j's block loaded once, ds_p = Y_j .
+  dt_p (and bar_s_p) accumulated over the blocks; then per pair the pair-vector gradient, and j's
+  mu and sigma partials.
 
-Each program holds all F features of its atom in the derivative kernels (their per-pair
-reductions run over F); the forward splits F into blocks.
+Every output element has one writer (no atomics). Per-pair rows (t, dt, bar_dt, bar_t) and
+reductions (d_factors, bar_factors, ds, bar_s) pass between the kernels through buffers the
+launchers allocate (:mod:`.launchers`).
 """
 from __future__ import annotations
 
@@ -49,21 +52,6 @@ from ._common import (
 def _load_rows(ptr, j, n, f, nu_mask, f_mask, NU, F):
     """The (NU_PAD, BLOCK_F) tile [j, n, f] of a contiguous (N, NU, F) tensor, zero outside."""
     return tl.load(ptr + j * NU * F + n[:, None] * F + f[None, :], mask=nu_mask[:, None] & f_mask[None, :], other=0.0)
-
-
-@triton.jit
-def _contract(Y, coord, second, order, start, end, inv_mu, sigma, n, nu_mask, f, f_mask, c, k, rc, third, NU, F,
-              LMAX: tl.constexpr, C_PAD: tl.constexpr, BLOCK_F: tl.constexpr):
-    """m[c, f] = sum over the segment's pairs of Y_c(r_hat) sum_nu s_nu(r) Y[j, nu, f]: (C_PAD, BLOCK_F)."""
-    m = tl.zeros((C_PAD, BLOCK_F), dtype=Y.dtype.element_ty)
-    for q in range(start, end):
-        p = tl.load(order + q)
-        j = tl.load(second + p).to(tl.int64)
-        ux, uy, uz, r, inv_r = load_unit(coord, p)
-        s = sensitivity_value(r, inv_r, inv_mu, sigma, nu_mask, k, rc)
-        t = tl.sum(s[:, None] * _load_rows(Y, j, n, f, nu_mask, f_mask, NU, F), axis=0)
-        m += angular_factors(ux, uy, uz, third, c, LMAX)[:, None] * t[None, :]
-    return m
 
 
 @triton.jit
@@ -100,95 +88,73 @@ def _d_out_d_m(g, m, a1, a2, mxx, myy, lam1, lam2, c, LMAX: tl.constexpr):
 
 
 @triton.jit
-def _receiver_contract(i, f0, Y, coord, second, order, ptr, mu, sigma, consts, NU, F, LMAX: tl.constexpr,
-                       NU_PAD: tl.constexpr, C_PAD: tl.constexpr, BLOCK_F: tl.constexpr):
-    """Index vectors, constants and sensitivity parameters of receiver i for features f0 + [0, BLOCK_F),
-    its pair segment [start, end), and its contracted features m with the invariants."""
-    f = f0 + tl.arange(0, BLOCK_F)
-    f_mask = f < F
-    n = tl.arange(0, NU_PAD)
-    nu_mask = n < NU
-    c = tl.arange(0, C_PAD)
-    k, rc, eps, third = load_constants(consts)
-    inv_mu, sig = load_sensitivity_params(mu, sigma, n, nu_mask)
-    start = tl.load(ptr + i)
-    end = tl.load(ptr + i + 1)
-    m = _contract(Y, coord, second, order, start, end, inv_mu, sig, n, nu_mask, f, f_mask, c, k, rc, third, NU, F,
-                  LMAX, C_PAD, BLOCK_F)
-    a0, a1, a2, mxx, myy = _invariants(m, c, eps)
-    return f, f_mask, n, nu_mask, c, k, rc, third, inv_mu, sig, start, end, m, a0, a1, a2, mxx, myy
+def _accumulate(ptr, values, mask, first):
+    """ptr[...] = values on the first feature block, ptr[...] + values on the others."""
+    previous = tl.load(ptr, mask=mask & (first > 0), other=0.0)
+    tl.store(ptr, previous + values, mask=mask)
 
 
 @triton.jit
-def _receiver_d_out_d_m(i, grad_out, Y, coord, second, order, ptr, mu, sigma, lam1, lam2, consts, NU, F,
-                        LMAX: tl.constexpr, NU_PAD: tl.constexpr, C_PAD: tl.constexpr, BLOCK_F: tl.constexpr):
-    """:func:`_receiver_contract` over all F features, then grad_out, the scales and d(loss)/dm."""
-    f, f_mask, n, nu_mask, c, k, rc, third, inv_mu, sig, start, end, m, a0, a1, a2, mxx, myy = _receiver_contract(
-        i, 0, Y, coord, second, order, ptr, mu, sigma, consts, NU, F, LMAX, NU_PAD, C_PAD, BLOCK_F)
-    g = tl.load(grad_out + i * F + f, mask=f_mask, other=0.0)
-    l1 = tl.load(lam1 + f, mask=f_mask, other=0.0)
-    l2 = tl.load(lam2 + f, mask=f_mask, other=0.0)
-    dm = _d_out_d_m(g, m, a1, a2, mxx, myy, l1, l2, c, LMAX)
-    return f, f_mask, n, nu_mask, c, k, rc, third, inv_mu, sig, start, end, m, a1, a2, mxx, myy, g, l1, l2, dm
-
-
-@triton.jit
-def _pair_backward(q, order, second, coord, Y, dm, inv_mu, sigma, n, nu_mask, f, f_mask, c, k, rc, third, NU, F,
-                   LMAX: tl.constexpr):
-    """Backward of one pair of the segment, given dm of its receiver (see reference._backward_pass)."""
-    p = tl.load(order + q)
-    j = tl.load(second + p).to(tl.int64)
-    ux, uy, uz, r, inv_r = load_unit(coord, p)
-    s, s_r, s_mu, s_sigma = sensitivity_first(r, inv_r, inv_mu, sigma, nu_mask, k, rc)
-    y_j = _load_rows(Y, j, n, f, nu_mask, f_mask, NU, F)
-    t = tl.sum(s[:, None] * y_j, axis=0)
-    a = angular_factors(ux, uy, uz, third, c, LMAX)
-    dt = tl.sum(a[:, None] * dm, axis=0)
-    d_factors = tl.sum(dm * t[None, :], axis=1)
-    ds = tl.sum(y_j * dt[None, :], axis=1)
-    d_dist = tl.sum(ds * s_r, axis=0)
-    jx, jy, jz = factor_jacobian(ux, uy, uz, c, LMAX)
-    dux = tl.sum(d_factors * jx, axis=0)
-    duy = tl.sum(d_factors * jy, axis=0)
-    duz = tl.sum(d_factors * jz, axis=0)
-    return (p, j, ux, uy, uz, r, inv_r, s, s_r, s_mu, s_sigma, y_j, a, t, dt, d_factors, ds, d_dist, dux, duy, duz, jx,
-            jy, jz)
-
-
-@triton.jit
-def _pair_reverse(p, j, v_coord, v_Y, ux, uy, uz, inv_r, dux, duy, duz, jx, jy, jz, s, s_r, s_mu, s_sigma, v_mu,
-                  v_sigma, y_j, dt, n, nu_mask, f, f_mask, NU, F, HAS_VY: tl.constexpr):
-    """The backward's geometry, sensitivity and radial steps in reverse for one pair: cotangents of
-    d_unit (bar_d_unit), d_factors, ds and dt, plus v_Y[j] . dt (zero without v_Y)."""
+def _tangent_factors(v_coord, p, ux, uy, uz, inv_r, c, LMAX: tl.constexpr):
+    """bar_A_p: the factors' derivative along (v_coord - v_radial r_hat) / r, the cotangent of
+    d_factors_p, as a (C_PAD,) vector."""
     vcx = tl.load(v_coord + p * 3)
     vcy = tl.load(v_coord + p * 3 + 1)
     vcz = tl.load(v_coord + p * 3 + 2)
     v_radial = vcx * ux + vcy * uy + vcz * uz
-    u_dot_du = ux * dux + uy * duy + uz * duz
-    bdux = (vcx - v_radial * ux) * inv_r
-    bduy = (vcy - v_radial * uy) * inv_r
-    bduz = (vcz - v_radial * uz) * inv_r
-    bar_d_factors = jx * bdux + jy * bduy + jz * bduz
-    bar_ds = v_radial * s_r + v_mu * s_mu + v_sigma * s_sigma
-    bar_dt = tl.sum(bar_ds[:, None] * y_j, axis=0)
-    vy_dt = tl.zeros(s.shape, dtype=s.dtype)
-    if HAS_VY:
-        vy_j = _load_rows(v_Y, j, n, f, nu_mask, f_mask, NU, F)
-        bar_dt += tl.sum(s[:, None] * vy_j, axis=0)
-        vy_dt = tl.sum(vy_j * dt[None, :], axis=1)
-    return vcx, vcy, vcz, v_radial, u_dot_du, bdux, bduy, bduz, bar_d_factors, bar_ds, bar_dt, vy_dt
+    jx, jy, jz = factor_jacobian(ux, uy, uz, c, LMAX)
+    return (jx * ((vcx - v_radial * ux) * inv_r) + jy * ((vcy - v_radial * uy) * inv_r)
+            + jz * ((vcz - v_radial * uz) * inv_r))
 
 
 # ------------------------------------------------------------------------------------------------
 # Kernels
 # ------------------------------------------------------------------------------------------------
 @triton.jit
-def _forward_kernel(Y, coord, second, order, ptr, mu, sigma, lam1, lam2, consts, out, NU, F,
-                    LMAX: tl.constexpr, NU_PAD: tl.constexpr, C_PAD: tl.constexpr, BLOCK_F: tl.constexpr):
-    i = tl.program_id(0).to(tl.int64)  # 64-bit row offsets
-    f, f_mask, n, nu_mask, c, k, rc, third, inv_mu, sig, start, end, m, a0, a1, a2, mxx, myy = _receiver_contract(
-        i, tl.program_id(1) * BLOCK_F, Y, coord, second, order, ptr, mu, sigma, consts, NU, F, LMAX, NU_PAD, C_PAD,
-        BLOCK_F)
+def _sender_contract_kernel(Y, coord, order, ptr, mu, sigma, consts, v_Y, v_coord, v_mu, v_sigma, t_out, bar_dt_out,
+                            NU, F, DOUBLE: tl.constexpr, HAS_VY: tl.constexpr, NU_PAD: tl.constexpr,
+                            BLOCK_F: tl.constexpr):
+    j = tl.program_id(0).to(tl.int64)  # 64-bit row offsets
+    f = tl.program_id(1) * BLOCK_F + tl.arange(0, BLOCK_F)
+    f_mask = f < F
+    n = tl.arange(0, NU_PAD)
+    nu_mask = n < NU
+    k, rc, eps, third = load_constants(consts)
+    inv_mu, sig = load_sensitivity_params(mu, sigma, n, nu_mask)
+    y = _load_rows(Y, j, n, f, nu_mask, f_mask, NU, F)
+    for q in range(tl.load(ptr + j), tl.load(ptr + j + 1)):
+        p = tl.load(order + q)
+        ux, uy, uz, r, inv_r = load_unit(coord, p)
+        if DOUBLE:
+            s, s_r, s_mu, s_sigma = sensitivity_first(r, inv_r, inv_mu, sig, nu_mask, k, rc)
+            v_radial = (tl.load(v_coord + p * 3) * ux + tl.load(v_coord + p * 3 + 1) * uy
+                        + tl.load(v_coord + p * 3 + 2) * uz)
+            bar_ds = (v_radial * s_r + tl.load(v_mu + n, mask=nu_mask, other=0.0) * s_mu
+                      + tl.load(v_sigma + n, mask=nu_mask, other=0.0) * s_sigma)
+            bar_dt = tl.sum(bar_ds[:, None] * y, axis=0)
+            if HAS_VY:
+                bar_dt += tl.sum(s[:, None] * _load_rows(v_Y, j, n, f, nu_mask, f_mask, NU, F), axis=0)
+            tl.store(bar_dt_out + p * F + f, bar_dt, mask=f_mask)
+        else:
+            s = sensitivity_value(r, inv_r, inv_mu, sig, nu_mask, k, rc)
+        tl.store(t_out + p * F + f, tl.sum(s[:, None] * y, axis=0), mask=f_mask)
+
+
+@triton.jit
+def _receiver_forward_kernel(t, coord, order, ptr, lam1, lam2, consts, out, F, LMAX: tl.constexpr,
+                             C_PAD: tl.constexpr, BLOCK_F: tl.constexpr):
+    i = tl.program_id(0).to(tl.int64)
+    f = tl.program_id(1) * BLOCK_F + tl.arange(0, BLOCK_F)
+    f_mask = f < F
+    c = tl.arange(0, C_PAD)
+    k, rc, eps, third = load_constants(consts)
+    m = tl.zeros((C_PAD, BLOCK_F), dtype=t.dtype.element_ty)
+    for q in range(tl.load(ptr + i), tl.load(ptr + i + 1)):
+        p = tl.load(order + q)
+        ux, uy, uz, r, inv_r = load_unit(coord, p)
+        a = angular_factors(ux, uy, uz, third, c, LMAX)
+        m += a[:, None] * tl.load(t + p * F + f, mask=f_mask, other=0.0)[None, :]
+    a0, a1, a2, mxx, myy = _invariants(m, c, eps)
     result = a0
     if LMAX >= 1:
         result += tl.load(lam1 + f, mask=f_mask, other=0.0) * a1
@@ -198,149 +164,173 @@ def _forward_kernel(Y, coord, second, order, ptr, mu, sigma, lam1, lam2, consts,
 
 
 @triton.jit
-def _backward_kernel(grad_out, Y, coord, second, order, ptr, mu, sigma, lam1, lam2, consts,
-                     dt_out, grad_coord, mu_part, sigma_part, lam1_part, lam2_part, NU, F,
-                     LMAX: tl.constexpr, NU_PAD: tl.constexpr, C_PAD: tl.constexpr, BLOCK_F: tl.constexpr):
-    i = tl.program_id(0).to(tl.int64)  # 64-bit row offsets
-    (f, f_mask, n, nu_mask, c, k, rc, third, inv_mu, sig, start, end, m, a1, a2, mxx, myy, g, l1, l2, dm) = (
-        _receiver_d_out_d_m(i, grad_out, Y, coord, second, order, ptr, mu, sigma, lam1, lam2, consts, NU, F, LMAX,
-                            NU_PAD, C_PAD, BLOCK_F))
-    if LMAX >= 1:
-        tl.store(lam1_part + i * F + f, g * a1, mask=f_mask)
-    if LMAX >= 2:
-        tl.store(lam2_part + i * F + f, g * a2, mask=f_mask)
-    g_mu = tl.zeros((NU_PAD,), dtype=m.dtype)
-    g_sigma = tl.zeros((NU_PAD,), dtype=m.dtype)
-    for q in range(start, end):
-        (p, j, ux, uy, uz, r, inv_r, s, s_r, s_mu, s_sigma, y_j, a, t, dt, d_factors, ds, d_dist, dux, duy, duz, jx, jy,
-         jz) = _pair_backward(q, order, second, coord, Y, dm, inv_mu, sig, n, nu_mask, f, f_mask, c, k, rc, third, NU,
-                              F, LMAX)
-        tl.store(dt_out + p * F + f, dt, mask=f_mask)
-        gx, gy, gz = chain_to_coord(dux, duy, duz, d_dist, ux, uy, uz, inv_r)
-        tl.store(grad_coord + p * 3, gx)
-        tl.store(grad_coord + p * 3 + 1, gy)
-        tl.store(grad_coord + p * 3 + 2, gz)
-        g_mu += ds * s_mu
-        g_sigma += ds * s_sigma
-    tl.store(mu_part + i * NU + n, g_mu, mask=nu_mask)
-    tl.store(sigma_part + i * NU + n, g_sigma, mask=nu_mask)
+def _receiver_kernel(t, bar_dt, grad_out, coord, order, ptr, lam1, lam2, consts, v_coord, v_lam1, v_lam2,
+                     dt_out, bar_t_out, d_factors, bar_factors, grad_g, lam1_part, lam2_part, F, C,
+                     LMAX: tl.constexpr, DOUBLE: tl.constexpr, C_PAD: tl.constexpr, BLOCK_F: tl.constexpr):
+    i = tl.program_id(0).to(tl.int64)
+    c = tl.arange(0, C_PAD)
+    c_mask = c < C
+    k, rc, eps, third = load_constants(consts)
+    start = tl.load(ptr + i)
+    end = tl.load(ptr + i + 1)
+    for f0 in range(0, F, BLOCK_F):
+        f = f0 + tl.arange(0, BLOCK_F)
+        f_mask = f < F
+        m = tl.zeros((C_PAD, BLOCK_F), dtype=t.dtype.element_ty)
+        for q in range(start, end):  # m
+            p = tl.load(order + q)
+            ux, uy, uz, r, inv_r = load_unit(coord, p)
+            a = angular_factors(ux, uy, uz, third, c, LMAX)
+            m += a[:, None] * tl.load(t + p * F + f, mask=f_mask, other=0.0)[None, :]
+        a0, a1, a2, mxx, myy = _invariants(m, c, eps)
+        g = tl.load(grad_out + i * F + f, mask=f_mask, other=0.0)
+        l1 = tl.load(lam1 + f, mask=f_mask, other=0.0)
+        l2 = tl.load(lam2 + f, mask=f_mask, other=0.0)
+        dm = _d_out_d_m(g, m, a1, a2, mxx, myy, l1, l2, c, LMAX)
+        bar_m = tl.zeros((C_PAD, BLOCK_F), dtype=m.dtype)
+        if DOUBLE:
+            bar_dm = tl.zeros((C_PAD, BLOCK_F), dtype=m.dtype)
+            for q in range(start, end):  # bar_dm = sum_p A_p bar_dt_p + bar_A_p t_p
+                p = tl.load(order + q)
+                ux, uy, uz, r, inv_r = load_unit(coord, p)
+                a = angular_factors(ux, uy, uz, third, c, LMAX)
+                bar_a = _tangent_factors(v_coord, p, ux, uy, uz, inv_r, c, LMAX)
+                bar_dm += (a[:, None] * tl.load(bar_dt + p * F + f, mask=f_mask, other=0.0)[None, :]
+                           + bar_a[:, None] * tl.load(t + p * F + f, mask=f_mask, other=0.0)[None, :])
+            # the invariants in reverse: gradient of grad_out and of the scales, cotangent bar_m of m
+            gg = row(bar_dm, c, 0)
+            if LMAX >= 1:
+                vec = (c >= 1) & (c <= 3)
+                v1 = tl.load(v_lam1 + f, mask=f_mask, other=0.0)
+                proj = tl.sum(tl.where(vec[:, None], bar_dm * m, 0.0), axis=0)
+                gg += l1 * proj / a1 + v1 * a1
+                tl.store(lam1_part + i * F + f, g * proj / a1, mask=f_mask)
+                coef = -g * l1 * proj / (a1 * a1 * a1) + v1 * g / a1
+                bar_m += tl.where(vec[:, None], (g * l1 / a1)[None, :] * bar_dm + coef[None, :] * m, 0.0)
+            if LMAX >= 2:
+                v2 = tl.load(v_lam2 + f, mask=f_mask, other=0.0)
+                km = _quad_metric(m, c, mxx, myy)
+                proj = tl.sum(bar_dm * km, axis=0)
+                gg += l2 * proj / a2 + v2 * a2
+                tl.store(lam2_part + i * F + f, g * proj / a2, mask=f_mask)
+                coef = -g * l2 * proj / (a2 * a2 * a2) + v2 * g / a2
+                bar_k = _quad_metric(bar_dm, c, row(bar_dm, c, 4), row(bar_dm, c, 7))
+                bar_m += (g * l2 / a2)[None, :] * bar_k + coef[None, :] * km
+            tl.store(grad_g + i * F + f, gg, mask=f_mask)
+        else:
+            if LMAX >= 1:
+                tl.store(lam1_part + i * F + f, g * a1, mask=f_mask)
+            if LMAX >= 2:
+                tl.store(lam2_part + i * F + f, g * a2, mask=f_mask)
+        for q in range(start, end):  # per pair: dt, d_factors (and bar_t, bar_factors)
+            p = tl.load(order + q)
+            ux, uy, uz, r, inv_r = load_unit(coord, p)
+            a = angular_factors(ux, uy, uz, third, c, LMAX)
+            tv = tl.load(t + p * F + f, mask=f_mask, other=0.0)
+            tl.store(dt_out + p * F + f, tl.sum(a[:, None] * dm, axis=0), mask=f_mask)
+            _accumulate(d_factors + p * C + c, tl.sum(dm * tv[None, :], axis=1), c_mask, f0)
+            if DOUBLE:
+                bar_a = _tangent_factors(v_coord, p, ux, uy, uz, inv_r, c, LMAX)
+                btv = tl.load(bar_dt + p * F + f, mask=f_mask, other=0.0)
+                bar_t = tl.sum(bar_a[:, None] * dm, axis=0) + tl.sum(a[:, None] * bar_m, axis=0)
+                tl.store(bar_t_out + p * F + f, bar_t, mask=f_mask)
+                _accumulate(bar_factors + p * C + c,
+                            tl.sum(dm * btv[None, :], axis=1) + tl.sum(bar_m * tv[None, :], axis=1), c_mask, f0)
+        tl.debug_barrier()  # the next block's accumulation reads what this one wrote
 
 
 @triton.jit
-def _double_backward_kernel(grad_out, Y, coord, second, order, ptr, mu, sigma, lam1, lam2, consts,
-                            v_Y, v_coord, v_mu, v_sigma, v_lam1, v_lam2,
-                            dt_out, bar_t_out, bar_ds_out, grad_coord, mu_part, sigma_part, grad_g, lam1_part,
-                            lam2_part, NU, F, LMAX: tl.constexpr, HAS_VY: tl.constexpr, NU_PAD: tl.constexpr,
-                            C_PAD: tl.constexpr, BLOCK_F: tl.constexpr):
-    # recompute the forward and d(loss)/dm of the receiver
-    i = tl.program_id(0).to(tl.int64)  # 64-bit row offsets
-    (f, f_mask, n, nu_mask, c, k, rc, third, inv_mu, sig, start, end, m, a1, a2, mxx, myy, g, l1, l2, dm) = (
-        _receiver_d_out_d_m(i, grad_out, Y, coord, second, order, ptr, mu, sigma, lam1, lam2, consts, NU, F, LMAX,
-                            NU_PAD, C_PAD, BLOCK_F))
-    vmu = tl.load(v_mu + n, mask=nu_mask, other=0.0)
-    vsig = tl.load(v_sigma + n, mask=nu_mask, other=0.0)
-
-    # pass 2: the cotangent of dm, sum over pairs of Y_c bar_dt + bar_d_factors t
-    bar_dm = tl.zeros((C_PAD, BLOCK_F), dtype=m.dtype)
-    for q in range(start, end):
-        (p, j, ux, uy, uz, r, inv_r, s, s_r, s_mu, s_sigma, y_j, a, t, dt, d_factors, ds, d_dist, dux, duy, duz, jx, jy,
-         jz) = _pair_backward(q, order, second, coord, Y, dm, inv_mu, sig, n, nu_mask, f, f_mask, c, k, rc, third, NU,
-                              F, LMAX)
-        vcx, vcy, vcz, v_radial, u_dot_du, bdux, bduy, bduz, bar_d_factors, bar_ds, bar_dt, vy_dt = _pair_reverse(
-            p, j, v_coord, v_Y, ux, uy, uz, inv_r, dux, duy, duz, jx, jy, jz, s, s_r, s_mu, s_sigma, vmu, vsig, y_j, dt,
-            n, nu_mask, f, f_mask, NU, F, HAS_VY)
-        bar_dm += a[:, None] * bar_dt[None, :] + bar_d_factors[:, None] * t[None, :]
-
-    # invariants in reverse: gradient of grad_out and of the scales, cotangent bar_m of m
-    gg = row(bar_dm, c, 0)
-    bar_m = tl.zeros((C_PAD, BLOCK_F), dtype=m.dtype)
-    if LMAX >= 1:
-        vec = (c >= 1) & (c <= 3)
-        v1 = tl.load(v_lam1 + f, mask=f_mask, other=0.0)
-        proj = tl.sum(tl.where(vec[:, None], bar_dm * m, 0.0), axis=0)
-        gg += l1 * proj / a1 + v1 * a1
-        tl.store(lam1_part + i * F + f, g * proj / a1, mask=f_mask)
-        coef = -g * l1 * proj / (a1 * a1 * a1) + v1 * g / a1
-        bar_m += tl.where(vec[:, None], (g * l1 / a1)[None, :] * bar_dm + coef[None, :] * m, 0.0)
-    if LMAX >= 2:
-        v2 = tl.load(v_lam2 + f, mask=f_mask, other=0.0)
-        km = _quad_metric(m, c, mxx, myy)
-        proj = tl.sum(bar_dm * km, axis=0)
-        gg += l2 * proj / a2 + v2 * a2
-        tl.store(lam2_part + i * F + f, g * proj / a2, mask=f_mask)
-        coef = -g * l2 * proj / (a2 * a2 * a2) + v2 * g / a2
-        bar_k = _quad_metric(bar_dm, c, row(bar_dm, c, 4), row(bar_dm, c, 7))
-        bar_m += (g * l2 / a2)[None, :] * bar_k + coef[None, :] * km
-    tl.store(grad_g + i * F + f, gg, mask=f_mask)
-
-    # pass 3: everything per pair
-    g_mu = tl.zeros((NU_PAD,), dtype=m.dtype)
-    g_sigma = tl.zeros((NU_PAD,), dtype=m.dtype)
-    for q in range(start, end):
-        (p, j, ux, uy, uz, r, inv_r, s, s_r, s_mu, s_sigma, y_j, a, t, dt, d_factors, ds, d_dist, dux, duy, duz, jx, jy,
-         jz) = _pair_backward(q, order, second, coord, Y, dm, inv_mu, sig, n, nu_mask, f, f_mask, c, k, rc, third, NU,
-                              F, LMAX)
-        vcx, vcy, vcz, v_radial, u_dot_du, bdux, bduy, bduz, bar_d_factors, bar_ds, bar_dt, vy_dt = _pair_reverse(
-            p, j, v_coord, v_Y, ux, uy, uz, inv_r, dux, duy, duz, jx, jy, jz, s, s_r, s_mu, s_sigma, vmu, vsig, y_j, dt,
-            n, nu_mask, f, f_mask, NU, F, HAS_VY)
-        s_rr, s_rmu, s_rsigma, s_mumu, s_musigma, s_sigmasigma = sensitivity_second(r, inv_r, inv_mu, sig, nu_mask,
-                                                                                    k, rc)
-        # geometry and sensitivity steps of the backward, reversed (terms that need no bar_m)
-        bux = (-u_dot_du * vcx - v_radial * dux) * inv_r + d_dist * vcx
-        buy = (-u_dot_du * vcy - v_radial * duy) * inv_r + d_dist * vcy
-        buz = (-u_dot_du * vcz - v_radial * duz) * inv_r + d_dist * vcz
-        if LMAX >= 2:  # Hessian of the factors along bar_d_unit, contracted with d_factors
-            hx, hy, hz = quad_jacobian(bdux, bduy, bduz, c)
-            bux += tl.sum(d_factors * hx, axis=0)
-            buy += tl.sum(d_factors * hy, axis=0)
-            buz += tl.sum(d_factors * hz, axis=0)
-        second_r = v_radial * s_rr + vmu * s_rmu + vsig * s_rsigma
-        bar_dist = (-(vcx * (dux - u_dot_du * ux) + vcy * (duy - u_dot_du * uy) + vcz * (duz - u_dot_du * uz))
-                    * inv_r * inv_r + tl.sum(ds * second_r, axis=0))
-        g_mu += ds * (v_radial * s_rmu + vmu * s_mumu + vsig * s_musigma)
-        g_sigma += ds * (v_radial * s_rsigma + vmu * s_musigma + vsig * s_sigmasigma)
-        # angular step reversed, and the cotangents of m pushed back through the forward
-        bar_factors = tl.sum(dm * bar_dt[None, :], axis=1) + tl.sum(bar_m * t[None, :], axis=1)
-        bar_t = tl.sum(bar_d_factors[:, None] * dm, axis=0) + tl.sum(a[:, None] * bar_m, axis=0)
-        bar_s = tl.sum(y_j * bar_t[None, :], axis=1) + vy_dt
-        tl.store(dt_out + p * F + f, dt, mask=f_mask)
-        tl.store(bar_t_out + p * F + f, bar_t, mask=f_mask)
-        tl.store(bar_ds_out + p * NU + n, bar_ds, mask=nu_mask)
-        gux = tl.sum(bar_factors * jx, axis=0)
-        guy = tl.sum(bar_factors * jy, axis=0)
-        guz = tl.sum(bar_factors * jz, axis=0)
-        bar_dist += tl.sum(bar_s * s_r, axis=0)
-        g_mu += bar_s * s_mu
-        g_sigma += bar_s * s_sigma
-        gx, gy, gz = chain_to_coord(bux + gux, buy + guy, buz + guz, bar_dist, ux, uy, uz, inv_r)
-        tl.store(grad_coord + p * 3, gx)
-        tl.store(grad_coord + p * 3 + 1, gy)
-        tl.store(grad_coord + p * 3 + 2, gz)
-    tl.store(mu_part + i * NU + n, g_mu, mask=nu_mask)
-    tl.store(sigma_part + i * NU + n, g_sigma, mask=nu_mask)
-
-
-@triton.jit
-def _sender_kernel(coord, order, ptr, mu, sigma, consts, X, B, Z, out, NU, F, HAS_B: tl.constexpr,
-                   NU_PAD: tl.constexpr, BLOCK_F: tl.constexpr):
-    """out[j] = sum over j's pairs p of s_p (x) X_p (+ B_p (x) Z_p): (NU, F) per sending atom."""
-    j = tl.program_id(0).to(tl.int64)  # 64-bit row offsets
-    f = tl.program_id(1) * BLOCK_F + tl.arange(0, BLOCK_F)
-    f_mask = f < F
+def _sender_kernel(Y, coord, order, ptr, mu, sigma, consts, v_Y, v_coord, v_mu, v_sigma, dt, bar_t, d_factors,
+                   bar_factors, ds_buf, bar_s_buf, grad_Y, grad_coord, mu_part, sigma_part, NU, F, C,
+                   LMAX: tl.constexpr, DOUBLE: tl.constexpr, HAS_VY: tl.constexpr, NU_PAD: tl.constexpr,
+                   C_PAD: tl.constexpr, BLOCK_F: tl.constexpr):
+    j = tl.program_id(0).to(tl.int64)
     n = tl.arange(0, NU_PAD)
     nu_mask = n < NU
+    c = tl.arange(0, C_PAD)
+    c_mask = c < C
     k, rc, eps, third = load_constants(consts)
     inv_mu, sig = load_sensitivity_params(mu, sigma, n, nu_mask)
-    acc = tl.zeros((NU_PAD, BLOCK_F), dtype=X.dtype.element_ty)
-    for q in range(tl.load(ptr + j), tl.load(ptr + j + 1)):
+    vmu = tl.load(v_mu + n, mask=nu_mask, other=0.0)
+    vsig = tl.load(v_sigma + n, mask=nu_mask, other=0.0)
+    start = tl.load(ptr + j)
+    end = tl.load(ptr + j + 1)
+    for f0 in range(0, F, BLOCK_F):  # grad_Y_j and the reductions over this block of features
+        f = f0 + tl.arange(0, BLOCK_F)
+        f_mask = f < F
+        y = _load_rows(Y, j, n, f, nu_mask, f_mask, NU, F)
+        if HAS_VY:
+            vy = _load_rows(v_Y, j, n, f, nu_mask, f_mask, NU, F)
+        gy = tl.zeros((NU_PAD, BLOCK_F), dtype=y.dtype)
+        for q in range(start, end):
+            p = tl.load(order + q)
+            ux, uy, uz, r, inv_r = load_unit(coord, p)
+            dtv = tl.load(dt + p * F + f, mask=f_mask, other=0.0)
+            if DOUBLE:
+                s, s_r, s_mu, s_sigma = sensitivity_first(r, inv_r, inv_mu, sig, nu_mask, k, rc)
+                v_radial = (tl.load(v_coord + p * 3) * ux + tl.load(v_coord + p * 3 + 1) * uy
+                            + tl.load(v_coord + p * 3 + 2) * uz)
+                bar_ds = v_radial * s_r + vmu * s_mu + vsig * s_sigma
+                btv = tl.load(bar_t + p * F + f, mask=f_mask, other=0.0)
+                gy += s[:, None] * btv[None, :] + bar_ds[:, None] * dtv[None, :]
+                bar_s = tl.sum(y * btv[None, :], axis=1)
+                if HAS_VY:
+                    bar_s += tl.sum(vy * dtv[None, :], axis=1)
+                _accumulate(bar_s_buf + p * NU + n, bar_s, nu_mask, f0)
+            else:
+                s = sensitivity_value(r, inv_r, inv_mu, sig, nu_mask, k, rc)
+                gy += s[:, None] * dtv[None, :]
+            _accumulate(ds_buf + p * NU + n, tl.sum(y * dtv[None, :], axis=1), nu_mask, f0)
+        tl.store(grad_Y + j * NU * F + n[:, None] * F + f[None, :], gy, mask=nu_mask[:, None] & f_mask[None, :])
+        tl.debug_barrier()  # the reductions are read back below and by the next block
+    g_mu = tl.zeros((NU_PAD,), dtype=inv_mu.dtype)
+    g_sigma = tl.zeros((NU_PAD,), dtype=inv_mu.dtype)
+    for q in range(start, end):  # per pair: the pair-vector gradient; j's mu and sigma partials
         p = tl.load(order + q)
         ux, uy, uz, r, inv_r = load_unit(coord, p)
-        s = sensitivity_value(r, inv_r, inv_mu, sig, nu_mask, k, rc)
-        acc += s[:, None] * tl.load(X + p * F + f, mask=f_mask, other=0.0)[None, :]
-        if HAS_B:
-            b = tl.load(B + p * NU + n, mask=nu_mask, other=0.0)
-            acc += b[:, None] * tl.load(Z + p * F + f, mask=f_mask, other=0.0)[None, :]
-    tl.store(out + j * NU * F + n[:, None] * F + f[None, :], acc, mask=nu_mask[:, None] & f_mask[None, :])
+        s, s_r, s_mu, s_sigma = sensitivity_first(r, inv_r, inv_mu, sig, nu_mask, k, rc)
+        ds = tl.load(ds_buf + p * NU + n, mask=nu_mask, other=0.0)
+        d_fac = tl.load(d_factors + p * C + c, mask=c_mask, other=0.0)
+        jx, jy, jz = factor_jacobian(ux, uy, uz, c, LMAX)
+        dux = tl.sum(d_fac * jx, axis=0)
+        duy = tl.sum(d_fac * jy, axis=0)
+        duz = tl.sum(d_fac * jz, axis=0)
+        d_dist = tl.sum(ds * s_r, axis=0)
+        if DOUBLE:
+            bar_s = tl.load(bar_s_buf + p * NU + n, mask=nu_mask, other=0.0)
+            bar_fac = tl.load(bar_factors + p * C + c, mask=c_mask, other=0.0)
+            vcx = tl.load(v_coord + p * 3)
+            vcy = tl.load(v_coord + p * 3 + 1)
+            vcz = tl.load(v_coord + p * 3 + 2)
+            v_radial = vcx * ux + vcy * uy + vcz * uz
+            u_dot_du = ux * dux + uy * duy + uz * duz
+            s_rr, s_rmu, s_rsigma, s_mumu, s_musigma, s_sigmasigma = sensitivity_second(r, inv_r, inv_mu, sig,
+                                                                                        nu_mask, k, rc)
+            bux = (-u_dot_du * vcx - v_radial * dux) * inv_r + d_dist * vcx
+            buy = (-u_dot_du * vcy - v_radial * duy) * inv_r + d_dist * vcy
+            buz = (-u_dot_du * vcz - v_radial * duz) * inv_r + d_dist * vcz
+            if LMAX >= 2:  # Hessian of the factors along bar_d_unit, contracted with d_factors
+                hx, hy, hz = quad_jacobian((vcx - v_radial * ux) * inv_r, (vcy - v_radial * uy) * inv_r,
+                                           (vcz - v_radial * uz) * inv_r, c)
+                bux += tl.sum(d_fac * hx, axis=0)
+                buy += tl.sum(d_fac * hy, axis=0)
+                buz += tl.sum(d_fac * hz, axis=0)
+            bar_dist = (-(vcx * (dux - u_dot_du * ux) + vcy * (duy - u_dot_du * uy) + vcz * (duz - u_dot_du * uz))
+                        * inv_r * inv_r + tl.sum(ds * (v_radial * s_rr + vmu * s_rmu + vsig * s_rsigma), axis=0)
+                        + tl.sum(bar_s * s_r, axis=0))
+            g_mu += ds * (v_radial * s_rmu + vmu * s_mumu + vsig * s_musigma) + bar_s * s_mu
+            g_sigma += ds * (v_radial * s_rsigma + vmu * s_musigma + vsig * s_sigmasigma) + bar_s * s_sigma
+            gx, gy_, gz = chain_to_coord(bux + tl.sum(bar_fac * jx, axis=0), buy + tl.sum(bar_fac * jy, axis=0),
+                                         buz + tl.sum(bar_fac * jz, axis=0), bar_dist, ux, uy, uz, inv_r)
+        else:
+            g_mu += ds * s_mu
+            g_sigma += ds * s_sigma
+            gx, gy_, gz = chain_to_coord(dux, duy, duz, d_dist, ux, uy, uz, inv_r)
+        tl.store(grad_coord + p * 3, gx)
+        tl.store(grad_coord + p * 3 + 1, gy_)
+        tl.store(grad_coord + p * 3 + 2, gz)
+    tl.store(mu_part + j * NU + n, g_mu, mask=nu_mask)
+    tl.store(sigma_part + j * NU + n, g_sigma, mask=nu_mask)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -349,17 +339,23 @@ def _sender_kernel(coord, order, ptr, mu, sigma, consts, X, B, Z, out, NU, F, HA
 def launch_config(kernel: str, nu: int, features: int, lmax: int) -> dict:
     """Compile-time meta-parameters and ``num_warps`` of one kernel for a problem shape.
 
-    ``kernel`` is "forward", "backward", "double_backward" or "sender". The forward and the
-    sender split the features into blocks of at most 64; the derivative kernels hold all features
-    of an atom. Warps give each thread about 16 entries of the (NU_PAD, BLOCK_F) tiles (8 in the
-    double backward, which keeps the most tiles live): at nu = 20 and F = 128 in float32 this
-    compiles for sm_90 without spills in the forward and sender and with small ones in the
-    derivative kernels (``tests/test_triton_compile.py`` prints the counts).
+    ``kernel`` is "sender_contract", "receiver_forward", "receiver" or "sender". Every kernel takes
+    the features in blocks (the receiver and sender kernels loop over them), so every width runs.
+    The sender kernels hold (NU_PAD, BLOCK_F) tiles of Y (and v_Y, grad_Y): blocks of 64 features
+    and about 4 tile entries per thread keep them within 128 registers without spills in float32
+    (``tests/test_triton_compile.py`` checks it, under Triton 3.6 and the newest); the receivers hold
+    (C_PAD, BLOCK_F) tiles: blocks of 64 in 2 or 4 warps for ``receiver`` (the counts that compiled
+    without spills under both Triton versions; other counts spilled 8 to 20 bytes under one of them),
+    of 128 with about 16 entries per thread for ``receiver_forward``.
     """
-    nu_pad = pow2(nu)
-    config = dict(NU_PAD=nu_pad)
-    if kernel != "sender":
+    sender = kernel in ("sender_contract", "sender")
+    block_f = min(pow2(features), 128 if kernel == "receiver_forward" else 64)
+    config = dict(BLOCK_F=block_f)
+    if sender:
+        config.update(NU_PAD=pow2(nu))
+    if kernel != "sender_contract":
         config.update(LMAX=lmax, C_PAD=pow2(reference.N_COMPONENTS[lmax]))
-    block_f = min(pow2(features), 64) if kernel in ("forward", "sender") else pow2(features)
-    per_thread = 8 if kernel == "double_backward" else 16
-    return dict(config, BLOCK_F=block_f, num_warps=warps_for(nu_pad * block_f, per_thread))
+    if kernel == "receiver":  # measured: the warps that compile without spills under Triton 3.6 and 3.9
+        return dict(config, num_warps=2 if lmax == 1 else 4)
+    rows = config["NU_PAD"] if sender else config["C_PAD"]
+    return dict(config, num_warps=warps_for(rows * block_f, 4 if sender else 16))

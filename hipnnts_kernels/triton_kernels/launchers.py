@@ -1,21 +1,23 @@
 """Launch primitives of the Triton kernels, and the ``"triton"`` implementations built on them.
 
 :class:`TritonLaunchers` implements :class:`~hipnnts_kernels.segment_kernels.Launchers`:
-block sizes and warps (``interaction.launch_config``), dtype-exact constants, and placeholders
-for empty or absent tensors. :class:`~hipnnts_kernels.segment_kernels.SegmentKernels` (shared
-with the CUDA backend) does the rest.
+block sizes and warps (``interaction.launch_config``), dtype-exact constants, the per-pair buffers
+that pass between the sender and receiver kernels, and placeholders for empty or absent tensors.
+:class:`~hipnnts_kernels.segment_kernels.SegmentKernels` (shared with the CUDA backend) does the
+rest.
 """
 from __future__ import annotations
 
 import triton
 
+from .. import reference
 from ..segment_kernels import SegmentKernels
 from ._common import constants, per_feature, pointer, warps_for
 from .envsum import _blocks, _envsum_kernel, _featsum_kernel, _sensesum_kernel
 from .interaction import (
-    _backward_kernel,
-    _double_backward_kernel,
-    _forward_kernel,
+    _receiver_forward_kernel,
+    _receiver_kernel,
+    _sender_contract_kernel,
     _sender_kernel,
     launch_config,
 )
@@ -25,57 +27,69 @@ class TritonLaunchers:
     """Launch primitives over the Triton kernels (see SegmentKernels for the arguments)."""
 
     @staticmethod
-    def _inputs(Y, coord, second, order, ptr, mu, sigma, lam1, lam2, cutoff, cusp_reg):
-        features = Y.shape[2]
-        return (Y, pointer(coord, Y), pointer(second, ptr), pointer(order, ptr), ptr, mu, sigma,
-                per_feature(lam1, Y, features), per_feature(lam2, Y, features), constants(cutoff, cusp_reg, Y))
+    def _contract(Y, coord, sender_order, sender_ptr, mu, sigma, consts, cot, t, bar_dt):
+        """t (and, with cotangents ``cot``, bar_dt) by sender."""
+        n_atoms, nu, features = Y.shape
+        v_Y, v_coord, v_mu, v_sigma = cot if cot is not None else (None, None, mu, sigma)
+        config = launch_config("sender_contract", nu, features, 0)
+        _sender_contract_kernel[(n_atoms, triton.cdiv(features, config["BLOCK_F"]))](
+            Y, pointer(coord, Y), pointer(sender_order, sender_ptr), sender_ptr, mu, sigma, consts, pointer(v_Y, Y),
+            pointer(v_coord, Y), v_mu, v_sigma, pointer(t, Y), pointer(bar_dt, Y), nu, features,
+            DOUBLE=cot is not None, HAS_VY=v_Y is not None, **config)
 
     def interaction_forward(self, Y, coord, second, order, ptr, sender_order, sender_ptr, mu, sigma, lam1, lam2,
                             cutoff, cusp_reg, lmax, out):
         n_atoms, nu, features = Y.shape
-        config = launch_config("forward", nu, features, lmax)
-        grid = (n_atoms, triton.cdiv(features, config["BLOCK_F"]))
-        _forward_kernel[grid](*self._inputs(Y, coord, second, order, ptr, mu, sigma, lam1, lam2, cutoff, cusp_reg),
-                              out, nu, features, **config)
+        consts = constants(cutoff, cusp_reg, Y)
+        t = Y.new_empty(coord.shape[0], features)
+        self._contract(Y, coord, sender_order, sender_ptr, mu, sigma, consts, None, t, None)
+        config = launch_config("receiver_forward", nu, features, lmax)
+        _receiver_forward_kernel[(n_atoms, triton.cdiv(features, config["BLOCK_F"]))](
+            pointer(t, Y), pointer(coord, Y), pointer(order, ptr), ptr, per_feature(lam1, Y, features),
+            per_feature(lam2, Y, features), consts, out, features, **config)
+
+    def _derivative(self, Y, coord, order, ptr, sender_order, sender_ptr, mu, sigma, lam1, lam2, cutoff, cusp_reg,
+                    lmax, cot, v_lam1, v_lam2, grad_out, grad_Y, grad_coord, mu_part, sigma_part, grad_grad_out,
+                    lam1_part, lam2_part):
+        """The backward (cot None) or the double backward: t (and bar_dt) by sender, the receiver
+        kernel, then the sender kernel."""
+        n_atoms, nu, features = Y.shape
+        n_pairs, n_comp = coord.shape[0], reference.N_COMPONENTS[lmax]
+        consts = constants(cutoff, cusp_reg, Y)
+        double = cot is not None
+        rows = [Y.new_empty(n_pairs, features) for _ in range(4 if double else 2)]
+        t, dt, bar_dt, bar_t = rows if double else (*rows, None, None)
+        d_factors, bar_factors = Y.new_empty(n_pairs, n_comp), Y.new_empty(n_pairs, n_comp) if double else None
+        ds, bar_s = Y.new_empty(n_pairs, nu), Y.new_empty(n_pairs, nu) if double else None
+        self._contract(Y, coord, sender_order, sender_ptr, mu, sigma, consts, cot, t, bar_dt)
+        v_Y, v_coord, v_mu, v_sigma = cot if double else (None, None, mu, sigma)
+        _receiver_kernel[(n_atoms,)](
+            pointer(t, Y), pointer(bar_dt, Y), grad_out, pointer(coord, Y), pointer(order, ptr), ptr,
+            per_feature(lam1, Y, features), per_feature(lam2, Y, features), consts, pointer(v_coord, Y),
+            per_feature(v_lam1, Y, features), per_feature(v_lam2, Y, features), pointer(dt, Y), pointer(bar_t, Y),
+            pointer(d_factors, Y), pointer(bar_factors, Y), pointer(grad_grad_out, Y), lam1_part, lam2_part,
+            features, n_comp, DOUBLE=double, **launch_config("receiver", nu, features, lmax))
+        _sender_kernel[(n_atoms,)](
+            Y, pointer(coord, Y), pointer(sender_order, sender_ptr), sender_ptr, mu, sigma, consts, pointer(v_Y, Y),
+            pointer(v_coord, Y), v_mu, v_sigma, pointer(dt, Y), pointer(bar_t, Y), pointer(d_factors, Y),
+            pointer(bar_factors, Y), pointer(ds, Y), pointer(bar_s, Y), grad_Y, pointer(grad_coord, Y), mu_part,
+            sigma_part, nu, features, n_comp, DOUBLE=double, HAS_VY=v_Y is not None,
+            **launch_config("sender", nu, features, lmax))
 
     def interaction_backward(self, Y, coord, second, order, ptr, sender_order, sender_ptr, mu, sigma, lam1, lam2,
                              cutoff, cusp_reg, lmax, grad_out, grad_Y, grad_coord, mu_part, sigma_part, lam1_part,
                              lam2_part):
-        """The receiver kernel writes dt (P, F); the sender kernel sums it into grad_Y."""
-        n_atoms, nu, features = Y.shape
-        dt = Y.new_empty(coord.shape[0], features)
-        _backward_kernel[(n_atoms,)](
-            grad_out, *self._inputs(Y, coord, second, order, ptr, mu, sigma, lam1, lam2, cutoff, cusp_reg),
-            pointer(dt, Y), pointer(grad_coord, Y), mu_part, sigma_part, lam1_part, lam2_part, nu, features,
-            **launch_config("backward", nu, features, lmax))
-        self._sender_sum(coord, sender_order, sender_ptr, mu, sigma, cutoff, dt, None, None, grad_Y)
+        self._derivative(Y, coord, order, ptr, sender_order, sender_ptr, mu, sigma, lam1, lam2, cutoff, cusp_reg,
+                         lmax, None, None, None, grad_out, grad_Y, grad_coord, mu_part, sigma_part, None, lam1_part,
+                         lam2_part)
 
     def interaction_double_backward(self, Y, coord, second, order, ptr, sender_order, sender_ptr, mu, sigma, lam1,
                                     lam2, cutoff, cusp_reg, lmax, v_Y, v_coord, v_mu, v_sigma, v_lam1, v_lam2,
                                     grad_out, grad_Y, grad_coord, mu_part, sigma_part, grad_grad_out, lam1_part,
                                     lam2_part):
-        """The receiver kernel writes dt, bar_t (P, F) and bar_ds (P, nu); the sender kernel sums
-        s (x) bar_t + bar_ds (x) dt into grad_Y."""
-        n_atoms, nu, features = Y.shape
-        n_pairs = coord.shape[0]
-        dt, bar_t, bar_ds = Y.new_empty(n_pairs, features), Y.new_empty(n_pairs, features), Y.new_empty(n_pairs, nu)
-        _double_backward_kernel[(n_atoms,)](
-            grad_out, *self._inputs(Y, coord, second, order, ptr, mu, sigma, lam1, lam2, cutoff, cusp_reg),
-            pointer(v_Y, Y), pointer(v_coord, Y), v_mu, v_sigma, per_feature(v_lam1, Y, features),
-            per_feature(v_lam2, Y, features), pointer(dt, Y), pointer(bar_t, Y), pointer(bar_ds, Y),
-            pointer(grad_coord, Y), mu_part, sigma_part, grad_grad_out, lam1_part, lam2_part, nu, features,
-            HAS_VY=v_Y is not None, **launch_config("double_backward", nu, features, lmax))
-        self._sender_sum(coord, sender_order, sender_ptr, mu, sigma, cutoff, bar_t, bar_ds, dt, grad_Y)
-
-    @staticmethod
-    def _sender_sum(coord, order, ptr, mu, sigma, cutoff, X, B, Z, out):
-        """out[j] = sum over sender j's pairs p of s_p (x) X_p (+ B_p (x) Z_p when B is given)."""
-        n_atoms, nu, features = out.shape
-        config = launch_config("sender", nu, features, 0)
-        grid = (n_atoms, triton.cdiv(features, config["BLOCK_F"]))
-        _sender_kernel[grid](pointer(coord, out), pointer(order, ptr), ptr, mu, sigma, constants(cutoff, 0.0, out),
-                             pointer(X, out), pointer(B, out), pointer(Z, out), out, nu, features, HAS_B=B is not None,
-                             **config)
+        self._derivative(Y, coord, order, ptr, sender_order, sender_ptr, mu, sigma, lam1, lam2, cutoff, cusp_reg,
+                         lmax, (v_Y, v_coord, v_mu, v_sigma), v_lam1, v_lam2, grad_out, grad_Y, grad_coord, mu_part,
+                         sigma_part, grad_grad_out, lam1_part, lam2_part)
 
     def envsum(self, sens, feat, second, order, ptr, out):
         n_atoms, nu, features = out.shape
