@@ -5,6 +5,8 @@ GPU they run on CUDA tensors at realistic sizes.
 """
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 from conftest import assert_same_training_step, shuffled_pairs, training_step
@@ -100,6 +102,20 @@ def assert_close_f64(got, want):
 def test_interaction_levels_match_reference_float64(case, lmax):
     x = to_device(case_inputs(case, lmax, seed=lmax))
     assert_close_f64(all_levels(x, lmax, "triton"), all_levels(x, lmax, "reference"))
+
+
+def test_launches_run_on_the_tensors_gpu(monkeypatch):
+    """Triton launches on the current device: every launcher makes its tensors' GPU current first."""
+    from hipnnts_kernels.triton_kernels import _common
+
+    class OnSecondGpu:
+        is_cuda, device = True, torch.device("cuda", 1)
+
+    entered = []
+    monkeypatch.setattr(_common.torch.cuda, "device", lambda device: entered.append(device) or contextlib.nullcontext())
+    assert _common.launches_on("Y")(lambda self, Y, out: "ran")(None, OnSecondGpu(), out=None) == "ran"
+    assert entered == [torch.device("cuda", 1)]
+    assert isinstance(_common.on_device(torch.zeros(1)), contextlib.nullcontext)
 
 
 def test_interaction_across_feature_blocks():

@@ -7,7 +7,9 @@ Such constants travel in a small tensor of the input dtype instead (:func:`const
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+import inspect
 import math
 
 import torch
@@ -39,6 +41,26 @@ def warps_for(elements: int, per_thread: int = 16) -> int:
     """Warps (a power of two, 1 to 16) that give a program's largest tile of ``elements`` entries
     about ``per_thread`` entries per thread."""
     return int(min(16, max(1, triton.next_power_of_2(max(1, elements // (32 * per_thread))))))
+
+
+def on_device(t: Tensor) -> contextlib.AbstractContextManager:
+    """``t``'s GPU as the current device (Triton launches on the current device); nothing for CPU
+    tensors (the interpreter)."""
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
+
+
+def launches_on(argument: str):
+    """Decorator: run a launcher with the GPU of its tensor argument ``argument`` current, so that
+    tensors on another GPU than the current one get their kernels on their own GPU."""
+    def wrap(fn):
+        index = list(inspect.signature(fn).parameters).index(argument)
+
+        @functools.wraps(fn)
+        def run(*args, **kwargs):
+            with on_device(kwargs[argument] if argument in kwargs else args[index]):
+                return fn(*args, **kwargs)
+        return run
+    return wrap
 
 
 def pointer(t: Tensor | None, like: Tensor) -> Tensor:

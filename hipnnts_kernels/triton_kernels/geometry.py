@@ -10,7 +10,15 @@ import triton.language as tl
 from torch import Tensor
 
 from .. import reference
-from ._common import angular_factors, constants, load_constants, load_sensitivity_params, pow2, sensitivity_value
+from ._common import (
+    angular_factors,
+    constants,
+    launches_on,
+    load_constants,
+    load_sensitivity_params,
+    pow2,
+    sensitivity_value,
+)
 
 _BLOCK_P = 64
 
@@ -41,6 +49,7 @@ def _factors_kernel(unit, consts, out, P, C, LMAX: tl.constexpr, BLOCK_P: tl.con
     tl.store(out + p[:, None] * C + c[None, :], a, mask=p_mask[:, None] & (c < C)[None, :])
 
 
+@launches_on("dist")
 def sensitivity(dist: Tensor, mu: Tensor, sigma: Tensor, cutoff: float) -> Tensor:
     """(P,) -> (P, nu); see :func:`hipnnts_kernels.reference.sensitivity`."""
     n_pairs, nu = dist.shape[0], mu.shape[0]
@@ -53,6 +62,7 @@ def sensitivity(dist: Tensor, mu: Tensor, sigma: Tensor, cutoff: float) -> Tenso
     return out
 
 
+@launches_on("unit")
 def tensor_factors(unit: Tensor, lmax: int) -> Tensor:
     """(P, 3) -> (P, C); see :func:`hipnnts_kernels.reference.tensor_factors`."""
     n_pairs, n_comp = unit.shape[0], reference.N_COMPONENTS[lmax]

@@ -12,7 +12,7 @@ import triton
 
 from .. import reference
 from ..segment_kernels import SegmentKernels
-from ._common import constants, per_feature, pointer, warps_for
+from ._common import constants, launches_on, per_feature, pointer, warps_for
 from .envsum import _blocks, _envsum_kernel, _featsum_kernel, _sensesum_kernel
 from .interaction import (
     _receiver_forward_kernel,
@@ -37,6 +37,7 @@ class TritonLaunchers:
             pointer(v_coord, Y), v_mu, v_sigma, pointer(t, Y), pointer(bar_dt, Y), nu, features,
             DOUBLE=cot is not None, HAS_VY=v_Y is not None, **config)
 
+    @launches_on("Y")
     def interaction_forward(self, Y, coord, second, order, ptr, sender_order, sender_ptr, mu, sigma, lam1, lam2,
                             cutoff, cusp_reg, lmax, out):
         n_atoms, nu, features = Y.shape
@@ -76,6 +77,7 @@ class TritonLaunchers:
             sigma_part, nu, features, n_comp, DOUBLE=double, HAS_VY=v_Y is not None,
             **launch_config("sender", nu, features, lmax))
 
+    @launches_on("Y")
     def interaction_backward(self, Y, coord, second, order, ptr, sender_order, sender_ptr, mu, sigma, lam1, lam2,
                              cutoff, cusp_reg, lmax, grad_out, grad_Y, grad_coord, mu_part, sigma_part, lam1_part,
                              lam2_part):
@@ -83,6 +85,7 @@ class TritonLaunchers:
                          lmax, None, None, None, grad_out, grad_Y, grad_coord, mu_part, sigma_part, None, lam1_part,
                          lam2_part)
 
+    @launches_on("Y")
     def interaction_double_backward(self, Y, coord, second, order, ptr, sender_order, sender_ptr, mu, sigma, lam1,
                                     lam2, cutoff, cusp_reg, lmax, v_Y, v_coord, v_mu, v_sigma, v_lam1, v_lam2,
                                     grad_out, grad_Y, grad_coord, mu_part, sigma_part, grad_grad_out, lam1_part,
@@ -91,6 +94,7 @@ class TritonLaunchers:
                          lmax, (v_Y, v_coord, v_mu, v_sigma), v_lam1, v_lam2, grad_out, grad_Y, grad_coord, mu_part,
                          sigma_part, grad_grad_out, lam1_part, lam2_part)
 
+    @launches_on("out")
     def envsum(self, sens, feat, second, order, ptr, out):
         n_atoms, nu, features = out.shape
         block_nu, block_f = _blocks(nu, features)
@@ -98,6 +102,7 @@ class TritonLaunchers:
         _envsum_kernel[grid](pointer(sens, out), feat, pointer(second, ptr), pointer(order, ptr), ptr, out, nu,
                              features, BLOCK_NU=block_nu, BLOCK_F=block_f, num_warps=warps_for(block_nu * block_f))
 
+    @launches_on("env")
     def sensesum(self, env, feat, second, order, ptr, out):
         n_atoms, nu, features = env.shape
         block_nu, block_f = _blocks(nu, features)
@@ -105,6 +110,7 @@ class TritonLaunchers:
             env, feat, pointer(second, ptr), pointer(order, ptr), ptr, pointer(out, env), nu, features,
             BLOCK_NU=block_nu, BLOCK_F=block_f, num_warps=warps_for(block_nu * block_f))
 
+    @launches_on("env")
     def featsum(self, env, sens, first, order, ptr, out):
         n_atoms, nu, features = env.shape
         block_nu, block_f = _blocks(nu, features)
