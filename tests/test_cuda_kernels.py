@@ -44,7 +44,7 @@ _EMULATOR = pytest.mark.skipif(not HAVE_COMPILER, reason="needs a host C++ compi
 ])
 def target(request) -> tuple[SegmentKernels, torch.device]:
     """(the "cuda" backend's implementations, the device their tensors live on); the "-molecules"
-    variants take the molecule path of the derivative levels wherever it applies."""
+    variants take featsum's molecule path wherever it applies."""
     molecule_max_atoms = 64 if request.param.endswith("molecules") else 0
     if request.param.startswith("gpu"):
         from hipnnts_kernels import cuda_backend

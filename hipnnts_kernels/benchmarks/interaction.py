@@ -8,9 +8,8 @@ timed region. Two views, each at three levels: ``forward``; ``forward+backward``
 and forces need); ``training`` (forward, backward and the double backward force training needs).
 
 - **Op level**: the bare implementations of each backend (``cuda``: csrc/ through
-  :mod:`hipnnts_kernels.cuda_backend`, CSR path; ``cuda-molecules``: the same with the molecule
-  path of the derivative levels; ``triton``; the reference eager and under ``torch.compile``)
-  on the same tensors. Each
+  :mod:`hipnnts_kernels.cuda_backend`; ``triton``; the reference eager and under
+  ``torch.compile``) on the same tensors. Each
   level's time is compared with its compulsory HBM traffic (inputs read once, outputs written
   once; see :mod:`.costs`) at the device-to-device copy bandwidth measured in the
   same run: that is the roofline floor.
@@ -42,7 +41,7 @@ from .costs import LEVELS, op_cost
 from .report import describe_error
 from .timing import Timing, copy_bandwidth, environment, time_call
 
-OP_BACKENDS = ("cuda", "cuda-molecules", "triton", "reference", "reference-compile")
+OP_BACKENDS = ("cuda", "triton", "reference", "reference-compile")
 LAYER_BACKENDS = ("cuda", "triton", "reference", "hippynn-triton")
 
 
@@ -119,16 +118,6 @@ def op_levels(impl: dict, problem: dict) -> dict[str, Callable[[], object]]:
 
 
 def op_implementation(backend: str) -> dict:
-    if backend == "cuda-molecules":  # the CUDA kernels with the molecule path of the double backward
-        from ..cuda_backend import KERNELS
-        from ..segment_kernels import SegmentKernels
-
-        reason = backends.unavailable_reason("cuda", torch.device("cuda"), "interaction")
-        if reason is not None:
-            raise RuntimeError(reason)
-        kernels = SegmentKernels(KERNELS.launch, molecule_max_atoms=1024)
-        return dict(forward=kernels.interaction, backward=kernels.interaction_backward,
-                    double_backward=kernels.interaction_double_backward)
     if backend in ("cuda", "triton"):
         reason = backends.unavailable_reason(backend, torch.device("cuda"), "interaction")
         if reason is not None and not (backend == "triton" and os.environ.get("TRITON_INTERPRET") == "1"):

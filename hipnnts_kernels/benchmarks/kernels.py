@@ -6,8 +6,8 @@ Each op runs through its public autograd op (value checks off, as in training) a
 ``forward`` (no grad), ``forward+backward`` (gradients of all differentiable inputs) and
 ``training`` (the same with ``create_graph=True``, then the gradient of those gradients with
 respect to the inputs and the output gradient: the double backward force training needs).
-Backends: ``cuda``, ``cuda-molecules`` (the cuda backend with its molecule path, which changes the
-interaction's derivative levels and featsum), ``triton`` (CPU: through its interpreter, correctness
+Backends: ``cuda``, ``cuda-molecules`` (the cuda backend with its molecule path, which changes
+featsum only), ``triton`` (CPU: through its interpreter, correctness
 only), ``reference``,
 ``reference-compile`` (the reference under ``torch.compile``) and, for the envsum family,
 ``hippynn`` 0.1.3's custom kernels (Triton on CUDA, numba on the CPU). Every case's forward is
@@ -44,8 +44,8 @@ from .timing import copy_bandwidth, device_name, environment, matmul_flops, time
 
 OPS = ("envsum", "sensesum", "featsum", "sensitivity", "tensor_factors", "interaction")
 BACKENDS = ("cuda", "cuda-molecules", "triton", "reference", "reference-compile", "hippynn")
-#: The ops whose kernels the CUDA molecule path changes (the interaction's double backward, featsum).
-MOLECULE_PATH_OPS = ("interaction", "featsum")
+#: The ops whose kernels the CUDA molecule path changes.
+MOLECULE_PATH_OPS = ("featsum",)
 #: Ops whose cost depends on lmax; the others run once.
 LMAX_OPS = ("tensor_factors", "interaction")
 HIPPYNN_OPS = ("envsum", "sensesum", "featsum")
@@ -253,7 +253,7 @@ def skip_reason(backend: str, op: str, device: torch.device, level: str | None =
         return "hippynn has no kernel for this op"
     if backend == "cuda-molecules":
         if op not in MOLECULE_PATH_OPS:
-            return "the molecule path changes only the interaction's double backward and featsum"
+            return "the molecule path changes only featsum"
         backend = "cuda"
     if backend in ("cuda", "triton"):
         if not backends.has_implementation(op, backend):
