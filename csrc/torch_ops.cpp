@@ -97,14 +97,21 @@ void check_interaction(const Inputs& in) {
 
 cudaStream_t current_stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
 
-// The derivative levels' outputs as the kernels take them (grad_grad_out is null in the backward).
+// The derivative levels' outputs: `gradients` (Tensor(a!)[]) in hipnnts::Gradients' field order,
+// `count` of them (the backward has no grad_grad_out).
+void check_gradients(at::TensorList gradients, size_t count, const at::Tensor& Y) {
+    static const char* const names[] = {"grad_Y",    "grad_coord", "mu_part",      "sigma_part",
+                                        "lam1_part", "lam2_part",  "grad_grad_out"};
+    TORCH_CHECK(gradients.size() == count, "hipnnts_cuda: expected ", count, " gradient tensors, got ",
+                gradients.size());
+    for (size_t k = 0; k < count; ++k) check_float(gradients[k], names[k], Y);
+}
+
 template <class T>
-hipnnts::Gradients<T> gradients(at::Tensor& grad_Y, at::Tensor& grad_coord, at::Tensor& mu_part,
-                                at::Tensor& sigma_part, at::Tensor& lam1_part, at::Tensor& lam2_part,
-                                at::Tensor* grad_grad_out) {
-    return {grad_Y.data_ptr<T>(),    grad_coord.data_ptr<T>(), mu_part.data_ptr<T>(),
-            sigma_part.data_ptr<T>(), lam1_part.data_ptr<T>(),  lam2_part.data_ptr<T>(),
-            grad_grad_out != nullptr ? grad_grad_out->data_ptr<T>() : nullptr};
+hipnnts::Gradients<T> gradient_pointers(at::TensorList gradients) {
+    T* pointers[hipnnts::Gradients<T>::count] = {};
+    for (size_t k = 0; k < gradients.size(); ++k) pointers[k] = gradients[k].data_ptr<T>();
+    return hipnnts::Gradients<T>::from(pointers, int(gradients.size()));
 }
 
 at::Tensor workspace(hipnnts::Level level, const Inputs& in) {
@@ -125,49 +132,42 @@ void interaction_forward(INTERACTION_ARGS, at::Tensor& out) {
     });
 }
 
-void interaction_backward(INTERACTION_ARGS, const at::Tensor& grad_out, at::Tensor& grad_Y, at::Tensor& grad_coord,
-                          at::Tensor& mu_part, at::Tensor& sigma_part, at::Tensor& lam1_part, at::Tensor& lam2_part) {
+void interaction_backward(INTERACTION_ARGS, const at::Tensor& grad_out, at::TensorList gradients) {
     const Inputs in = INTERACTION_INPUTS;
     check_interaction(in);
-    for (const auto& [t, name] : {std::pair{&grad_out, "grad_out"}, {&grad_Y, "grad_Y"}, {&grad_coord, "grad_coord"},
-                                  {&mu_part, "mu_part"}, {&sigma_part, "sigma_part"}, {&lam1_part, "lam1_part"},
-                                  {&lam2_part, "lam2_part"}})
-        check_float(*t, name, Y);
+    check_float(grad_out, "grad_out", Y);
+    check_gradients(gradients, hipnnts::Gradients<float>::count - 1, Y);
     const c10::cuda::CUDAGuard guard(Y.device());
     at::Tensor scratch = workspace(hipnnts::Level::backward, in);
     AT_DISPATCH_FLOATING_TYPES(Y.scalar_type(), "interaction_backward", [&] {
-        raise_if(hipnnts::interaction_backward<scalar_t>(
-                     in.pointers<scalar_t>(), grad_out.data_ptr<scalar_t>(),
-                     gradients<scalar_t>(grad_Y, grad_coord, mu_part, sigma_part, lam1_part, lam2_part, nullptr),
-                     scratch.data_ptr<scalar_t>(), current_stream()),
+        raise_if(hipnnts::interaction_backward<scalar_t>(in.pointers<scalar_t>(), grad_out.data_ptr<scalar_t>(),
+                                                         gradient_pointers<scalar_t>(gradients),
+                                                         scratch.data_ptr<scalar_t>(), current_stream()),
                  "interaction_backward");
     });
 }
 
 void interaction_double_backward(INTERACTION_ARGS, const OptionalTensor& v_Y, const at::Tensor& v_coord,
                                  const at::Tensor& v_mu, const at::Tensor& v_sigma, const OptionalTensor& v_lam1,
-                                 const OptionalTensor& v_lam2, const at::Tensor& grad_out, at::Tensor& grad_Y,
-                                 at::Tensor& grad_coord, at::Tensor& mu_part, at::Tensor& sigma_part,
-                                 at::Tensor& grad_grad_out, at::Tensor& lam1_part, at::Tensor& lam2_part) {
+                                 const OptionalTensor& v_lam2, const at::Tensor& grad_out, at::TensorList gradients) {
     const Inputs in = INTERACTION_INPUTS;
     check_interaction(in);
     for (const auto& [t, name] :
-         {std::pair{&v_coord, "v_coord"}, {&v_mu, "v_mu"}, {&v_sigma, "v_sigma"}, {&grad_out, "grad_out"},
-          {&grad_Y, "grad_Y"}, {&grad_coord, "grad_coord"}, {&mu_part, "mu_part"}, {&sigma_part, "sigma_part"},
-          {&grad_grad_out, "grad_grad_out"}, {&lam1_part, "lam1_part"}, {&lam2_part, "lam2_part"}})
+         {std::pair{&v_coord, "v_coord"}, {&v_mu, "v_mu"}, {&v_sigma, "v_sigma"}, {&grad_out, "grad_out"}})
         check_float(*t, name, Y);
     for (const auto& [t, name] : {std::pair{&v_Y, "v_Y"}, {&v_lam1, "v_vecscales"}, {&v_lam2, "v_quadscales"}})
         if (t->has_value()) check_float(**t, name, Y);
+    check_gradients(gradients, hipnnts::Gradients<float>::count, Y);
     const c10::cuda::CUDAGuard guard(Y.device());
     at::Tensor scratch = workspace(hipnnts::Level::double_backward, in);
     AT_DISPATCH_FLOATING_TYPES(Y.scalar_type(), "interaction_double_backward", [&] {
         const hipnnts::Cotangents<scalar_t> cot{optional_ptr<scalar_t>(v_Y), v_coord.data_ptr<scalar_t>(),
                                                 v_mu.data_ptr<scalar_t>(), v_sigma.data_ptr<scalar_t>(),
                                                 optional_ptr<scalar_t>(v_lam1), optional_ptr<scalar_t>(v_lam2)};
-        raise_if(hipnnts::interaction_double_backward<scalar_t>(
-                     in.pointers<scalar_t>(), cot, grad_out.data_ptr<scalar_t>(),
-                     gradients<scalar_t>(grad_Y, grad_coord, mu_part, sigma_part, lam1_part, lam2_part, &grad_grad_out),
-                     scratch.data_ptr<scalar_t>(), current_stream()),
+        raise_if(hipnnts::interaction_double_backward<scalar_t>(in.pointers<scalar_t>(), cot,
+                                                                grad_out.data_ptr<scalar_t>(),
+                                                                gradient_pointers<scalar_t>(gradients),
+                                                                scratch.data_ptr<scalar_t>(), current_stream()),
                  "interaction_double_backward");
     });
 }
@@ -236,12 +236,11 @@ void featsum_molecules(const at::Tensor& env, const at::Tensor& sens, const at::
 
 TORCH_LIBRARY(hipnnts_cuda, m) {
     m.def("interaction_forward(" INTERACTION_SCHEMA ", Tensor(a!) out) -> ()");
-    m.def("interaction_backward(" INTERACTION_SCHEMA ", Tensor grad_out, Tensor(a!) grad_Y, Tensor(b!) grad_coord, "
-          "Tensor(c!) mu_part, Tensor(d!) sigma_part, Tensor(e!) lam1_part, Tensor(f!) lam2_part) -> ()");
+    // gradients: grad_Y, grad_coord, mu_part, sigma_part, lam1_part, lam2_part (and grad_grad_out), as
+    // hipnnts::Gradients orders them
+    m.def("interaction_backward(" INTERACTION_SCHEMA ", Tensor grad_out, Tensor(a!)[] gradients) -> ()");
     m.def("interaction_double_backward(" INTERACTION_SCHEMA ", Tensor? v_Y, Tensor v_coord, Tensor v_mu, "
-          "Tensor v_sigma, Tensor? v_vecscales, Tensor? v_quadscales, Tensor grad_out, Tensor(a!) grad_Y, "
-          "Tensor(b!) grad_coord, Tensor(c!) mu_part, Tensor(d!) sigma_part, Tensor(e!) grad_grad_out, "
-          "Tensor(f!) lam1_part, Tensor(g!) lam2_part) -> ()");
+          "Tensor v_sigma, Tensor? v_vecscales, Tensor? v_quadscales, Tensor grad_out, Tensor(a!)[] gradients) -> ()");
     m.def("envsum(Tensor sens, Tensor feat, Tensor pair_second, Tensor order, Tensor ptr, Tensor(a!) out) -> ()");
     m.def("sensesum(Tensor env, Tensor feat, Tensor pair_second, Tensor order, Tensor ptr, Tensor(a!) out) -> ()");
     m.def("featsum(Tensor env, Tensor sens, Tensor pair_first, Tensor order, Tensor ptr, Tensor(a!) out) -> ()");

@@ -74,8 +74,15 @@ class EmulatedLaunchers:
                 ctypes.c_int(lmax), ctypes.c_double(cutoff), ctypes.c_double(cusp_reg))
 
     def _interaction(self, name: str, args):
-        inputs, outputs = args[:self.N_INPUTS], args[self.N_INPUTS:]
-        self._call(name, *self._inputs(*inputs), *(_ptr(t) for t in outputs))
+        """``args``: the argument pack, then tensors (or None), and last, for the derivative levels,
+        the list of gradient tensors (passed as an array of pointers and its length)."""
+        inputs, rest = args[:self.N_INPUTS], args[self.N_INPUTS:]
+        tail = ()
+        if rest and isinstance(rest[-1], list):
+            *rest, gradients = rest
+            tail = ((ctypes.c_void_p * len(gradients))(*(_ptr(t).value for t in gradients)),
+                    ctypes.c_int(len(gradients)))
+        self._call(name, *self._inputs(*inputs), *(_ptr(t) for t in rest), *tail)
 
     def interaction_forward(self, *args):
         self._interaction("interaction_forward", args)

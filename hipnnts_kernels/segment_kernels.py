@@ -33,11 +33,11 @@ class Launchers(Protocol):
 
     def interaction_forward(self, *inputs_then_out) -> None: ...  # <inputs>, out
 
-    # <inputs>, grad_out, grad_Y, grad_coord, mu_part, sigma_part, lam1_part, lam2_part
+    # <inputs>, grad_out, gradients: the list [grad_Y, grad_coord, mu_part, sigma_part, lam1_part, lam2_part]
     def interaction_backward(self, *inputs_then_outputs) -> None: ...
 
-    # <inputs>, v_Y, v_coord, v_mu, v_sigma, v_lam1, v_lam2, grad_out, grad_Y, grad_coord, mu_part, sigma_part,
-    #     grad_grad_out, lam1_part, lam2_part
+    # <inputs>, v_Y, v_coord, v_mu, v_sigma, v_lam1, v_lam2, grad_out, gradients: the backward's list and
+    #     grad_grad_out (the order of hipnnts::Gradients, csrc/kernels/launch.h)
     def interaction_double_backward(self, *inputs_then_outputs) -> None: ...
 
     # optional, the molecule path (see SegmentKernels):
@@ -99,15 +99,27 @@ class SegmentKernels:
                                                   vecscales, quadscales, cutoff, cusp_reg, lmax)
         inputs = self._inputs(Y, pair_coord, pair_first, pair_second, mu, sigma, vecscales, quadscales, cutoff,
                               cusp_reg, lmax)
+        gradients = self._gradients(Y, pair_coord.shape[0], double=False)
+        self.launch.interaction_backward(*inputs, grad_out.contiguous(), gradients)
+        return self._summed(gradients, lmax)
+
+    @staticmethod
+    def _gradients(Y: Tensor, n_pairs: int, double: bool) -> list[Tensor]:
+        """The derivative levels' outputs, in the order of hipnnts::Gradients: grad_Y (N, nu, F),
+        grad_coord (P, 3), per-atom partial gradients mu_part, sigma_part (N, nu) and lam1_part,
+        lam2_part (N, F), and for the double backward grad_grad_out (N, F)."""
         n_atoms, nu, features = Y.shape
-        n_pairs = pair_coord.shape[0]
-        grad_Y, grad_coord = Y.new_empty(Y.shape), Y.new_empty(n_pairs, 3)
-        mu_part, sigma_part = Y.new_empty(n_atoms, nu), Y.new_empty(n_atoms, nu)
-        lam1_part, lam2_part = Y.new_empty(n_atoms, features), Y.new_empty(n_atoms, features)
-        self.launch.interaction_backward(*inputs, grad_out.contiguous(), grad_Y, grad_coord, mu_part, sigma_part,
-                                         lam1_part, lam2_part)
+        gradients = [Y.new_empty(Y.shape), Y.new_empty(n_pairs, 3), Y.new_empty(n_atoms, nu), Y.new_empty(n_atoms, nu),
+                     Y.new_empty(n_atoms, features), Y.new_empty(n_atoms, features)]
+        return gradients + [Y.new_empty(n_atoms, features)] if double else gradients
+
+    @staticmethod
+    def _summed(gradients: list[Tensor], lmax: int) -> tuple:
+        """(grad_Y, grad_coord, grad_mu, grad_sigma, grad_lam1, grad_lam2): the per-atom partials summed."""
+        grad_Y, grad_coord, mu_part, sigma_part, lam1_part, lam2_part = gradients[:6]
         return (grad_Y, grad_coord, mu_part.sum(0), sigma_part.sum(0),
-                lam1_part.sum(0) if lmax >= 1 else Y.new_zeros(0), lam2_part.sum(0) if lmax >= 2 else Y.new_zeros(0))
+                lam1_part.sum(0) if lmax >= 1 else grad_Y.new_zeros(0),
+                lam2_part.sum(0) if lmax >= 2 else grad_Y.new_zeros(0))
 
     def interaction_double_backward(self, grad_out, Y, pair_coord, pair_first, pair_second, mu, sigma, vecscales,
                                     quadscales, v_Y, v_coord, v_mu, v_sigma, v_vecscales, v_quadscales, cutoff,
@@ -118,20 +130,14 @@ class SegmentKernels:
                 v_sigma, v_vecscales, v_quadscales, cutoff, cusp_reg, lmax)
         inputs = self._inputs(Y, pair_coord, pair_first, pair_second, mu, sigma, vecscales, quadscales, cutoff,
                               cusp_reg, lmax)
-        n_atoms, nu, features = Y.shape
-        n_pairs = pair_coord.shape[0]
+        nu, n_pairs = Y.shape[1], pair_coord.shape[0]
         given = lambda t, *shape: Y.new_zeros(shape) if t is None else t.contiguous()  # noqa: E731
         optional = lambda t: None if t is None else t.contiguous()  # noqa: E731
         cotangents = (optional(v_Y), given(v_coord, n_pairs, 3), given(v_mu, nu), given(v_sigma, nu),
                       optional(v_vecscales), optional(v_quadscales))
-        grad_coord, grad_grad_out = Y.new_empty(n_pairs, 3), Y.new_empty(n_atoms, features)
-        mu_part, sigma_part = Y.new_empty(n_atoms, nu), Y.new_empty(n_atoms, nu)
-        lam1_part, lam2_part = Y.new_empty(n_atoms, features), Y.new_empty(n_atoms, features)
-        grad_Y = Y.new_empty(Y.shape)
-        self.launch.interaction_double_backward(*inputs, *cotangents, grad_out.contiguous(), grad_Y, grad_coord,
-                                                mu_part, sigma_part, grad_grad_out, lam1_part, lam2_part)
-        return (grad_grad_out, grad_Y, grad_coord, mu_part.sum(0), sigma_part.sum(0),
-                lam1_part.sum(0) if lmax >= 1 else Y.new_zeros(0), lam2_part.sum(0) if lmax >= 2 else Y.new_zeros(0))
+        gradients = self._gradients(Y, n_pairs, double=True)
+        self.launch.interaction_double_backward(*inputs, *cotangents, grad_out.contiguous(), gradients)
+        return (gradients[6], *self._summed(gradients, lmax))
 
     def envsum(self, sens, feat, pair_first, pair_second) -> Tensor:
         out = feat.new_zeros(feat.shape[0], sens.shape[1], feat.shape[1])

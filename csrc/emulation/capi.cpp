@@ -52,16 +52,11 @@ const char* hipnnts_emu_interaction_forward(int is_double, HIPNNTS_INPUT_ARGS, v
     return HIPNNTS_DISPATCH(HIPNNTS_FORWARD(float), HIPNNTS_FORWARD(double));
 }
 
-#define HIPNNTS_GRADIENTS(T)                                                                                       \
-    hipnnts::Gradients<T> {                                                                                        \
-        P(T, grad_Y), P(T, grad_coord), P(T, mu_part), P(T, sigma_part), P(T, lam1_part), P(T, lam2_part),         \
-            P(T, grad_grad_out)                                                                                    \
-    }
+#define HIPNNTS_GRADIENTS(T) hipnnts::Gradients<T>::from(reinterpret_cast<T* const*>(gradients), n_gradients)
 
-const char* hipnnts_emu_interaction_backward(int is_double, HIPNNTS_INPUT_ARGS, const void* grad_out, void* grad_Y,
-                                             void* grad_coord, void* mu_part, void* sigma_part, void* lam1_part,
-                                             void* lam2_part) {
-    void* grad_grad_out = nullptr;
+// gradients: n_gradients pointers in hipnnts::Gradients' field order.
+const char* hipnnts_emu_interaction_backward(int is_double, HIPNNTS_INPUT_ARGS, const void* grad_out,
+                                             void* const* gradients, int n_gradients) {
 #define HIPNNTS_BACKWARD(T)                                                                                    \
     hipnnts::interaction_backward(HIPNNTS_INPUTS(T), CP(T, grad_out), HIPNNTS_GRADIENTS(T),                    \
                                   workspace<T>(hipnnts::Level::backward, n_pairs, features, lmax).data(), nullptr)
@@ -71,8 +66,7 @@ const char* hipnnts_emu_interaction_backward(int is_double, HIPNNTS_INPUT_ARGS, 
 const char* hipnnts_emu_interaction_double_backward(int is_double, HIPNNTS_INPUT_ARGS, const void* v_Y,
                                                     const void* v_coord, const void* v_mu, const void* v_sigma,
                                                     const void* v_lam1, const void* v_lam2, const void* grad_out,
-                                                    void* grad_Y, void* grad_coord, void* mu_part, void* sigma_part,
-                                                    void* grad_grad_out, void* lam1_part, void* lam2_part) {
+                                                    void* const* gradients, int n_gradients) {
 #define HIPNNTS_DOUBLE_BACKWARD(T)                                                                                \
     hipnnts::interaction_double_backward(                                                                        \
         HIPNNTS_INPUTS(T),                                                                                       \

@@ -100,6 +100,14 @@ const char* interaction_forward(const InteractionInputs<T>& in, T* out, T* works
 template <class T>
 struct Gradients {
     T *grad_Y, *grad_coord, *mu_part, *sigma_part, *lam1_part, *lam2_part, *grad_grad_out;
+
+    static constexpr int count = 7;  // the fields, in order: the list the torch ops and the emulator pass
+    // From `n` pointers in field order (n = count - 1 in the backward, which has no grad_grad_out).
+    static Gradients from(T* const* p, int n) {
+        T* q[count] = {};
+        for (int k = 0; k < n && k < count; ++k) q[k] = p[k];
+        return {q[0], q[1], q[2], q[3], q[4], q[5], q[6]};
+    }
 };
 
 template <class T>

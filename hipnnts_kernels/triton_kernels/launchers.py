@@ -50,8 +50,8 @@ class TritonLaunchers:
             per_feature(lam2, Y, features), consts, out, features, **config)
 
     def _derivative(self, Y, coord, order, ptr, sender_order, sender_ptr, mu, sigma, lam1, lam2, cutoff, cusp_reg,
-                    lmax, cot, v_lam1, v_lam2, grad_out, grad_Y, grad_coord, mu_part, sigma_part, grad_grad_out,
-                    lam1_part, lam2_part):
+                    lmax, cot, v_lam1, v_lam2, grad_out, grad_Y, grad_coord, mu_part, sigma_part, lam1_part, lam2_part,
+                    grad_grad_out):
         """The backward (cot None) or the double backward: t (and bar_dt) by sender, the receiver
         kernel, then the sender kernel."""
         n_atoms, nu, features = Y.shape
@@ -79,20 +79,16 @@ class TritonLaunchers:
 
     @launches_on("Y")
     def interaction_backward(self, Y, coord, second, order, ptr, sender_order, sender_ptr, mu, sigma, lam1, lam2,
-                             cutoff, cusp_reg, lmax, grad_out, grad_Y, grad_coord, mu_part, sigma_part, lam1_part,
-                             lam2_part):
+                             cutoff, cusp_reg, lmax, grad_out, gradients):
         self._derivative(Y, coord, order, ptr, sender_order, sender_ptr, mu, sigma, lam1, lam2, cutoff, cusp_reg,
-                         lmax, None, None, None, grad_out, grad_Y, grad_coord, mu_part, sigma_part, None, lam1_part,
-                         lam2_part)
+                         lmax, None, None, None, grad_out, *gradients, None)
 
     @launches_on("Y")
     def interaction_double_backward(self, Y, coord, second, order, ptr, sender_order, sender_ptr, mu, sigma, lam1,
                                     lam2, cutoff, cusp_reg, lmax, v_Y, v_coord, v_mu, v_sigma, v_lam1, v_lam2,
-                                    grad_out, grad_Y, grad_coord, mu_part, sigma_part, grad_grad_out, lam1_part,
-                                    lam2_part):
+                                    grad_out, gradients):
         self._derivative(Y, coord, order, ptr, sender_order, sender_ptr, mu, sigma, lam1, lam2, cutoff, cusp_reg,
-                         lmax, (v_Y, v_coord, v_mu, v_sigma), v_lam1, v_lam2, grad_out, grad_Y, grad_coord, mu_part,
-                         sigma_part, grad_grad_out, lam1_part, lam2_part)
+                         lmax, (v_Y, v_coord, v_mu, v_sigma), v_lam1, v_lam2, grad_out, *gradients)
 
     @launches_on("out")
     def envsum(self, sens, feat, second, order, ptr, out):
