@@ -224,6 +224,27 @@ def test_no_thread_races_in_any_kernel(emulated_launchers, case):
         racecheck(lib, False)
 
 
+@_EMULATOR
+def test_every_level_at_the_spec9_batch(emulated_launchers):
+    """The SPEC section 9 batch (256 molecules x 20 atoms, 77,560 pairs, nu = 20, F = 128, lmax 2) in
+    float64: forward, backward and the double backward as force training calls it (v_Y and v_coord),
+    against the reference."""
+    from hipnnts_kernels.benchmarks.traffic import SHAPES, problem
+
+    shape = SHAPES["spec9"]
+    x = problem(shape, 2, F64)
+    args = (x["Y"], x["coord"], x["first"], x["second"], x["mu"], x["sigma"], x["vec"], x["quad"])
+    constants = (shape.cutoff, 1e-6, 2)
+    got, want = [], []
+    for impl, out in ((SegmentKernels(emulated_launchers), got), (reference, want)):
+        out.append(impl.interaction(*args, *constants))
+        out += impl.interaction_backward(x["grad_out"], *args, *constants)
+        out += impl.interaction_double_backward(x["grad_out"], *args, x["v_Y"], x["v_coord"], None, None, None, None,
+                                                *constants)
+    assert x["pairs"] == 77560
+    assert_close_f64(got, want)
+
+
 def test_cutoff_is_respected(target, cuda_backend):
     x = on(target, interaction_inputs(1, seed=8))  # its pair 0 lies beyond the cutoff
     assert x["pair_coord"][0].norm() > CUTOFF
