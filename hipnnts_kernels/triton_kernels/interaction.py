@@ -77,7 +77,7 @@ def _quad_metric(q, c, qxx, qyy):
 
 @triton.jit
 def _d_out_d_m(g, m, a1, a2, mxx, myy, lam1, lam2, c, LMAX: tl.constexpr):
-    """d(loss)/dm: (C_PAD, BLOCK_F) rows g | g l1 m_v / a1 | g l2 K q / a2."""
+    """d(loss)/dm over the tile's components c: rows g | g l1 m_v / a1 | g l2 K q / a2."""
     dm = tl.where(c[:, None] == 0, g[None, :], 0.0)
     if LMAX >= 1:
         vec = (c >= 1) & (c <= 3)
@@ -97,7 +97,7 @@ def _accumulate(ptr, values, mask, first):
 @triton.jit
 def _tangent_factors(v_coord, p, ux, uy, uz, inv_r, c, LMAX: tl.constexpr):
     """bar_A_p: the factors' derivative along (v_coord - v_radial r_hat) / r, the cotangent of
-    d_factors_p, as a (C_PAD,) vector."""
+    d_factors_p, over the components c."""
     vcx = tl.load(v_coord + p * 3)
     vcy = tl.load(v_coord + p * 3 + 1)
     vcz = tl.load(v_coord + p * 3 + 2)
@@ -142,20 +142,23 @@ def _sender_contract_kernel(Y, coord, order, ptr, mu, sigma, consts, v_Y, v_coor
 
 @triton.jit
 def _receiver_forward_kernel(t, coord, order, ptr, lam1, lam2, consts, out, F, LMAX: tl.constexpr,
-                             C_PAD: tl.constexpr, BLOCK_F: tl.constexpr):
+                             V_PAD: tl.constexpr, BLOCK_F: tl.constexpr):
     i = tl.program_id(0).to(tl.int64)
     f = tl.program_id(1) * BLOCK_F + tl.arange(0, BLOCK_F)
     f_mask = f < F
-    c = tl.arange(0, C_PAD)
+    c = tl.arange(0, V_PAD) + 1  # the components after the scalar one (see _receiver_kernel)
     k, rc, eps, third = load_constants(consts)
-    m = tl.zeros((C_PAD, BLOCK_F), dtype=t.dtype.element_ty)
+    m0 = tl.zeros((BLOCK_F,), dtype=t.dtype.element_ty)
+    m = tl.zeros((V_PAD, BLOCK_F), dtype=t.dtype.element_ty)
     for q in range(tl.load(ptr + i), tl.load(ptr + i + 1)):
         p = tl.load(order + q)
-        ux, uy, uz, r, inv_r = load_unit(coord, p)
-        a = angular_factors(ux, uy, uz, third, c, LMAX)
-        m += a[:, None] * tl.load(t + p * F + f, mask=f_mask, other=0.0)[None, :]
-    a0, a1, a2, mxx, myy = _invariants(m, c, eps)
-    result = a0
+        tv = tl.load(t + p * F + f, mask=f_mask, other=0.0)
+        m0 += tv
+        if LMAX >= 1:
+            ux, uy, uz, r, inv_r = load_unit(coord, p)
+            m += angular_factors(ux, uy, uz, third, c, LMAX)[:, None] * tv[None, :]
+    _, a1, a2, mxx, myy = _invariants(m, c, eps)
+    result = m0
     if LMAX >= 1:
         result += tl.load(lam1 + f, mask=f_mask, other=0.0) * a1
     if LMAX >= 2:
@@ -166,9 +169,11 @@ def _receiver_forward_kernel(t, coord, order, ptr, lam1, lam2, consts, out, F, L
 @triton.jit
 def _receiver_kernel(t, bar_dt, grad_out, coord, order, ptr, lam1, lam2, consts, v_coord, v_lam1, v_lam2,
                      dt_out, bar_t_out, d_factors, bar_factors, grad_g, lam1_part, lam2_part, F, C,
-                     LMAX: tl.constexpr, DOUBLE: tl.constexpr, C_PAD: tl.constexpr, BLOCK_F: tl.constexpr):
+                     LMAX: tl.constexpr, DOUBLE: tl.constexpr, V_PAD: tl.constexpr, BLOCK_F: tl.constexpr):
+    # Component 0 (the scalar factor 1) is kept apart as (BLOCK_F,) vectors (m0, dm0, ...); the
+    # others are (V_PAD, BLOCK_F) tiles over c = 1 .. V_PAD: at lmax 2 the 8 rows fit exactly.
     i = tl.program_id(0).to(tl.int64)
-    c = tl.arange(0, C_PAD)
+    c = tl.arange(0, V_PAD) + 1
     c_mask = c < C
     k, rc, eps, third = load_constants(consts)
     start = tl.load(ptr + i)
@@ -176,29 +181,35 @@ def _receiver_kernel(t, bar_dt, grad_out, coord, order, ptr, lam1, lam2, consts,
     for f0 in range(0, F, BLOCK_F):
         f = f0 + tl.arange(0, BLOCK_F)
         f_mask = f < F
-        m = tl.zeros((C_PAD, BLOCK_F), dtype=t.dtype.element_ty)
+        m0 = tl.zeros((BLOCK_F,), dtype=t.dtype.element_ty)
+        m = tl.zeros((V_PAD, BLOCK_F), dtype=t.dtype.element_ty)
         for q in range(start, end):  # m
             p = tl.load(order + q)
-            ux, uy, uz, r, inv_r = load_unit(coord, p)
-            a = angular_factors(ux, uy, uz, third, c, LMAX)
-            m += a[:, None] * tl.load(t + p * F + f, mask=f_mask, other=0.0)[None, :]
-        a0, a1, a2, mxx, myy = _invariants(m, c, eps)
+            tv = tl.load(t + p * F + f, mask=f_mask, other=0.0)
+            m0 += tv
+            if LMAX >= 1:
+                ux, uy, uz, r, inv_r = load_unit(coord, p)
+                m += angular_factors(ux, uy, uz, third, c, LMAX)[:, None] * tv[None, :]
+        _, a1, a2, mxx, myy = _invariants(m, c, eps)
         g = tl.load(grad_out + i * F + f, mask=f_mask, other=0.0)
         l1 = tl.load(lam1 + f, mask=f_mask, other=0.0)
         l2 = tl.load(lam2 + f, mask=f_mask, other=0.0)
-        dm = _d_out_d_m(g, m, a1, a2, mxx, myy, l1, l2, c, LMAX)
-        bar_m = tl.zeros((C_PAD, BLOCK_F), dtype=m.dtype)
+        dm = _d_out_d_m(g, m, a1, a2, mxx, myy, l1, l2, c, LMAX)  # dm0 = g
+        bar_m = tl.zeros((V_PAD, BLOCK_F), dtype=m.dtype)  # bar_m0 = 0
         if DOUBLE:
-            bar_dm = tl.zeros((C_PAD, BLOCK_F), dtype=m.dtype)
+            gg = tl.zeros((BLOCK_F,), dtype=m.dtype)  # bar_dm0 = sum_p bar_dt_p (A_0 = 1, bar_A_0 = 0)
+            bar_dm = tl.zeros((V_PAD, BLOCK_F), dtype=m.dtype)
             for q in range(start, end):  # bar_dm = sum_p A_p bar_dt_p + bar_A_p t_p
                 p = tl.load(order + q)
-                ux, uy, uz, r, inv_r = load_unit(coord, p)
-                a = angular_factors(ux, uy, uz, third, c, LMAX)
-                bar_a = _tangent_factors(v_coord, p, ux, uy, uz, inv_r, c, LMAX)
-                bar_dm += (a[:, None] * tl.load(bar_dt + p * F + f, mask=f_mask, other=0.0)[None, :]
-                           + bar_a[:, None] * tl.load(t + p * F + f, mask=f_mask, other=0.0)[None, :])
+                btv = tl.load(bar_dt + p * F + f, mask=f_mask, other=0.0)
+                gg += btv
+                if LMAX >= 1:
+                    ux, uy, uz, r, inv_r = load_unit(coord, p)
+                    a = angular_factors(ux, uy, uz, third, c, LMAX)
+                    bar_a = _tangent_factors(v_coord, p, ux, uy, uz, inv_r, c, LMAX)
+                    bar_dm += (a[:, None] * btv[None, :]
+                               + bar_a[:, None] * tl.load(t + p * F + f, mask=f_mask, other=0.0)[None, :])
             # the invariants in reverse: gradient of grad_out and of the scales, cotangent bar_m of m
-            gg = row(bar_dm, c, 0)
             if LMAX >= 1:
                 vec = (c >= 1) & (c <= 3)
                 v1 = tl.load(v_lam1 + f, mask=f_mask, other=0.0)
@@ -224,18 +235,26 @@ def _receiver_kernel(t, bar_dt, grad_out, coord, order, ptr, lam1, lam2, consts,
                 tl.store(lam2_part + i * F + f, g * a2, mask=f_mask)
         for q in range(start, end):  # per pair: dt, d_factors (and bar_t, bar_factors)
             p = tl.load(order + q)
-            ux, uy, uz, r, inv_r = load_unit(coord, p)
-            a = angular_factors(ux, uy, uz, third, c, LMAX)
             tv = tl.load(t + p * F + f, mask=f_mask, other=0.0)
-            tl.store(dt_out + p * F + f, tl.sum(a[:, None] * dm, axis=0), mask=f_mask)
-            _accumulate(d_factors + p * C + c, tl.sum(dm * tv[None, :], axis=1), c_mask, f0)
+            dt = g
+            _accumulate(d_factors + p * C, tl.sum(g * tv, axis=0), p >= 0, f0)
             if DOUBLE:
-                bar_a = _tangent_factors(v_coord, p, ux, uy, uz, inv_r, c, LMAX)
                 btv = tl.load(bar_dt + p * F + f, mask=f_mask, other=0.0)
-                bar_t = tl.sum(bar_a[:, None] * dm, axis=0) + tl.sum(a[:, None] * bar_m, axis=0)
+                bar_t = tl.zeros((BLOCK_F,), dtype=m.dtype)
+                _accumulate(bar_factors + p * C, tl.sum(g * btv, axis=0), p >= 0, f0)
+            if LMAX >= 1:
+                ux, uy, uz, r, inv_r = load_unit(coord, p)
+                a = angular_factors(ux, uy, uz, third, c, LMAX)
+                dt += tl.sum(a[:, None] * dm, axis=0)
+                _accumulate(d_factors + p * C + c, tl.sum(dm * tv[None, :], axis=1), c_mask, f0)
+                if DOUBLE:
+                    bar_a = _tangent_factors(v_coord, p, ux, uy, uz, inv_r, c, LMAX)
+                    bar_t += tl.sum(bar_a[:, None] * dm, axis=0) + tl.sum(a[:, None] * bar_m, axis=0)
+                    _accumulate(bar_factors + p * C + c,
+                                tl.sum(dm * btv[None, :], axis=1) + tl.sum(bar_m * tv[None, :], axis=1), c_mask, f0)
+            tl.store(dt_out + p * F + f, dt, mask=f_mask)
+            if DOUBLE:
                 tl.store(bar_t_out + p * F + f, bar_t, mask=f_mask)
-                _accumulate(bar_factors + p * C + c,
-                            tl.sum(dm * btv[None, :], axis=1) + tl.sum(bar_m * tv[None, :], axis=1), c_mask, f0)
         tl.debug_barrier()  # the next block's accumulation reads what this one wrote
 
 
@@ -344,18 +363,21 @@ def launch_config(kernel: str, nu: int, features: int, lmax: int) -> dict:
     The sender kernels hold (NU_PAD, BLOCK_F) tiles of Y (and v_Y, grad_Y): blocks of 64 features
     and about 4 tile entries per thread keep them within 128 registers without spills in float32
     (``tests/test_triton_compile.py`` checks it, under Triton 3.6 and the newest); the receivers hold
-    (C_PAD, BLOCK_F) tiles: blocks of 64 in 2 or 4 warps for ``receiver`` (the counts that compiled
-    without spills under both Triton versions; other counts spilled 8 to 20 bytes under one of them),
-    of 128 with about 16 entries per thread for ``receiver_forward``.
+    the scalar component apart and the others as (V_PAD, BLOCK_F) tiles (8 rows at lmax 2, no
+    padding): blocks of 64 in 1 or 4 warps for ``receiver`` (the counts that compiled without spills
+    under both Triton versions; others spilled 8 to 20 bytes under one of them), of 128 with about
+    16 entries per thread for ``receiver_forward``.
     """
     sender = kernel in ("sender_contract", "sender")
     block_f = min(pow2(features), 128 if kernel == "receiver_forward" else 64)
     config = dict(BLOCK_F=block_f)
     if sender:
         config.update(NU_PAD=pow2(nu))
-    if kernel != "sender_contract":
+    if kernel == "sender":
         config.update(LMAX=lmax, C_PAD=pow2(reference.N_COMPONENTS[lmax]))
+    if kernel in ("receiver_forward", "receiver"):  # the components after the scalar one, unpadded at lmax 2
+        config.update(LMAX=lmax, V_PAD=pow2(reference.N_COMPONENTS[lmax] - 1, minimum=1))
     if kernel == "receiver":  # measured: the warps that compile without spills under Triton 3.6 and 3.9
-        return dict(config, num_warps=2 if lmax == 1 else 4)
-    rows = config["NU_PAD"] if sender else config["C_PAD"]
+        return dict(config, num_warps=1 if lmax == 1 else 4)
+    rows = config["NU_PAD"] if sender else config["V_PAD"]
     return dict(config, num_warps=warps_for(rows * block_f, 4 if sender else 16))
