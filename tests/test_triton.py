@@ -118,10 +118,12 @@ def test_launches_run_on_the_tensors_gpu(monkeypatch):
     assert isinstance(_common.on_device(torch.zeros(1)), contextlib.nullcontext)
 
 
-def test_interaction_across_feature_blocks():
-    """More features than one block (128): the receiver and sender kernels loop over the blocks and
-    accumulate their per-pair reductions; the contraction kernels run one program per block."""
-    x = to_device(interaction_inputs(2, n_atoms=4, n_pairs=10, nu=3, features=200, seed=5))
+@pytest.mark.parametrize("nu", [4, 20])
+def test_interaction_across_feature_blocks(nu):
+    """More features than one block (64): the receiver and sender kernels loop over the blocks and
+    accumulate their per-pair reductions; the contraction kernels run one program per block. nu = 4
+    is one power-of-two block of sensitivities, nu = 20 two (16 + 4)."""
+    x = to_device(interaction_inputs(2, n_atoms=4, n_pairs=10, nu=nu, features=200, seed=5))
     assert_close_f64(all_levels(x, 2, "triton"), all_levels(x, 2, "reference"))
 
 

@@ -50,7 +50,7 @@ from ._common import (
 # ------------------------------------------------------------------------------------------------
 @triton.jit
 def _load_rows(ptr, j, n, f, nu_mask, f_mask, NU, F):
-    """The (NU_PAD, BLOCK_F) tile [j, n, f] of a contiguous (N, NU, F) tensor, zero outside."""
+    """The (len(n), BLOCK_F) tile [j, n, f] of a contiguous (N, NU, F) tensor, zero outside."""
     return tl.load(ptr + j * NU * F + n[:, None] * F + f[None, :], mask=nu_mask[:, None] & f_mask[None, :], other=0.0)
 
 
@@ -111,33 +111,67 @@ def _tangent_factors(v_coord, p, ux, uy, uz, inv_r, c, LMAX: tl.constexpr):
 # Kernels
 # ------------------------------------------------------------------------------------------------
 @triton.jit
+def _nu_block(mu, sigma, v_mu, v_sigma, n0, NU, NB: tl.constexpr):
+    """Sensitivity indices n0 + [0, NB), their mask, 1/mu, sigma, v_mu and v_sigma: one of the two
+    power-of-two blocks that ν is split into (see launch_config), so that ν = 20 pads nothing."""
+    n = n0 + tl.arange(0, NB)
+    nu_mask = n < NU
+    inv_mu, sig = load_sensitivity_params(mu, sigma, n, nu_mask)
+    return (n, nu_mask, inv_mu, sig, tl.load(v_mu + n, mask=nu_mask, other=0.0),
+            tl.load(v_sigma + n, mask=nu_mask, other=0.0))
+
+
+@triton.jit
+def _contract_block(r, inv_r, inv_mu, sig, vmu, vsig, v_radial, nu_mask, y, vy, k, rc, DOUBLE: tl.constexpr,
+                    HAS_VY: tl.constexpr):
+    """One ν block's part of t_p = s_p . Y_j and (DOUBLE) of bar_dt_p = bar_ds_p . Y_j + s_p . v_Y_j."""
+    if DOUBLE:
+        s, s_r, s_mu, s_sigma = sensitivity_first(r, inv_r, inv_mu, sig, nu_mask, k, rc)
+        bar_dt = tl.sum((v_radial * s_r + vmu * s_mu + vsig * s_sigma)[:, None] * y, axis=0)
+        if HAS_VY:
+            bar_dt += tl.sum(s[:, None] * vy, axis=0)
+    else:
+        s = sensitivity_value(r, inv_r, inv_mu, sig, nu_mask, k, rc)
+        bar_dt = tl.zeros((y.shape[1],), dtype=y.dtype)
+    return tl.sum(s[:, None] * y, axis=0), bar_dt
+
+
+@triton.jit
 def _sender_contract_kernel(Y, coord, order, ptr, mu, sigma, consts, v_Y, v_coord, v_mu, v_sigma, t_out, bar_dt_out,
-                            NU, F, DOUBLE: tl.constexpr, HAS_VY: tl.constexpr, NU_PAD: tl.constexpr,
-                            BLOCK_F: tl.constexpr):
+                            NU, F, DOUBLE: tl.constexpr, HAS_VY: tl.constexpr, NU_A: tl.constexpr,
+                            NU_B: tl.constexpr, BLOCK_F: tl.constexpr):
     j = tl.program_id(0).to(tl.int64)  # 64-bit row offsets
     f = tl.program_id(1) * BLOCK_F + tl.arange(0, BLOCK_F)
     f_mask = f < F
-    n = tl.arange(0, NU_PAD)
-    nu_mask = n < NU
     k, rc, eps, third = load_constants(consts)
-    inv_mu, sig = load_sensitivity_params(mu, sigma, n, nu_mask)
-    y = _load_rows(Y, j, n, f, nu_mask, f_mask, NU, F)
+    n_a, mask_a, inv_mu_a, sig_a, vmu_a, vsig_a = _nu_block(mu, sigma, v_mu, v_sigma, 0, NU, NU_A)
+    y_a = _load_rows(Y, j, n_a, f, mask_a, f_mask, NU, F)
+    vy_a = y_a  # unused without v_Y
+    if HAS_VY:
+        vy_a = _load_rows(v_Y, j, n_a, f, mask_a, f_mask, NU, F)
+    if NU_B > 0:
+        n_b, mask_b, inv_mu_b, sig_b, vmu_b, vsig_b = _nu_block(mu, sigma, v_mu, v_sigma, NU_A, NU, NU_B)
+        y_b = _load_rows(Y, j, n_b, f, mask_b, f_mask, NU, F)
+        vy_b = y_b
+        if HAS_VY:
+            vy_b = _load_rows(v_Y, j, n_b, f, mask_b, f_mask, NU, F)
     for q in range(tl.load(ptr + j), tl.load(ptr + j + 1)):
         p = tl.load(order + q)
         ux, uy, uz, r, inv_r = load_unit(coord, p)
+        v_radial = 0.0
         if DOUBLE:
-            s, s_r, s_mu, s_sigma = sensitivity_first(r, inv_r, inv_mu, sig, nu_mask, k, rc)
             v_radial = (tl.load(v_coord + p * 3) * ux + tl.load(v_coord + p * 3 + 1) * uy
                         + tl.load(v_coord + p * 3 + 2) * uz)
-            bar_ds = (v_radial * s_r + tl.load(v_mu + n, mask=nu_mask, other=0.0) * s_mu
-                      + tl.load(v_sigma + n, mask=nu_mask, other=0.0) * s_sigma)
-            bar_dt = tl.sum(bar_ds[:, None] * y, axis=0)
-            if HAS_VY:
-                bar_dt += tl.sum(s[:, None] * _load_rows(v_Y, j, n, f, nu_mask, f_mask, NU, F), axis=0)
+        t, bar_dt = _contract_block(r, inv_r, inv_mu_a, sig_a, vmu_a, vsig_a, v_radial, mask_a, y_a, vy_a, k, rc,
+                                    DOUBLE, HAS_VY)
+        if NU_B > 0:
+            t_b, bar_dt_b = _contract_block(r, inv_r, inv_mu_b, sig_b, vmu_b, vsig_b, v_radial, mask_b, y_b, vy_b, k,
+                                            rc, DOUBLE, HAS_VY)
+            t += t_b
+            bar_dt += bar_dt_b
+        tl.store(t_out + p * F + f, t, mask=f_mask)
+        if DOUBLE:
             tl.store(bar_dt_out + p * F + f, bar_dt, mask=f_mask)
-        else:
-            s = sensitivity_value(r, inv_r, inv_mu, sig, nu_mask, k, rc)
-        tl.store(t_out + p * F + f, tl.sum(s[:, None] * y, axis=0), mask=f_mask)
 
 
 @triton.jit
@@ -259,72 +293,128 @@ def _receiver_kernel(t, bar_dt, grad_out, coord, order, ptr, lam1, lam2, consts,
 
 
 @triton.jit
+def _sender_block(p, f0, r, inv_r, inv_mu, sig, vmu, vsig, v_radial, n, nu_mask, y, vy, dtv, btv, ds_buf, bar_s_buf,
+                  NU, k, rc, DOUBLE: tl.constexpr, HAS_VY: tl.constexpr):
+    """One ν block of pair p over one feature block: its part of grad_Y_j (returned), and ds_p (and
+    bar_s_p) accumulated into their buffers."""
+    if DOUBLE:
+        s, s_r, s_mu, s_sigma = sensitivity_first(r, inv_r, inv_mu, sig, nu_mask, k, rc)
+        bar_ds = v_radial * s_r + vmu * s_mu + vsig * s_sigma
+        gy = s[:, None] * btv[None, :] + bar_ds[:, None] * dtv[None, :]
+        bar_s = tl.sum(y * btv[None, :], axis=1)
+        if HAS_VY:
+            bar_s += tl.sum(vy * dtv[None, :], axis=1)
+        _accumulate(bar_s_buf + p * NU + n, bar_s, nu_mask, f0)
+    else:
+        s = sensitivity_value(r, inv_r, inv_mu, sig, nu_mask, k, rc)
+        gy = s[:, None] * dtv[None, :]
+    _accumulate(ds_buf + p * NU + n, tl.sum(y * dtv[None, :], axis=1), nu_mask, f0)
+    return gy
+
+
+@triton.jit
+def _finish_block(p, r, inv_r, inv_mu, sig, vmu, vsig, v_radial, n, nu_mask, ds_buf, bar_s_buf, NU, k, rc,
+                  DOUBLE: tl.constexpr):
+    """One ν block's part of pair p's d(loss)/dr (d_dist), of the double backward's bar_dist, and of
+    the sender's mu and sigma partials."""
+    s, s_r, s_mu, s_sigma = sensitivity_first(r, inv_r, inv_mu, sig, nu_mask, k, rc)
+    ds = tl.load(ds_buf + p * NU + n, mask=nu_mask, other=0.0)
+    d_dist = tl.sum(ds * s_r, axis=0)
+    if DOUBLE:
+        bar_s = tl.load(bar_s_buf + p * NU + n, mask=nu_mask, other=0.0)
+        s_rr, s_rmu, s_rsigma, s_mumu, s_musigma, s_sigmasigma = sensitivity_second(r, inv_r, inv_mu, sig, nu_mask,
+                                                                                    k, rc)
+        bar_dist = tl.sum(ds * (v_radial * s_rr + vmu * s_rmu + vsig * s_rsigma) + bar_s * s_r, axis=0)
+        g_mu = ds * (v_radial * s_rmu + vmu * s_mumu + vsig * s_musigma) + bar_s * s_mu
+        g_sigma = ds * (v_radial * s_rsigma + vmu * s_musigma + vsig * s_sigmasigma) + bar_s * s_sigma
+    else:
+        bar_dist = d_dist * 0.0
+        g_mu = ds * s_mu
+        g_sigma = ds * s_sigma
+    return d_dist, bar_dist, g_mu, g_sigma
+
+
+@triton.jit
 def _sender_kernel(Y, coord, order, ptr, mu, sigma, consts, v_Y, v_coord, v_mu, v_sigma, dt, bar_t, d_factors,
                    bar_factors, ds_buf, bar_s_buf, grad_Y, grad_coord, mu_part, sigma_part, NU, F, C,
-                   LMAX: tl.constexpr, DOUBLE: tl.constexpr, HAS_VY: tl.constexpr, NU_PAD: tl.constexpr,
-                   C_PAD: tl.constexpr, BLOCK_F: tl.constexpr):
+                   LMAX: tl.constexpr, DOUBLE: tl.constexpr, HAS_VY: tl.constexpr, NU_A: tl.constexpr,
+                   NU_B: tl.constexpr, C_PAD: tl.constexpr, BLOCK_F: tl.constexpr):
     j = tl.program_id(0).to(tl.int64)
-    n = tl.arange(0, NU_PAD)
-    nu_mask = n < NU
     c = tl.arange(0, C_PAD)
     c_mask = c < C
     k, rc, eps, third = load_constants(consts)
-    inv_mu, sig = load_sensitivity_params(mu, sigma, n, nu_mask)
-    vmu = tl.load(v_mu + n, mask=nu_mask, other=0.0)
-    vsig = tl.load(v_sigma + n, mask=nu_mask, other=0.0)
+    n_a, mask_a, inv_mu_a, sig_a, vmu_a, vsig_a = _nu_block(mu, sigma, v_mu, v_sigma, 0, NU, NU_A)
+    if NU_B > 0:
+        n_b, mask_b, inv_mu_b, sig_b, vmu_b, vsig_b = _nu_block(mu, sigma, v_mu, v_sigma, NU_A, NU, NU_B)
     start = tl.load(ptr + j)
     end = tl.load(ptr + j + 1)
     for f0 in range(0, F, BLOCK_F):  # grad_Y_j and the reductions over this block of features
         f = f0 + tl.arange(0, BLOCK_F)
         f_mask = f < F
-        y = _load_rows(Y, j, n, f, nu_mask, f_mask, NU, F)
+        y_a = _load_rows(Y, j, n_a, f, mask_a, f_mask, NU, F)
+        vy_a = y_a  # unused without v_Y
         if HAS_VY:
-            vy = _load_rows(v_Y, j, n, f, nu_mask, f_mask, NU, F)
-        gy = tl.zeros((NU_PAD, BLOCK_F), dtype=y.dtype)
+            vy_a = _load_rows(v_Y, j, n_a, f, mask_a, f_mask, NU, F)
+        gy_a = tl.zeros((NU_A, BLOCK_F), dtype=y_a.dtype)
+        if NU_B > 0:
+            y_b = _load_rows(Y, j, n_b, f, mask_b, f_mask, NU, F)
+            vy_b = y_b
+            if HAS_VY:
+                vy_b = _load_rows(v_Y, j, n_b, f, mask_b, f_mask, NU, F)
+            gy_b = tl.zeros((NU_B, BLOCK_F), dtype=y_a.dtype)
         for q in range(start, end):
             p = tl.load(order + q)
             ux, uy, uz, r, inv_r = load_unit(coord, p)
             dtv = tl.load(dt + p * F + f, mask=f_mask, other=0.0)
+            btv = dtv
+            v_radial = 0.0
             if DOUBLE:
-                s, s_r, s_mu, s_sigma = sensitivity_first(r, inv_r, inv_mu, sig, nu_mask, k, rc)
+                btv = tl.load(bar_t + p * F + f, mask=f_mask, other=0.0)
                 v_radial = (tl.load(v_coord + p * 3) * ux + tl.load(v_coord + p * 3 + 1) * uy
                             + tl.load(v_coord + p * 3 + 2) * uz)
-                bar_ds = v_radial * s_r + vmu * s_mu + vsig * s_sigma
-                btv = tl.load(bar_t + p * F + f, mask=f_mask, other=0.0)
-                gy += s[:, None] * btv[None, :] + bar_ds[:, None] * dtv[None, :]
-                bar_s = tl.sum(y * btv[None, :], axis=1)
-                if HAS_VY:
-                    bar_s += tl.sum(vy * dtv[None, :], axis=1)
-                _accumulate(bar_s_buf + p * NU + n, bar_s, nu_mask, f0)
-            else:
-                s = sensitivity_value(r, inv_r, inv_mu, sig, nu_mask, k, rc)
-                gy += s[:, None] * dtv[None, :]
-            _accumulate(ds_buf + p * NU + n, tl.sum(y * dtv[None, :], axis=1), nu_mask, f0)
-        tl.store(grad_Y + j * NU * F + n[:, None] * F + f[None, :], gy, mask=nu_mask[:, None] & f_mask[None, :])
+            gy_a += _sender_block(p, f0, r, inv_r, inv_mu_a, sig_a, vmu_a, vsig_a, v_radial, n_a, mask_a, y_a, vy_a,
+                                  dtv, btv, ds_buf, bar_s_buf, NU, k, rc, DOUBLE, HAS_VY)
+            if NU_B > 0:
+                gy_b += _sender_block(p, f0, r, inv_r, inv_mu_b, sig_b, vmu_b, vsig_b, v_radial, n_b, mask_b, y_b,
+                                      vy_b, dtv, btv, ds_buf, bar_s_buf, NU, k, rc, DOUBLE, HAS_VY)
+        tl.store(grad_Y + j * NU * F + n_a[:, None] * F + f[None, :], gy_a, mask=mask_a[:, None] & f_mask[None, :])
+        if NU_B > 0:
+            tl.store(grad_Y + j * NU * F + n_b[:, None] * F + f[None, :], gy_b,
+                     mask=mask_b[:, None] & f_mask[None, :])
         tl.debug_barrier()  # the reductions are read back below and by the next block
-    g_mu = tl.zeros((NU_PAD,), dtype=inv_mu.dtype)
-    g_sigma = tl.zeros((NU_PAD,), dtype=inv_mu.dtype)
+    g_mu_a = tl.zeros((NU_A,), dtype=inv_mu_a.dtype)
+    g_sigma_a = tl.zeros((NU_A,), dtype=inv_mu_a.dtype)
+    if NU_B > 0:
+        g_mu_b = tl.zeros((NU_B,), dtype=inv_mu_a.dtype)
+        g_sigma_b = tl.zeros((NU_B,), dtype=inv_mu_a.dtype)
     for q in range(start, end):  # per pair: the pair-vector gradient; j's mu and sigma partials
         p = tl.load(order + q)
         ux, uy, uz, r, inv_r = load_unit(coord, p)
-        s, s_r, s_mu, s_sigma = sensitivity_first(r, inv_r, inv_mu, sig, nu_mask, k, rc)
-        ds = tl.load(ds_buf + p * NU + n, mask=nu_mask, other=0.0)
+        v_radial = 0.0
+        if DOUBLE:
+            vcx = tl.load(v_coord + p * 3)
+            vcy = tl.load(v_coord + p * 3 + 1)
+            vcz = tl.load(v_coord + p * 3 + 2)
+            v_radial = vcx * ux + vcy * uy + vcz * uz
+        d_dist, bar_dist, g_mu, g_sigma = _finish_block(p, r, inv_r, inv_mu_a, sig_a, vmu_a, vsig_a, v_radial, n_a,
+                                                        mask_a, ds_buf, bar_s_buf, NU, k, rc, DOUBLE)
+        g_mu_a += g_mu
+        g_sigma_a += g_sigma
+        if NU_B > 0:
+            d_dist_b, bar_dist_b, g_mu, g_sigma = _finish_block(p, r, inv_r, inv_mu_b, sig_b, vmu_b, vsig_b, v_radial,
+                                                                n_b, mask_b, ds_buf, bar_s_buf, NU, k, rc, DOUBLE)
+            d_dist += d_dist_b
+            bar_dist += bar_dist_b
+            g_mu_b += g_mu
+            g_sigma_b += g_sigma
         d_fac = tl.load(d_factors + p * C + c, mask=c_mask, other=0.0)
         jx, jy, jz = factor_jacobian(ux, uy, uz, c, LMAX)
         dux = tl.sum(d_fac * jx, axis=0)
         duy = tl.sum(d_fac * jy, axis=0)
         duz = tl.sum(d_fac * jz, axis=0)
-        d_dist = tl.sum(ds * s_r, axis=0)
         if DOUBLE:
-            bar_s = tl.load(bar_s_buf + p * NU + n, mask=nu_mask, other=0.0)
             bar_fac = tl.load(bar_factors + p * C + c, mask=c_mask, other=0.0)
-            vcx = tl.load(v_coord + p * 3)
-            vcy = tl.load(v_coord + p * 3 + 1)
-            vcz = tl.load(v_coord + p * 3 + 2)
-            v_radial = vcx * ux + vcy * uy + vcz * uz
             u_dot_du = ux * dux + uy * duy + uz * duz
-            s_rr, s_rmu, s_rsigma, s_mumu, s_musigma, s_sigmasigma = sensitivity_second(r, inv_r, inv_mu, sig,
-                                                                                        nu_mask, k, rc)
             bux = (-u_dot_du * vcx - v_radial * dux) * inv_r + d_dist * vcx
             buy = (-u_dot_du * vcy - v_radial * duy) * inv_r + d_dist * vcy
             buz = (-u_dot_du * vcz - v_radial * duz) * inv_r + d_dist * vcz
@@ -334,22 +424,20 @@ def _sender_kernel(Y, coord, order, ptr, mu, sigma, consts, v_Y, v_coord, v_mu, 
                 bux += tl.sum(d_fac * hx, axis=0)
                 buy += tl.sum(d_fac * hy, axis=0)
                 buz += tl.sum(d_fac * hz, axis=0)
-            bar_dist = (-(vcx * (dux - u_dot_du * ux) + vcy * (duy - u_dot_du * uy) + vcz * (duz - u_dot_du * uz))
-                        * inv_r * inv_r + tl.sum(ds * (v_radial * s_rr + vmu * s_rmu + vsig * s_rsigma), axis=0)
-                        + tl.sum(bar_s * s_r, axis=0))
-            g_mu += ds * (v_radial * s_rmu + vmu * s_mumu + vsig * s_musigma) + bar_s * s_mu
-            g_sigma += ds * (v_radial * s_rsigma + vmu * s_musigma + vsig * s_sigmasigma) + bar_s * s_sigma
+            bar_dist += (-(vcx * (dux - u_dot_du * ux) + vcy * (duy - u_dot_du * uy) + vcz * (duz - u_dot_du * uz))
+                         * inv_r * inv_r)
             gx, gy_, gz = chain_to_coord(bux + tl.sum(bar_fac * jx, axis=0), buy + tl.sum(bar_fac * jy, axis=0),
                                          buz + tl.sum(bar_fac * jz, axis=0), bar_dist, ux, uy, uz, inv_r)
         else:
-            g_mu += ds * s_mu
-            g_sigma += ds * s_sigma
             gx, gy_, gz = chain_to_coord(dux, duy, duz, d_dist, ux, uy, uz, inv_r)
         tl.store(grad_coord + p * 3, gx)
         tl.store(grad_coord + p * 3 + 1, gy_)
         tl.store(grad_coord + p * 3 + 2, gz)
-    tl.store(mu_part + j * NU + n, g_mu, mask=nu_mask)
-    tl.store(sigma_part + j * NU + n, g_sigma, mask=nu_mask)
+    tl.store(mu_part + j * NU + n_a, g_mu_a, mask=mask_a)
+    tl.store(sigma_part + j * NU + n_a, g_sigma_a, mask=mask_a)
+    if NU_B > 0:
+        tl.store(mu_part + j * NU + n_b, g_mu_b, mask=mask_b)
+        tl.store(sigma_part + j * NU + n_b, g_sigma_b, mask=mask_b)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -360,7 +448,8 @@ def launch_config(kernel: str, nu: int, features: int, lmax: int) -> dict:
 
     ``kernel`` is "sender_contract", "receiver_forward", "receiver" or "sender". Every kernel takes
     the features in blocks (the receiver and sender kernels loop over them), so every width runs.
-    The sender kernels hold (NU_PAD, BLOCK_F) tiles of Y (and v_Y, grad_Y): blocks of 64 features
+    The sender kernels hold (NU_A, BLOCK_F) and (NU_B, BLOCK_F) tiles of Y (and v_Y, grad_Y), ν split
+    into two power-of-two blocks (20 = 16 + 4: no padding; 37 = 32 + 8): blocks of 64 features
     and about 4 tile entries per thread keep them within 128 registers without spills in float32
     (``tests/test_triton_compile.py`` checks it, under Triton 3.6 and the newest); the receivers hold
     the scalar component apart and the others as (V_PAD, BLOCK_F) tiles (8 rows at lmax 2, no
@@ -371,13 +460,14 @@ def launch_config(kernel: str, nu: int, features: int, lmax: int) -> dict:
     sender = kernel in ("sender_contract", "sender")
     block_f = min(pow2(features), 128 if kernel == "receiver_forward" else 64)
     config = dict(BLOCK_F=block_f)
-    if sender:
-        config.update(NU_PAD=pow2(nu))
+    if sender:  # ν in two power-of-two blocks, NU_A + NU_B >= ν with little padding (20 = 16 + 4)
+        nu_a = 1 << (max(nu, 1).bit_length() - 1)
+        config.update(NU_A=nu_a, NU_B=pow2(nu - nu_a, minimum=1) if nu > nu_a else 0)
     if kernel == "sender":
         config.update(LMAX=lmax, C_PAD=pow2(reference.N_COMPONENTS[lmax]))
     if kernel in ("receiver_forward", "receiver"):  # the components after the scalar one, unpadded at lmax 2
         config.update(LMAX=lmax, V_PAD=pow2(reference.N_COMPONENTS[lmax] - 1, minimum=1))
     if kernel == "receiver":  # measured: the warps that compile without spills under Triton 3.6 and 3.9
         return dict(config, num_warps=1 if lmax == 1 else 4)
-    rows = config["NU_PAD"] if sender else config["V_PAD"]
+    rows = config["NU_A"] + config["NU_B"] if sender else config["V_PAD"]
     return dict(config, num_warps=warps_for(rows * block_f, 4 if sender else 16))
