@@ -198,7 +198,7 @@ def test_the_documented_widths_hold_on_this_gpu(target, kernels, dtype):
 
 @_EMULATOR
 @pytest.mark.parametrize("case", ["random", "many_molecules", "chunks_and_tiles"])
-def test_no_thread_races_in_any_kernel(emulated_launchers, case):
+def test_emulated_kernels_have_no_thread_races(emulated_launchers, case):
     """The hazard check (csrc/emulation/racecheck.h) over every level of the interaction and the
     envsum family: no two threads touch an element without a barrier between them, and no two
     blocks write one element (or one reads what another writes)."""
@@ -225,7 +225,7 @@ def test_no_thread_races_in_any_kernel(emulated_launchers, case):
 
 
 @_EMULATOR
-def test_every_level_at_the_spec9_batch(emulated_launchers):
+def test_emulated_every_level_at_the_spec9_batch(emulated_launchers):
     """The SPEC section 9 batch (256 molecules x 20 atoms, 77,560 pairs, nu = 20, F = 128, lmax 2) in
     float64: forward, backward and the double backward as force training calls it (v_Y and v_coord),
     against the reference."""
