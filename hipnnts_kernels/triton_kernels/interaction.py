@@ -175,6 +175,23 @@ def _sender_contract_kernel(Y, coord, order, ptr, mu, sigma, consts, v_Y, v_coor
 
 
 @triton.jit
+def _receiver_m(t, coord, order, start, end, f, f_mask, c, third, F, LMAX: tl.constexpr, V_PAD: tl.constexpr,
+                BLOCK_F: tl.constexpr):
+    """m of a receiver's pairs [start, end) for one feature block: the scalar component m0 = sum_p t_p
+    (BLOCK_F,) and the others, sum_p A_p[c] t_p over c (V_PAD, BLOCK_F)."""
+    m0 = tl.zeros((BLOCK_F,), dtype=t.dtype.element_ty)
+    m = tl.zeros((V_PAD, BLOCK_F), dtype=t.dtype.element_ty)
+    for q in range(start, end):
+        p = tl.load(order + q)
+        tv = tl.load(t + p * F + f, mask=f_mask, other=0.0)
+        m0 += tv
+        if LMAX >= 1:
+            ux, uy, uz, r, inv_r = load_unit(coord, p)
+            m += angular_factors(ux, uy, uz, third, c, LMAX)[:, None] * tv[None, :]
+    return m0, m
+
+
+@triton.jit
 def _receiver_forward_kernel(t, coord, order, ptr, lam1, lam2, consts, out, F, LMAX: tl.constexpr,
                              V_PAD: tl.constexpr, BLOCK_F: tl.constexpr):
     i = tl.program_id(0).to(tl.int64)
@@ -182,15 +199,8 @@ def _receiver_forward_kernel(t, coord, order, ptr, lam1, lam2, consts, out, F, L
     f_mask = f < F
     c = tl.arange(0, V_PAD) + 1  # the components after the scalar one (see _receiver_kernel)
     k, rc, eps, third = load_constants(consts)
-    m0 = tl.zeros((BLOCK_F,), dtype=t.dtype.element_ty)
-    m = tl.zeros((V_PAD, BLOCK_F), dtype=t.dtype.element_ty)
-    for q in range(tl.load(ptr + i), tl.load(ptr + i + 1)):
-        p = tl.load(order + q)
-        tv = tl.load(t + p * F + f, mask=f_mask, other=0.0)
-        m0 += tv
-        if LMAX >= 1:
-            ux, uy, uz, r, inv_r = load_unit(coord, p)
-            m += angular_factors(ux, uy, uz, third, c, LMAX)[:, None] * tv[None, :]
+    m0, m = _receiver_m(t, coord, order, tl.load(ptr + i), tl.load(ptr + i + 1), f, f_mask, c, third, F, LMAX,
+                        V_PAD, BLOCK_F)
     _, a1, a2, mxx, myy = _invariants(m, c, eps)
     result = m0
     if LMAX >= 1:
@@ -215,15 +225,7 @@ def _receiver_kernel(t, bar_dt, grad_out, coord, order, ptr, lam1, lam2, consts,
     for f0 in range(0, F, BLOCK_F):
         f = f0 + tl.arange(0, BLOCK_F)
         f_mask = f < F
-        m0 = tl.zeros((BLOCK_F,), dtype=t.dtype.element_ty)
-        m = tl.zeros((V_PAD, BLOCK_F), dtype=t.dtype.element_ty)
-        for q in range(start, end):  # m
-            p = tl.load(order + q)
-            tv = tl.load(t + p * F + f, mask=f_mask, other=0.0)
-            m0 += tv
-            if LMAX >= 1:
-                ux, uy, uz, r, inv_r = load_unit(coord, p)
-                m += angular_factors(ux, uy, uz, third, c, LMAX)[:, None] * tv[None, :]
+        m0, m = _receiver_m(t, coord, order, start, end, f, f_mask, c, third, F, LMAX, V_PAD, BLOCK_F)
         _, a1, a2, mxx, myy = _invariants(m, c, eps)
         g = tl.load(grad_out + i * F + f, mask=f_mask, other=0.0)
         l1 = tl.load(lam1 + f, mask=f_mask, other=0.0)
