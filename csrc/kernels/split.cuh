@@ -54,8 +54,10 @@ struct SenderShared {
     sptr<index_t> pair;                        // (K,) pair ids of the chunk
     sptr<T> geometry;                          // (K, SplitTraits::geometry)
     sptr<T> inv_mu, sigma, v_mu, v_sigma;      // (nu,); v_* in the double backward
-    sptr<T> s, s_r, s_mu, s_sigma, ds;         // (K, nu_stride); backward: all
-    sptr<T> bar_ds, second_r, second_mu, second_sigma, bar_s;  // double: bar_ds; double backward: all
+    // (K, nu_stride): s and bar_ds (double) while the tiles run, the reductions ds and bar_s (double
+    // backward); after the tiles the four hold the per-(pair, nu) terms of the finish (see
+    // sender_finish_terms), the backward's third one in `terms`
+    sptr<T> s, bar_ds, ds, bar_s, terms;
     sptr<T> y, v_y;                            // (nu, row_stride): Y_j's (and v_Y_j's) feature tile
     sptr<T> rows, rows2;                       // (K, row_stride): dt (and bar_t) rows of the chunk
     sptr<T> g_mu, g_sigma;                     // (nu,) the sender's partial gradients
@@ -77,18 +79,13 @@ struct SenderShared {
             sh.v_y = c.take<T>(nu * W);
         }
         if (backward) {
-            sh.s_r = c.take<T>(per_pair);
-            sh.s_mu = c.take<T>(per_pair);
-            sh.s_sigma = c.take<T>(per_pair);
             sh.ds = c.take<T>(per_pair);
             sh.rows = c.take<T>(K * W);
             sh.g_mu = c.take<T>(nu);
             sh.g_sigma = c.take<T>(nu);
+            if (!dbl) sh.terms = c.take<T>(per_pair);
         }
         if (backward && dbl) {
-            sh.second_r = c.take<T>(per_pair);
-            sh.second_mu = c.take<T>(per_pair);
-            sh.second_sigma = c.take<T>(per_pair);
             sh.bar_s = c.take<T>(per_pair);
             sh.rows2 = c.take<T>(K * W);
         }
@@ -141,8 +138,8 @@ __device__ void stage_constants(const InteractionView<T>& v, const CotangentView
 }
 
 // Geometry of the chunk's pairs (one thread per pair), then their sensitivities (one thread per
-// (pair, nu)): with `partials` also their partials in r, mu and sigma, zeroed reductions and, in
-// the double backward, the second partials contracted with the cotangents. Ends with a barrier.
+// (pair, nu)) and, in the double backward, bar_ds; with `partials` the reductions zeroed. Ends with
+// a barrier.
 template <class T, bool DOUBLE>
 __device__ void stage_sender_chunk(const InteractionView<T>& v, const CotangentView<T>& cot, index_t c0, int count,
                                    SenderShared<T>& sh, bool partials) {
@@ -171,19 +168,42 @@ __device__ void stage_sender_chunk(const InteractionView<T>& v, const CotangentV
         sh.s[q] = s.s;
         if (DOUBLE) sh.bar_ds[q] = v_radial * s.s_r + sh.v_mu[n] * s.s_mu + sh.v_sigma[n] * s.s_sigma;
         if (!partials) continue;
-        sh.s_r[q] = s.s_r;
-        sh.s_mu[q] = s.s_mu;
-        sh.s_sigma[q] = s.s_sigma;
         sh.ds[q] = T(0);
-        if (DOUBLE) {
-            const SensitivitySecond<T> s2 = sensitivity_second<T>(inv_r, inv_mu, sigma, cut);
-            HIPNNTS_FLOPS(kSecondPartialFlops);
-            const T vmu = sh.v_mu[n], vsig = sh.v_sigma[n];
-            sh.second_r[q] = v_radial * s2.rr + vmu * s2.rmu + vsig * s2.rsigma;
-            sh.second_mu[q] = v_radial * s2.rmu + vmu * s2.mumu + vsig * s2.musigma;
-            sh.second_sigma[q] = v_radial * s2.rsigma + vmu * s2.musigma + vsig * s2.sigmasigma;
-            sh.bar_s[q] = T(0);
+        if (DOUBLE) sh.bar_s[q] = T(0);
+    }
+    __syncthreads();
+}
+
+// After the tiles of a chunk, one thread per (pair, nu): the partials of s in r, mu and sigma (and,
+// in the double backward, the second partials contracted with the cotangents) recomputed from the
+// staged geometry, and the terms the finish sums written over the arrays the tiles no longer need:
+// ds <- ds s_r (summed over nu: d(loss)/dr), s <- the mu term, bar_ds (double) or terms <- the sigma
+// term, bar_s (double) <- ds second_r + bar_s s_r (summed over nu: the radial part of bar_dist).
+// Ends with a barrier.
+template <class T, bool DOUBLE>
+__device__ void sender_finish_terms(int count, int nu, SenderShared<T>& sh) {
+    constexpr int G = SplitTraits::geometry;
+    const int NS = SplitTraits::nu_stride(nu);
+    for (int item = threadIdx.x; item < count * nu; item += blockDim.x) {
+        const int kk = item / nu, n = item - kk * nu, q = kk * NS + n;
+        const sptr<T> geo = sh.geometry + kk * G;
+        const T inv_r = geo[4], inv_mu = sh.inv_mu[n], sigma = sh.sigma[n], v_radial = geo[8];
+        const Cutoff<T> cut{geo[5], geo[6], geo[7]};
+        const Sensitivity<T> s = sensitivity<T>(inv_r, inv_mu, sigma, cut);
+        HIPNNTS_FLOPS(kSensitivityFlops);
+        const T ds = sh.ds[q];
+        sh.ds[q] = ds * s.s_r;
+        if (!DOUBLE) {
+            sh.s[q] = ds * s.s_mu;
+            sh.terms[q] = ds * s.s_sigma;
+            continue;
         }
+        const SensitivitySecond<T> s2 = sensitivity_second<T>(inv_r, inv_mu, sigma, cut);
+        HIPNNTS_FLOPS(kSecondPartialFlops);
+        const T vmu = sh.v_mu[n], vsig = sh.v_sigma[n], bar_s = sh.bar_s[q];
+        sh.bar_s[q] = ds * (v_radial * s2.rr + vmu * s2.rmu + vsig * s2.rsigma) + bar_s * s.s_r;
+        sh.s[q] = ds * (v_radial * s2.rmu + vmu * s2.mumu + vsig * s2.musigma) + bar_s * s.s_mu;
+        sh.bar_ds[q] = ds * (v_radial * s2.rsigma + vmu * s2.musigma + vsig * s2.sigmasigma) + bar_s * s.s_sigma;
     }
     __syncthreads();
 }
@@ -254,8 +274,9 @@ struct SenderArgs {
     gptr<T> mu_part, sigma_part;        // (N, nu) per sender
 };
 
-// The pair-vector gradient of pair kk of the chunk: backward from ds and d_factors; DOUBLE (the
-// gradient of <v, backward outputs>) from ds, bar_s, d_factors, bar_factors and v_coord.
+// The pair-vector gradient of pair kk of the chunk (after sender_finish_terms): backward from
+// d(loss)/dr and d_factors; DOUBLE (the gradient of <v, backward outputs>) also from the radial
+// part of bar_dist, bar_factors and v_coord.
 template <class T, int LMAX, bool DOUBLE>
 __device__ void pair_gradient(const SenderShared<T>& sh, const SenderArgs<T>& a, const CotangentView<T>& cot, int kk,
                               int nu, T* out) {
@@ -267,8 +288,8 @@ __device__ void pair_gradient(const SenderShared<T>& sh, const SenderArgs<T>& a,
     T d_factors[C], d_unit[3], d_dist = T(0);
     for (int c = 0; c < C; ++c) d_factors[c] = a.d_factors[p * C + c];
     unit_gradient<T, LMAX>(pr.ux, pr.uy, pr.uz, d_factors, d_unit);
-    for (int n = 0; n < nu; ++n) d_dist += sh.ds[kk * NS + n] * sh.s_r[kk * NS + n];
-    HIPNNTS_FLOPS(2 * nu + 40);
+    for (int n = 0; n < nu; ++n) d_dist += sh.ds[kk * NS + n];
+    HIPNNTS_FLOPS(nu + 40);
     if (!DOUBLE) {
         chain_to_coord(pr, d_unit, d_dist, out);
         return;
@@ -277,10 +298,7 @@ __device__ void pair_gradient(const SenderShared<T>& sh, const SenderArgs<T>& a,
     const T vc[3] = {cot.v_coord[3 * p], cot.v_coord[3 * p + 1], cot.v_coord[3 * p + 2]};
     const T v_radial = geo[8], u_dot_du = u[0] * d_unit[0] + u[1] * d_unit[1] + u[2] * d_unit[2];
     T bar_dist = T(0), bar_unit[3], bdu[3], bar_factors[C], gu[3];
-    for (int n = 0; n < nu; ++n) {
-        const int q = kk * NS + n;
-        bar_dist += sh.ds[q] * sh.second_r[q] + sh.bar_s[q] * sh.s_r[q];
-    }
+    for (int n = 0; n < nu; ++n) bar_dist += sh.bar_s[kk * NS + n];
     for (int x = 0; x < 3; ++x) {
         bdu[x] = (vc[x] - v_radial * u[x]) * pr.inv_r;
         bar_unit[x] = (-u_dot_du * vc[x] - v_radial * d_unit[x]) * pr.inv_r + d_dist * vc[x];
@@ -294,7 +312,7 @@ __device__ void pair_gradient(const SenderShared<T>& sh, const SenderArgs<T>& a,
     for (int c = 0; c < C; ++c) bar_factors[c] = a.bar_factors[p * C + c];
     unit_gradient<T, LMAX>(pr.ux, pr.uy, pr.uz, bar_factors, gu);
     for (int x = 0; x < 3; ++x) bar_unit[x] += gu[x];
-    HIPNNTS_FLOPS(4 * nu + 80);
+    HIPNNTS_FLOPS(nu + 80);
     chain_to_coord(pr, bar_unit, bar_dist, out);
 }
 
@@ -365,6 +383,7 @@ __global__ void sender_kernel(InteractionView<T> v, CotangentView<T> cot, Sender
             }
         }
         __syncthreads();  // the reductions are complete
+        sender_finish_terms<T, DOUBLE>(count, nu, sh);
         for (int kk = tid; kk < count; kk += blockDim.x) {
             T g[3];
             pair_gradient<T, LMAX, DOUBLE>(sh, a, cot, kk, nu, g);
@@ -372,16 +391,12 @@ __global__ void sender_kernel(InteractionView<T> v, CotangentView<T> cot, Sender
         }
         for (int n = tid; n < nu; n += blockDim.x) {
             T g_mu = sh.g_mu[n], g_sigma = sh.g_sigma[n];
+            const sptr<T> sigma_terms = DOUBLE ? sh.bar_ds : sh.terms;
             for (int kk = 0; kk < count; ++kk) {
-                const int q = kk * NS + n;
-                g_mu += sh.ds[q] * (DOUBLE ? sh.second_mu[q] : sh.s_mu[q]);
-                g_sigma += sh.ds[q] * (DOUBLE ? sh.second_sigma[q] : sh.s_sigma[q]);
-                if (DOUBLE) {
-                    g_mu += sh.bar_s[q] * sh.s_mu[q];
-                    g_sigma += sh.bar_s[q] * sh.s_sigma[q];
-                }
+                g_mu += sh.s[kk * NS + n];
+                g_sigma += sigma_terms[kk * NS + n];
             }
-            HIPNNTS_FLOPS((DOUBLE ? 8 : 4) * count);
+            HIPNNTS_FLOPS(2 * count);
             sh.g_mu[n] = g_mu;
             sh.g_sigma[n] = g_sigma;
         }
