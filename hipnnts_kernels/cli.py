@@ -12,6 +12,7 @@ Units everywhere: kcal/mol, Å, kcal/mol/Å.
     hipnnts bench kernels                  # every op x backend x size vs the roofline -> bench/results/
     hipnnts bench models                   # HIP-NN, HIP-NN-TS vs hippynn and TensorNet -> bench/results/
     hipnnts bench traffic                  # memory-traffic model of the CUDA kernels, no GPU needed
+    hipnnts bench profile                  # where the CPU time of a training step goes, by op and level
 """
 from __future__ import annotations
 
@@ -239,13 +240,15 @@ def build_parser() -> argparse.ArgumentParser:
     xtb.add_arguments(generate)
     generate.set_defaults(func=lambda args: xtb.run(args) or 0)
 
-    from .benchmarks import kernels, models, traffic
+    from .benchmarks import kernels, models, profile, traffic
 
     bench = commands.add_parser("bench", help="kernel microbenchmarks and model comparisons (JSON, markdown, PNG)")
-    bench_commands = bench.add_subparsers(dest="bench_command", required=True, metavar="{kernels,models,traffic}")
+    bench_commands = bench.add_subparsers(dest="bench_command", required=True,
+                                          metavar="{kernels,models,traffic,profile}")
     for name, module, text in (("kernels", kernels, "every op x backend x size preset against the roofline"),
                                ("models", models, "HIP-NN and HIP-NN-TS against hippynn and TensorNet"),
-                               ("traffic", traffic, "memory-traffic MODEL of the CUDA kernels (emulator, no GPU)")):
+                               ("traffic", traffic, "memory-traffic MODEL of the CUDA kernels (emulator, no GPU)"),
+                               ("profile", profile, "where the CPU time of a training step goes, by op and level")):
         command = bench_commands.add_parser(name, help=text, description=module.__doc__,
                                             formatter_class=argparse.RawDescriptionHelpFormatter)
         module.add_arguments(command)

@@ -214,3 +214,22 @@ def test_traffic_model_compares_with_an_earlier_report(tmp_path, capsys):
     error = capsys.readouterr().err.strip()
     assert "\n" not in error and "bad.json" in error and "expected the JSON of an earlier" in error
     assert not (tmp_path / "x").exists()
+
+
+# -- hipnnts bench profile ---------------------------------------------------------------------
+def test_profile_reports_the_custom_ops_per_step(tmp_path, capsys):
+    from hipnnts_kernels.cli import main
+
+    assert main(["bench", "profile", "--size", "one", "--lmax", "2", "--task", "training", "--warmup", "0",
+                 "--repeats", "1", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "profile_cpu.json").read_text())
+    (p,) = result["profiles"]
+    assert p["task"] == "training" and p["lmax"] == 2 and p["step_ms"] > 0
+    # a training step runs the forward, the backward and (for the forces' gradient) the double backward
+    assert {"hipnnts::interaction", "hipnnts::interaction_backward",
+            "hipnnts::interaction_double_backward"} <= set(p["ops"])
+    assert p["top_self"] and all(e["op"].startswith("aten::") for e in p["top_self"])
+    assert "| `hipnnts::interaction_double_backward` |" in (tmp_path / "profile_cpu.md").read_text()
+    capsys.readouterr()
+    assert main(["bench", "profile", "--repeats", "0", "--out", str(tmp_path / "x")]) == 2
+    assert "--repeats" in capsys.readouterr().err and not (tmp_path / "x").exists()
