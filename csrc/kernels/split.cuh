@@ -1,6 +1,6 @@
 // The fused interaction's kernels, split into sender and receiver phases so that every feature row
-// of Y, v_Y and the per-pair rows (t, dt, ...) is read once per pass (docs/kernels.md, "Kernel
-// structure"). Per pair p (receiver i, sender j): s_p (nu) sensitivities, A_p (C) angular factors,
+// of Y, v_Y and the per-pair rows (t, dt, ...) is read once per pass (docs/kernels.md, "The CUDA
+// kernels", sender/receiver split). Per pair p (receiver i, sender j): s_p (nu) sensitivities, A_p (C) angular factors,
 // t_p = sum_nu s_p[nu] Y_j[nu] (F), m_i = sum_p A_p t_p (C x F).
 //
 //   sender_contract   block per sender j:   t_p for j's pairs; DOUBLE: bar_dt_p = bar_ds_p . Y_j + s_p . v_Y_j
@@ -16,8 +16,10 @@
 // (bar_ds_p = v_radial s_r + v_mu s_mu + v_sigma s_sigma and bar_A_p, the factors' derivative along
 // the cotangent's tangential part, are the cotangents of ds_p and d_factors_p.) Features run on the
 // threads in tiles of SplitTraits::tile_features. Each pair's geometry (r, unit vector, cutoff) is
-// computed once per kernel, its sensitivities once per (pair, nu); a sender's Y_j tile is staged
-// once per chunk of SplitTraits::pairs pairs. Reductions over features are small products out of
+// computed once per kernel, its sensitivities once per (pair, nu) (the sender kernels compute them
+// again, with their partials, when a chunk's reductions are complete, rather than hold them in
+// shared memory through the tiles); a sender's Y_j tile is staged once per chunk of
+// SplitTraits::pairs pairs. Reductions over features are small products out of
 // shared memory whose rows have an odd stride (no bank conflicts). Every output element has one
 // writer: no atomics, bitwise deterministic.
 #pragma once
@@ -47,8 +49,8 @@ struct SplitTraits {
 // FLOPs the traffic model counts for a pair's geometry (sqrt, division, cos, sin, products).
 constexpr int kGeometryFlops = 20;
 
-// What the sender kernels stage: `backward` the partials and reductions of sender_kernel, `dbl`
-// the double backward's cotangent terms.
+// What the sender kernels stage: `backward` the reductions and dt rows of sender_kernel, `dbl` the
+// double backward's cotangent terms.
 template <class T>
 struct SenderShared {
     sptr<index_t> pair;                        // (K,) pair ids of the chunk
