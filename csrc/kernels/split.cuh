@@ -139,6 +139,23 @@ __device__ void stage_constants(const InteractionView<T>& v, const CotangentView
     }
 }
 
+// Sensitivity n of staged pair kk with its first partials, and what its second partials need.
+template <class T>
+struct StagedSensitivity {
+    Sensitivity<T> s;
+    T inv_r, inv_mu, sigma, v_radial;
+    Cutoff<T> cut;
+};
+
+template <class T>
+__device__ StagedSensitivity<T> staged_sensitivity(const SenderShared<T>& sh, int kk, int n) {
+    const sptr<T> geo = sh.geometry + kk * SplitTraits::geometry;
+    const T inv_r = geo[4], inv_mu = sh.inv_mu[n], sigma = sh.sigma[n];
+    const Cutoff<T> cut{geo[5], geo[6], geo[7]};
+    HIPNNTS_FLOPS(kSensitivityFlops);
+    return {sensitivity<T>(inv_r, inv_mu, sigma, cut), inv_r, inv_mu, sigma, geo[8], cut};
+}
+
 // Geometry of the chunk's pairs (one thread per pair), then their sensitivities (one thread per
 // (pair, nu)) and, in the double backward, bar_ds; with `partials` the reductions zeroed. Ends with
 // a barrier.
@@ -162,13 +179,9 @@ __device__ void stage_sender_chunk(const InteractionView<T>& v, const CotangentV
     __syncthreads();
     for (int item = threadIdx.x; item < count * nu; item += blockDim.x) {
         const int kk = item / nu, n = item - kk * nu, q = kk * NS + n;
-        const sptr<T> geo = sh.geometry + kk * G;
-        const T inv_r = geo[4], inv_mu = sh.inv_mu[n], sigma = sh.sigma[n], v_radial = geo[8];
-        const Cutoff<T> cut{geo[5], geo[6], geo[7]};
-        const Sensitivity<T> s = sensitivity<T>(inv_r, inv_mu, sigma, cut);
-        HIPNNTS_FLOPS(kSensitivityFlops);
-        sh.s[q] = s.s;
-        if (DOUBLE) sh.bar_ds[q] = v_radial * s.s_r + sh.v_mu[n] * s.s_mu + sh.v_sigma[n] * s.s_sigma;
+        const StagedSensitivity<T> st = staged_sensitivity(sh, kk, n);
+        sh.s[q] = st.s.s;
+        if (DOUBLE) sh.bar_ds[q] = st.v_radial * st.s.s_r + sh.v_mu[n] * st.s.s_mu + sh.v_sigma[n] * st.s.s_sigma;
         if (!partials) continue;
         sh.ds[q] = T(0);
         if (DOUBLE) sh.bar_s[q] = T(0);
@@ -184,15 +197,12 @@ __device__ void stage_sender_chunk(const InteractionView<T>& v, const CotangentV
 // Ends with a barrier.
 template <class T, bool DOUBLE>
 __device__ void sender_finish_terms(int count, int nu, SenderShared<T>& sh) {
-    constexpr int G = SplitTraits::geometry;
     const int NS = SplitTraits::nu_stride(nu);
     for (int item = threadIdx.x; item < count * nu; item += blockDim.x) {
         const int kk = item / nu, n = item - kk * nu, q = kk * NS + n;
-        const sptr<T> geo = sh.geometry + kk * G;
-        const T inv_r = geo[4], inv_mu = sh.inv_mu[n], sigma = sh.sigma[n], v_radial = geo[8];
-        const Cutoff<T> cut{geo[5], geo[6], geo[7]};
-        const Sensitivity<T> s = sensitivity<T>(inv_r, inv_mu, sigma, cut);
-        HIPNNTS_FLOPS(kSensitivityFlops);
+        const StagedSensitivity<T> st = staged_sensitivity(sh, kk, n);
+        const Sensitivity<T>& s = st.s;
+        const T v_radial = st.v_radial;
         const T ds = sh.ds[q];
         sh.ds[q] = ds * s.s_r;
         if (!DOUBLE) {
@@ -200,7 +210,7 @@ __device__ void sender_finish_terms(int count, int nu, SenderShared<T>& sh) {
             sh.terms[q] = ds * s.s_sigma;
             continue;
         }
-        const SensitivitySecond<T> s2 = sensitivity_second<T>(inv_r, inv_mu, sigma, cut);
+        const SensitivitySecond<T> s2 = sensitivity_second<T>(st.inv_r, st.inv_mu, st.sigma, st.cut);
         HIPNNTS_FLOPS(kSecondPartialFlops);
         const T vmu = sh.v_mu[n], vsig = sh.v_sigma[n], bar_s = sh.bar_s[q];
         sh.bar_s[q] = ds * (v_radial * s2.rr + vmu * s2.rmu + vsig * s2.rsigma) + bar_s * s.s_r;
