@@ -44,14 +44,14 @@ const T* optional_ptr(const OptionalTensor& t) {
 
 // The interaction's argument pack as the schemas spell it (INTERACTION_INPUTS below).
 struct Inputs {
-    const at::Tensor &Y, &coord, &second, &order, &ptr, &sender_order, &sender_ptr, &mu, &sigma;
+    const at::Tensor &Y, &coord, &order, &ptr, &sender_order, &sender_ptr, &mu, &sigma;
     const OptionalTensor &lam1, &lam2;
     double cutoff, cusp_reg;
     int64_t lmax;
 
     template <class T>
     hipnnts::InteractionInputs<T> pointers() const {
-        return {Y.data_ptr<T>(), coord.data_ptr<T>(), second.data_ptr<index_t>(),
+        return {Y.data_ptr<T>(), coord.data_ptr<T>(),
                 hipnnts::Segments{order.data_ptr<index_t>(), ptr.data_ptr<index_t>()},
                 hipnnts::Segments{sender_order.data_ptr<index_t>(), sender_ptr.data_ptr<index_t>()},
                 mu.data_ptr<T>(), sigma.data_ptr<T>(), optional_ptr<T>(lam1), optional_ptr<T>(lam2), Y.size(0),
@@ -60,19 +60,19 @@ struct Inputs {
 };
 
 #define INTERACTION_ARGS                                                                                          \
-    const at::Tensor &Y, const at::Tensor &coord, const at::Tensor &second, const at::Tensor &order,           \
+    const at::Tensor &Y, const at::Tensor &coord, const at::Tensor &order,                                     \
         const at::Tensor &ptr, const at::Tensor &sender_order, const at::Tensor &sender_ptr, const at::Tensor &mu, \
         const at::Tensor &sigma, const OptionalTensor &lam1, const OptionalTensor &lam2, double cutoff,           \
         double cusp_reg, int64_t lmax
-#define INTERACTION_INPUTS Inputs{Y, coord, second, order, ptr, sender_order, sender_ptr, mu, sigma, lam1, lam2, \
+#define INTERACTION_INPUTS Inputs{Y, coord, order, ptr, sender_order, sender_ptr, mu, sigma, lam1, lam2, \
                                   cutoff, cusp_reg, lmax}
 #define INTERACTION_SCHEMA                                                                                     \
-    "Tensor Y, Tensor pair_coord, Tensor pair_second, Tensor receiver_order, Tensor receiver_ptr, "            \
+    "Tensor Y, Tensor pair_coord, Tensor receiver_order, Tensor receiver_ptr, "            \
     "Tensor sender_order, Tensor sender_ptr, Tensor mu, Tensor sigma, Tensor? vecscales, Tensor? quadscales, " \
     "float cutoff, float cusp_reg, int lmax"
 
 void check_interaction(const Inputs& in) {
-    const auto& [Y, coord, second, order, ptr, sender_order, sender_ptr, mu, sigma, lam1, lam2, cutoff, cusp_reg,
+    const auto& [Y, coord, order, ptr, sender_order, sender_ptr, mu, sigma, lam1, lam2, cutoff, cusp_reg,
                  lmax] = in;
     TORCH_CHECK(Y.dim() == 3, "hipnnts_cuda: Y must be (N, nu, F), got ", Y.sizes());
     TORCH_CHECK(Y.scalar_type() == at::kFloat || Y.scalar_type() == at::kDouble,
@@ -81,7 +81,6 @@ void check_interaction(const Inputs& in) {
     check_float(coord, "pair_coord", Y);
     check_float(mu, "mu", Y);
     check_float(sigma, "sigma", Y);
-    check_index(second, "pair_second", Y);
     check_index(order, "receiver_order", Y);
     check_index(ptr, "receiver_ptr", Y);
     check_index(sender_order, "sender_order", Y);

@@ -62,13 +62,12 @@ class EmulatedLaunchers:
             raise RuntimeError(f"emulated {name}: {message.decode()}")
 
     #: Length of the interaction's argument pack (see segment_kernels.Launchers).
-    N_INPUTS = 14
+    N_INPUTS = 13
 
     @staticmethod
-    def _inputs(Y, coord, second, order, ptr, sender_order, sender_ptr, mu, sigma, lam1, lam2, cutoff, cusp_reg,
-                lmax):
+    def _inputs(Y, coord, order, ptr, sender_order, sender_ptr, mu, sigma, lam1, lam2, cutoff, cusp_reg, lmax):
         n_atoms, nu, features = Y.shape
-        return (ctypes.c_int(Y.dtype == torch.float64), _ptr(Y), _ptr(coord), _ptr(second), _ptr(order), _ptr(ptr),
+        return (ctypes.c_int(Y.dtype == torch.float64), _ptr(Y), _ptr(coord), _ptr(order), _ptr(ptr),
                 _ptr(sender_order), _ptr(sender_ptr), _ptr(mu), _ptr(sigma), _ptr(lam1), _ptr(lam2),
                 ctypes.c_int64(n_atoms), ctypes.c_int64(coord.shape[0]), ctypes.c_int(nu), ctypes.c_int(features),
                 ctypes.c_int(lmax), ctypes.c_double(cutoff), ctypes.c_double(cusp_reg))

@@ -25,7 +25,7 @@ class Launchers(Protocol):
 
     Floating tensors are contiguous and share a dtype; indices are int64; optional tensors are
     None when absent (see csrc/kernels/launch.h for the CUDA ones). ``<inputs>`` below is the
-    interaction's argument pack: Y, coord, second, order, ptr (receiver segments), sender_order,
+    interaction's argument pack: Y, coord, order, ptr (receiver segments), sender_order,
     sender_ptr, mu, sigma, lam1, lam2, cutoff, cusp_reg, lmax. The backward's mu_part and
     sigma_part are per-atom partial sums (by sender or receiver, the launcher's choice), lam1_part
     and lam2_part per receiver; the caller sums them over atoms.
@@ -75,9 +75,9 @@ class SegmentKernels:
     def _inputs(Y, pair_coord, pair_first, pair_second, mu, sigma, vecscales, quadscales, cutoff, cusp_reg, lmax):
         """The interaction's argument pack (see :class:`Launchers`)."""
         index = pair_index(pair_first, pair_second, Y.shape[0])
-        inputs = (Y.contiguous(), pair_coord.contiguous(), pair_second.to(torch.int64).contiguous(),
-                  index.receiver_order, index.receiver_ptr, index.sender_order, index.sender_ptr, mu.contiguous(),
-                  sigma.contiguous(), None if vecscales is None else vecscales.contiguous(),
+        inputs = (Y.contiguous(), pair_coord.contiguous(), index.receiver_order, index.receiver_ptr,
+                  index.sender_order, index.sender_ptr, mu.contiguous(), sigma.contiguous(),
+                  None if vecscales is None else vecscales.contiguous(),
                   None if quadscales is None else quadscales.contiguous(), float(cutoff), float(cusp_reg), int(lmax))
         return inputs
 

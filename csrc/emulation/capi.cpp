@@ -14,11 +14,11 @@ using hipnnts::Segments;
 namespace {
 
 template <class T>
-InteractionInputs<T> inputs(const void* Y, const void* coord, const index_t* second, const index_t* order,
+InteractionInputs<T> inputs(const void* Y, const void* coord, const index_t* order,
                             const index_t* ptr, const index_t* sender_order, const index_t* sender_ptr,
                             const void* mu, const void* sigma, const void* lam1, const void* lam2, index_t n_atoms,
                             index_t n_pairs, int nu, int features, int lmax, double cutoff, double cusp_reg) {
-    return {static_cast<const T*>(Y), static_cast<const T*>(coord), second, Segments{order, ptr},
+    return {static_cast<const T*>(Y), static_cast<const T*>(coord), Segments{order, ptr},
             Segments{sender_order, sender_ptr}, static_cast<const T*>(mu), static_cast<const T*>(sigma),
             static_cast<const T*>(lam1), static_cast<const T*>(lam2), n_atoms, n_pairs, nu, features, lmax, cutoff,
             cusp_reg};
@@ -32,12 +32,12 @@ std::vector<T> workspace(hipnnts::Level level, index_t n_pairs, int features, in
 }  // namespace
 
 #define HIPNNTS_INPUT_ARGS                                                                                  \
-    const void *Y, const void *coord, const index_t *second, const index_t *order, const index_t *ptr,     \
+    const void *Y, const void *coord, const index_t *order, const index_t *ptr,                            \
         const index_t *sender_order, const index_t *sender_ptr, const void *mu, const void *sigma,          \
         const void *lam1, const void *lam2, index_t n_atoms, index_t n_pairs, int nu, int features, int lmax, \
         double cutoff, double cusp_reg
 #define HIPNNTS_INPUTS(T)                                                                                   \
-    inputs<T>(Y, coord, second, order, ptr, sender_order, sender_ptr, mu, sigma, lam1, lam2, n_atoms, n_pairs, \
+    inputs<T>(Y, coord, order, ptr, sender_order, sender_ptr, mu, sigma, lam1, lam2, n_atoms, n_pairs, \
               nu, features, lmax, cutoff, cusp_reg)
 #define HIPNNTS_DISPATCH(call_float, call_double) (is_double ? (call_double) : (call_float))
 #define P(T, x) static_cast<T*>(x)

@@ -14,7 +14,6 @@ template <class T>
 struct InteractionView {
     gptr<const T> Y;              // (N, nu, F)
     gptr<const T> coord;          // (P, 3)
-    gptr<const index_t> second;   // (P,) sender of each pair
     gptr<const index_t> order;    // (P,) pair ids sorted by receiver
     gptr<const index_t> ptr;      // (N + 1,) receiver segments in order
     gptr<const index_t> sender_order, sender_ptr;  // the same by sender
@@ -27,7 +26,7 @@ struct InteractionView {
 
     static InteractionView from(const InteractionInputs<T>& in) {
         const double pi = 3.14159265358979323846;
-        return {in.Y, in.coord, in.second, in.receivers.order, in.receivers.ptr, in.senders.order, in.senders.ptr,
+        return {in.Y, in.coord, in.receivers.order, in.receivers.ptr, in.senders.order, in.senders.ptr,
                 in.mu, in.sigma, in.lam1, in.lam2,
                 in.nu, in.features, T(pi / (2.0 * in.cutoff)), T(in.cutoff), T(in.cusp_reg)};
     }

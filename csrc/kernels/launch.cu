@@ -15,11 +15,11 @@ namespace hipnnts {
 namespace {
 
 constexpr int kChunkSender = 16;    // pairs staged per shared-memory round, envsum family
-constexpr int kBlockNu = 16;        // sensitivities per block in the sender and envsum kernels
+constexpr int kBlockNu = 16;        // sensitivities per block in the envsum kernel
 constexpr int kSensesumThreads = 128;
 
-unsigned threads_for(int features, int nu = 0) {
-    const int n = std::max(std::max(features, nu), 1);
+unsigned threads_for(int features) {
+    const int n = std::max(features, 1);
     return unsigned((n + 31) / 32 * 32);
 }
 

@@ -27,7 +27,6 @@ template <class T>
 struct InteractionInputs {
     const T* Y;             // (N, nu, F)
     const T* coord;         // (P, 3)
-    const index_t* second;  // (P,) sender of each pair
     Segments receivers;
     Segments senders;
     const T* mu;            // (nu,)

@@ -113,7 +113,7 @@ int main() {
         return 1;
     }
     const hipnnts::Segments senders{to_device(sender_order), to_device(sender_ptr)};
-    const hipnnts::InteractionInputs<double> in{to_device(Y), to_device(coord), d_second, receivers, senders,
+    const hipnnts::InteractionInputs<double> in{to_device(Y), to_device(coord), receivers, senders,
                                                 to_device(mu), to_device(sigma), to_device(lam1), to_device(lam2), N, P,
                                                 nu, F, 2, cutoff, eps};
     double* d_workspace = nullptr;

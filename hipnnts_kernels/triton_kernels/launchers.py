@@ -38,7 +38,7 @@ class TritonLaunchers:
             DOUBLE=cot is not None, HAS_VY=v_Y is not None, **config)
 
     @launches_on("Y")
-    def interaction_forward(self, Y, coord, second, order, ptr, sender_order, sender_ptr, mu, sigma, lam1, lam2,
+    def interaction_forward(self, Y, coord, order, ptr, sender_order, sender_ptr, mu, sigma, lam1, lam2,
                             cutoff, cusp_reg, lmax, out):
         n_atoms, nu, features = Y.shape
         consts = constants(cutoff, cusp_reg, Y)
@@ -78,13 +78,13 @@ class TritonLaunchers:
             **launch_config("sender", nu, features, lmax))
 
     @launches_on("Y")
-    def interaction_backward(self, Y, coord, second, order, ptr, sender_order, sender_ptr, mu, sigma, lam1, lam2,
+    def interaction_backward(self, Y, coord, order, ptr, sender_order, sender_ptr, mu, sigma, lam1, lam2,
                              cutoff, cusp_reg, lmax, grad_out, gradients):
         self._derivative(Y, coord, order, ptr, sender_order, sender_ptr, mu, sigma, lam1, lam2, cutoff, cusp_reg,
                          lmax, None, None, None, grad_out, *gradients, None)
 
     @launches_on("Y")
-    def interaction_double_backward(self, Y, coord, second, order, ptr, sender_order, sender_ptr, mu, sigma, lam1,
+    def interaction_double_backward(self, Y, coord, order, ptr, sender_order, sender_ptr, mu, sigma, lam1,
                                     lam2, cutoff, cusp_reg, lmax, v_Y, v_coord, v_mu, v_sigma, v_lam1, v_lam2,
                                     grad_out, gradients):
         self._derivative(Y, coord, order, ptr, sender_order, sender_ptr, mu, sigma, lam1, lam2, cutoff, cusp_reg,
