@@ -1,5 +1,11 @@
-"""Build script: the pure-Python package, plus the CUDA extension ``hipnnts_kernels._C`` (csrc/)
-when the torch in the build environment has CUDA and nvcc is found.
+"""Build script: the pure-Python package, the CPU kernels ``hipnnts_kernels/_cpu_kernels*.so``
+(csrc/cpu/, when a C++ compiler is found), plus the CUDA extension ``hipnnts_kernels._C``
+(csrc/) when the torch in the build environment has CUDA and nvcc is found.
+
+The CPU kernels are a plain C++ library (no torch, no Python API; loaded with ctypes), so any pip
+install builds them, isolated or not. Without a working C++ compiler the build skips them with a
+message and the package installs without them (``backend="cpu"`` then says why it cannot run);
+``HIPNNTS_NO_CPU_KERNELS=1`` skips them on purpose.
 
 pip builds in an isolated environment without torch by default, which gives the pure-Python
 package (``backend="cuda"`` then says that the extension is not built). To build the extension,
@@ -77,6 +83,27 @@ def check_build_tools() -> None:
                      "pip install wheel (or 'setuptools>=70.1'), then install again")
 
 
+#: Flags of the CPU kernels: no -march (the library picks AVX2 kernels at run time, csrc/cpu/capi.cpp);
+#: contraction to FMA, and no errno or trap semantics, so that loops vectorise.
+#: -Wno-psabi: the vector helpers are internal, so GCC's note on their calling convention does not apply.
+CPU_FLAGS = ["-std=c++17", "-O3", "-ffp-contract=fast", "-fno-math-errno", "-fno-trapping-math", "-pthread",
+             "-Wno-psabi"]
+
+
+def cpu_kernels():
+    """(the CPU kernels' Extension or None, why they are skipped or None)."""
+    from setuptools import Extension
+
+    if os.environ.get("HIPNNTS_NO_CPU_KERNELS") == "1":
+        return None, "HIPNNTS_NO_CPU_KERNELS=1"
+    if os.name == "nt":
+        return None, "the CPU kernels are built with GCC or Clang; on Windows the package runs without them"
+    sources = ["csrc/cpu/capi.cpp", "csrc/cpu/kernels_default.cpp", "csrc/cpu/kernels_avx2.cpp"]
+    # optional: a failed compile (no compiler) skips the library instead of failing the install
+    return Extension("hipnnts_kernels._cpu_kernels", sources=sources, language="c++", optional=True,
+                     extra_compile_args=CPU_FLAGS, extra_link_args=["-pthread"]), None
+
+
 def cuda_extension():
     """(cmdclass, ext_modules, why the extension is skipped or None)."""
     if os.environ.get("HIPNNTS_NO_CUDA") == "1":
@@ -110,4 +137,7 @@ if __name__ == "__main__":  # pip's build backend runs this file as __main__; te
     cmdclass, ext_modules, skipped = cuda_extension()
     if skipped:
         say(f"building without the CUDA extension ({skipped})")
-    setup(cmdclass=cmdclass, ext_modules=ext_modules)
+    cpu, cpu_skipped = cpu_kernels()
+    if cpu_skipped:
+        say(f"building without the CPU kernels ({cpu_skipped})")
+    setup(cmdclass=cmdclass, ext_modules=ext_modules + ([cpu] if cpu else []))

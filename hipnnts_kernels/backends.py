@@ -18,11 +18,11 @@ from collections.abc import Callable
 
 import torch
 
-from . import cuda_backend
+from . import cpu_backend, cuda_backend
 
 #: Backends ``"auto"`` tries, in order, for each device type (others get ``"reference"``).
 #: The Triton interpreter (``TRITON_INTERPRET=1``) runs on CPU tensors only when asked for by name.
-PREFERENCE = {"cuda": ("cuda", "triton", "reference"), "cpu": ("reference",)}
+PREFERENCE = {"cuda": ("cuda", "triton", "reference"), "cpu": ("cpu", "reference")}
 
 _IMPLEMENTATIONS: dict[tuple[str, str], Callable] = {}
 _AVAILABILITY: dict[str, Callable[[torch.device], str | None]] = {}
@@ -93,7 +93,8 @@ def resolve(op: str, backend: str, device: torch.device) -> str:
 
     Raises ``ValueError`` for an unknown name and ``RuntimeError`` for a known backend that cannot
     run here. ``"auto"`` warns once per (op, device type) when it falls back to ``"reference"``
-    on a device where a fast backend is expected (CUDA).
+    because a preferred fast backend cannot run on the device (not built, not installed); ops a
+    fast backend has no kernel for (the elementwise ones on CPU) go to the next one silently.
     """
     if not isinstance(backend, str):
         raise TypeError(f"backend must be a string, got {type(backend).__name__}")
@@ -104,11 +105,11 @@ def resolve(op: str, backend: str, device: torch.device) -> str:
         if reason is not None:
             raise RuntimeError(f"backend {backend!r} cannot run {op!r} on {device}: {reason}")
         return backend
-    reasons = []
+    reasons, missing = [], []  # why each preferred backend cannot run; those that cannot run here at all
     for name in PREFERENCE.get(device.type, ("reference",)):
         reason = unavailable_reason(name, device, op)
         if reason is None:
-            if name == "reference" and device.type == "cuda" and (op, device.type) not in _WARNED:
+            if name == "reference" and missing and (op, device.type) not in _WARNED:
                 _WARNED.add((op, device.type))
                 warnings.warn(
                     f"hipnnts_kernels: no fast backend for {op!r} on {device} ({'; '.join(reasons)}); "
@@ -118,6 +119,8 @@ def resolve(op: str, backend: str, device: torch.device) -> str:
                 )
             return name
         reasons.append(f"{name}: {reason}")
+        if unavailable_reason(name, device) is not None:  # not merely without a kernel for this op
+            missing.append(name)
     raise RuntimeError(f"no backend can run {op!r} on {device}: {'; '.join(reasons)}")
 
 
@@ -168,3 +171,4 @@ def _cuda_availability(device: torch.device) -> str | None:
 register_backend("reference", lambda device: None)
 register_backend("triton", _triton_availability)
 register_backend("cuda", _cuda_availability)
+register_backend("cpu", cpu_backend.device_problem)

@@ -28,7 +28,8 @@ class Launchers(Protocol):
     interaction's argument pack: Y, coord, order, ptr (receiver segments), sender_order,
     sender_ptr, mu, sigma, lam1, lam2, cutoff, cusp_reg, lmax. The backward's mu_part and
     sigma_part are per-atom partial sums (by sender or receiver, the launcher's choice), lam1_part
-    and lam2_part per receiver; the caller sums them over atoms.
+    and lam2_part per receiver; the caller sums them over atoms. Launchers that sum them over atoms
+    themselves set ``sums_over_atoms = True`` and get partials of one row.
     """
 
     def interaction_forward(self, *inputs_then_out) -> None: ...  # <inputs>, out
@@ -103,14 +104,15 @@ class SegmentKernels:
         self.launch.interaction_backward(*inputs, grad_out.contiguous(), gradients)
         return self._summed(gradients, lmax)
 
-    @staticmethod
-    def _gradients(Y: Tensor, n_pairs: int, double: bool) -> list[Tensor]:
+    def _gradients(self, Y: Tensor, n_pairs: int, double: bool) -> list[Tensor]:
         """The derivative levels' outputs, in the order of hipnnts::Gradients: grad_Y (N, nu, F),
         grad_coord (P, 3), per-atom partial gradients mu_part, sigma_part (N, nu) and lam1_part,
-        lam2_part (N, F), and for the double backward grad_grad_out (N, F)."""
+        lam2_part (N, F) (one row each if the launchers sum over atoms), and for the double backward
+        grad_grad_out (N, F)."""
         n_atoms, nu, features = Y.shape
-        gradients = [Y.new_empty(Y.shape), Y.new_empty(n_pairs, 3), Y.new_empty(n_atoms, nu), Y.new_empty(n_atoms, nu),
-                     Y.new_empty(n_atoms, features), Y.new_empty(n_atoms, features)]
+        rows = 1 if getattr(self.launch, "sums_over_atoms", False) else n_atoms
+        gradients = [Y.new_empty(Y.shape), Y.new_empty(n_pairs, 3), Y.new_empty(rows, nu), Y.new_empty(rows, nu),
+                     Y.new_empty(rows, features), Y.new_empty(rows, features)]
         return gradients + [Y.new_empty(n_atoms, features)] if double else gradients
 
     @staticmethod

@@ -9,10 +9,20 @@ import torch
 from hipnnts_kernels import backends, ops, set_value_checks
 
 
-def test_auto_on_cpu_is_the_reference_without_warning():
+def test_auto_on_cpu_is_the_cpu_kernels_or_the_reference_with_one_warning(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setitem(backends._AVAILABILITY, "cpu", lambda device: None)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert backends.resolve("envsum", "auto", torch.device("cpu")) == "reference"
+        assert backends.resolve("envsum", "auto", cpu) == "cpu"
+        assert backends.resolve("sensitivity", "auto", cpu) == "reference"  # no C++ kernel: by design, silent
+    monkeypatch.setattr(backends, "_WARNED", set())
+    monkeypatch.setitem(backends._AVAILABILITY, "cpu", lambda device: "the CPU kernels are not built")
+    with pytest.warns(RuntimeWarning, match=r"cpu: the CPU kernels are not built\); falling back"):
+        assert backends.resolve("envsum", "auto", cpu) == "reference"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert backends.resolve("envsum", "auto", cpu) == "reference"
 
 
 def test_auto_on_cuda_takes_the_first_available_backend_in_order(monkeypatch):

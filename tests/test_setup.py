@@ -1,10 +1,12 @@
-"""setup.py's build helpers: the CUDA toolkit behind an nvcc wrapper script, and a CUDA_HOME that
-is not a toolkit is named."""
+"""setup.py's build helpers: the CUDA toolkit behind an nvcc wrapper script, a CUDA_HOME that is
+not a toolkit is named, and a build without a working C++ compiler still succeeds."""
 from __future__ import annotations
 
 import importlib.util
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -54,3 +56,14 @@ def test_a_cuda_home_without_the_toolkit_is_named(setup_py, tmp_path, monkeypatc
 
 def test_the_arch_list_survives_the_shell(setup_py):
     assert setup_py.arch_token(" 8.0;9.0+PTX  10.0a") == "8.0,9.0+PTX,10.0a"
+
+
+def test_a_build_without_a_cxx_compiler_succeeds_without_the_cpu_kernels(tmp_path):
+    """The CPU kernels are optional: a failed compile skips them with a message, nothing else."""
+    env = dict(os.environ, CC="false", CXX="false", HIPNNTS_NO_CUDA="1")
+    result = subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--build-lib", str(tmp_path / "lib"),
+                             "--build-temp", str(tmp_path / "temp")], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "hipnnts_kernels._cpu_kernels" in result.stderr and "failed" in result.stderr
+    assert not list((tmp_path / "lib").rglob("_cpu_kernels*"))

@@ -51,7 +51,7 @@ HIPNN_CONFIG = dict(species=SPECIES, n_features=128, n_sensitivities=20, dist_so
 TENSORNET_VARIANTS = ((1, 4.5), (2, 4.5), (2, 6.5))
 SIZES = ("one", "64", "28k", "large")
 TASKS = ("inference", "training")
-OUR_BACKENDS = ("cuda", "triton", "reference")
+OUR_BACKENDS = ("cuda", "triton", "cpu", "reference")
 PARITY_TOLERANCE = {torch.float32: 1e-4, torch.float64: 1e-9}
 LEARNING_RATE = 1e-4
 

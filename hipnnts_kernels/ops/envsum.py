@@ -15,6 +15,7 @@ for _name in ("envsum", "sensesum", "featsum"):
     backends.register(_name, "reference")(getattr(reference, _name))
     backends.register_lazy(_name, "triton", "hipnnts_kernels.triton_kernels.launchers", f"KERNELS.{_name}")
     backends.register_lazy(_name, "cuda", "hipnnts_kernels.cuda_backend", f"KERNELS.{_name}")
+    backends.register_lazy(_name, "cpu", "hipnnts_kernels.cpu_backend", f"KERNELS.{_name}")
 
 
 @torch.library.custom_op("hipnnts::envsum", mutates_args=())

@@ -33,6 +33,7 @@ backends.register("interaction_double_backward", "reference")(reference.interact
 for _op in ("interaction", "interaction_backward", "interaction_double_backward"):
     backends.register_lazy(_op, "triton", "hipnnts_kernels.triton_kernels.launchers", f"KERNELS.{_op}")
     backends.register_lazy(_op, "cuda", "hipnnts_kernels.cuda_backend", f"KERNELS.{_op}")
+    backends.register_lazy(_op, "cpu", "hipnnts_kernels.cpu_backend", f"KERNELS.{_op}")
 
 
 @torch.library.custom_op("hipnnts::interaction", mutates_args=())

@@ -1,0 +1,906 @@
+// CPU kernels of the fused interaction (SPEC sections 4 and 4.1) and the envsum family (section 8):
+// the math of hipnnts_kernels/reference.py, arranged as passes over the senders and the receivers
+// of the pair list (docs/kernels.md, "CPU kernels").
+//
+// A kernels_<isa>.cpp file includes this header after choosing its instruction set, and defines
+// HIPNNTS_CPU_TABLE, the name of the hipnnts_cpu_table it exports. Everything here has internal
+// linkage and calls only C functions and compiler builtins, so code compiled for one instruction set
+// never stands in for another's (an inline C++ library function instantiated in two such files
+// could be merged by the linker into the version for the wider instruction set).
+//
+// Passes (each a parallel loop over atoms or pairs; every output element is written by one thread in a
+// fixed order, so results are the same for any number of threads):
+//   radial    per pair:     s_nu(r) and its partial derivatives (1, 4 or 10 rows of nu)
+//   sender    per sender j: t_p = sum_nu s_nu(r_p) Y[j, nu] for j's pairs, and in the derivative
+//                           levels grad_Y[j], ds_p, the pair's coordinate gradient
+//   receiver  per receiver: m = sum_p Y_c(r_hat_p) t_p, the invariants, dm, dt_p and d(factors)_p
+#pragma once
+
+#include "api.h"
+
+#ifndef HIPNNTS_CPU_TABLE
+#error "define HIPNNTS_CPU_TABLE (the exported table's name) before including kernels.h"
+#endif
+
+namespace {
+
+using index_t = hipnnts_index;
+
+inline float sqrt_(float x) { return __builtin_sqrtf(x); }
+inline double sqrt_(double x) { return __builtin_sqrt(x); }
+inline float exp_(float x) { return __builtin_expf(x); }
+inline double exp_(double x) { return __builtin_exp(x); }
+inline float cos_(float x) { return __builtin_cosf(x); }
+inline double cos_(double x) { return __builtin_cos(x); }
+inline float sin_(float x) { return __builtin_sinf(x); }
+inline double sin_(double x) { return __builtin_sin(x); }
+
+constexpr int components(int lmax) { return lmax == 0 ? 1 : lmax == 1 ? 4 : 9; }
+
+// An array of n T from malloc, freed on scope exit; ok() is false if the allocation failed.
+template <class T>
+struct Buffer {
+    T* data;
+    explicit Buffer(index_t n) : data(static_cast<T*>(__builtin_malloc(static_cast<unsigned long>(n > 0 ? n : 1) * sizeof(T)))) {}
+    ~Buffer() { __builtin_free(data); }
+    Buffer(const Buffer&) = delete;
+    Buffer& operator=(const Buffer&) = delete;
+    bool ok() const { return data != nullptr; }
+    operator T*() const { return data; }
+};
+
+constexpr const char* kOutOfMemory = "out of memory for the CPU kernels' workspace";
+
+// Carves arrays out of one workspace; with a null base it only adds up their sizes.
+struct Carver {
+    char* base;
+    index_t offset = 0;
+    template <class U>
+    U* take(index_t n) {
+        U* p = base ? reinterpret_cast<U*>(base + offset) : nullptr;
+        offset += (n * static_cast<index_t>(sizeof(U)) + 63) / 64 * 64;
+        return p;
+    }
+};
+
+// Points the arrays of layout(Carver&) into the call's workspace; false if out of memory.
+template <class Layout>
+bool carve(const hipnnts_cpu_context* par, Layout&& layout) {
+    Carver size{nullptr};
+    layout(size);
+    Carver arrays{static_cast<char*>(par->workspace(par, size.offset))};
+    if (!arrays.base) return false;
+    layout(arrays);
+    return true;
+}
+
+template <class F>
+void parallel(const hipnnts_cpu_context* par, index_t n, const index_t* segments, double work, F& body) {
+    par->run(par, n, segments, work, [](void* context, index_t begin, index_t end) {
+        (*static_cast<F*>(context))(begin, end);
+    }, &body);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Feature loops over rows of F contiguous values, on 32-byte vectors (GCC/Clang vector extensions:
+// one AVX2 register, or two SSE registers in the baseline build). Every sum runs in a fixed order,
+// the same for any number of threads.
+// ---------------------------------------------------------------------------------------------------
+template <class T>
+struct VectorOf {
+    typedef T type __attribute__((vector_size(32)));
+};
+template <class T>
+using vec = typename VectorOf<T>::type;
+template <class T>
+constexpr int kWidth = 32 / static_cast<int>(sizeof(T));
+
+template <class T>
+inline vec<T> load(const T* p) {
+    vec<T> v;
+    __builtin_memcpy(&v, p, sizeof v);
+    return v;
+}
+template <class T>
+inline void store(T* p, vec<T> v) {
+    __builtin_memcpy(p, &v, sizeof v);
+}
+template <class T>
+inline vec<T> splat(T x) {
+    return vec<T>{} + x;
+}
+template <class T>
+inline T lanes_sum(vec<T> v) {
+    T sum = T(0);
+    for (int l = 0; l < kWidth<T>; ++l) sum += v[l];
+    return sum;
+}
+
+// out[f] (+)= sum_k w[k] rows[k * stride + f], f < F: 8 vectors of features per pass over the rows.
+template <bool ACCUMULATE, class T>
+inline void combine(const T* w, const T* rows, int count, index_t stride, int F, T* out) {
+    constexpr int W = kWidth<T>, B = 8;
+    int f0 = 0;
+    for (; f0 + B * W <= F; f0 += B * W) {
+        vec<T> acc[B];
+        for (int b = 0; b < B; ++b) acc[b] = ACCUMULATE ? load(out + f0 + b * W) : vec<T>{};
+        for (int k = 0; k < count; ++k) {
+            const vec<T> wk = splat(w[k]);
+            const T* row = rows + k * stride + f0;
+            for (int b = 0; b < B; ++b) acc[b] += wk * load(row + b * W);
+        }
+        for (int b = 0; b < B; ++b) store(out + f0 + b * W, acc[b]);
+    }
+    for (; f0 + W <= F; f0 += W) {
+        vec<T> acc = ACCUMULATE ? load(out + f0) : vec<T>{};
+        for (int k = 0; k < count; ++k) acc += splat(w[k]) * load(rows + k * stride + f0);
+        store(out + f0, acc);
+    }
+    for (; f0 < F; ++f0) {
+        T acc = ACCUMULATE ? out[f0] : T(0);
+        for (int k = 0; k < count; ++k) acc += w[k] * rows[k * stride + f0];
+        out[f0] = acc;
+    }
+}
+
+// out[k] (+)= sum_f x[f] rows[k * F + f] for k < R (R rows at once: 2R independent sums).
+template <bool ACCUMULATE, int R, class T>
+inline void dot_rows(const T* x, const T* rows, int F, T* out) {
+    constexpr int W = kWidth<T>;
+    vec<T> acc[R][2] = {};
+    int f = 0;
+    for (; f + 2 * W <= F; f += 2 * W) {
+        const vec<T> x0 = load(x + f), x1 = load(x + f + W);
+        for (int r = 0; r < R; ++r) {
+            acc[r][0] += x0 * load(rows + static_cast<index_t>(r) * F + f);
+            acc[r][1] += x1 * load(rows + static_cast<index_t>(r) * F + f + W);
+        }
+    }
+    for (int r = 0; r < R; ++r) {
+        T sum = lanes_sum<T>(acc[r][0] + acc[r][1]);
+        for (int g = f; g < F; ++g) sum += x[g] * rows[static_cast<index_t>(r) * F + g];
+        out[r] = (ACCUMULATE ? out[r] : T(0)) + sum;
+    }
+}
+
+// sum_f a[f] b[f].
+template <class T>
+inline T dot(const T* a, const T* b, int F) {
+    T out;
+    dot_rows<false, 1>(a, b, F, &out);
+    return out;
+}
+
+// out[k] (+)= sum_f x[f] rows[k * F + f] for k < count.
+template <bool ACCUMULATE, class T>
+inline void dots(const T* x, const T* rows, int count, int F, T* out) {
+    int k = 0;
+    for (; k + 4 <= count; k += 4) dot_rows<ACCUMULATE, 4>(x, rows + static_cast<index_t>(k) * F, F, out + k);
+    for (; k < count; ++k) dot_rows<ACCUMULATE, 1>(x, rows + static_cast<index_t>(k) * F, F, out + k);
+}
+
+// rows[k * F + f] += w[k] x[f] for k < count.
+template <class T>
+inline void rank1(const T* w, const T* x, int count, int F, T* rows) {
+    constexpr int W = kWidth<T>;
+    for (int k = 0; k < count; ++k) {
+        T* row = rows + static_cast<index_t>(k) * F;
+        const vec<T> wk = splat(w[k]);
+        int f = 0;
+        for (; f + W <= F; f += W) store(row + f, load(row + f) + wk * load(x + f));
+        for (; f < F; ++f) row[f] += w[k] * x[f];
+    }
+}
+
+template <class T>
+inline void zero(T* x, index_t n) {
+    for (index_t i = 0; i < n; ++i) x[i] = T(0);
+}
+
+// out[k] = sum over the n rows of `rows` (n x count), in row order (a deterministic reduction).
+template <class T>
+void sum_rows(const T* rows, index_t n, int count, T* out) {
+    zero(out, count);
+    for (index_t i = 0; i < n; ++i)
+        for (int k = 0; k < count; ++k) out[k] += rows[i * count + k];
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Per-pair geometry and angular factors.
+// ---------------------------------------------------------------------------------------------------
+template <class T, int LMAX>
+struct Pair {
+    static constexpr int C = components(LMAX);
+    T r, u[3], A[C];
+
+    Pair(const T* coord, index_t p) {
+        const T* d = coord + 3 * p;
+        r = sqrt_(d[0] * d[0] + d[1] * d[1] + d[2] * d[2]);
+        for (int x = 0; x < 3; ++x) u[x] = d[x] / r;
+        A[0] = T(1);
+        if (LMAX >= 1)
+            for (int x = 0; x < 3; ++x) A[1 + x] = u[x];
+        if (LMAX >= 2) {
+            const T third = T(1) / T(3);
+            A[4] = u[0] * u[0] - third;
+            A[5] = u[0] * u[1];
+            A[6] = u[0] * u[2];
+            A[7] = u[1] * u[1] - third;
+            A[8] = u[1] * u[2];
+        }
+    }
+
+    // d loss / d u from d loss / d A (the transposed Jacobian of the factors).
+    void angular_backward(const T* dA, T* du) const {
+        for (int x = 0; x < 3; ++x) du[x] = LMAX >= 1 ? dA[1 + x] : T(0);
+        if (LMAX >= 2) quad_transpose(u, dA + 4, du);
+    }
+
+    // The factors' directional derivative along `tangent` of u.
+    void angular_jvp(const T* tangent, T* out) const {
+        out[0] = T(0);
+        if (LMAX >= 1)
+            for (int x = 0; x < 3; ++x) out[1 + x] = tangent[x];
+        if (LMAX >= 2) {
+            out[4] = T(2) * u[0] * tangent[0];
+            out[5] = u[0] * tangent[1] + u[1] * tangent[0];
+            out[6] = u[0] * tangent[2] + u[2] * tangent[0];
+            out[7] = T(2) * u[1] * tangent[1];
+            out[8] = u[1] * tangent[2] + u[2] * tangent[1];
+        }
+    }
+
+    // out += sum_c dq[c] grad_u Q_c at u = v (Q_c quadratic: also its Hessian-vector product).
+    static void quad_transpose(const T* v, const T* dq, T* out) {
+        out[0] += T(2) * v[0] * dq[0] + v[1] * dq[1] + v[2] * dq[2];
+        out[1] += v[0] * dq[1] + T(2) * v[1] * dq[3] + v[2] * dq[4];
+        out[2] += v[0] * dq[2] + v[1] * dq[4];
+    }
+
+    // The gradient of the pair vector from those of u and r.
+    void coordinate_gradient(const T* du, T dr, T* out) const {
+        const T radial = du[0] * u[0] + du[1] * u[1] + du[2] * u[2];
+        for (int x = 0; x < 3; ++x) out[x] = (du[x] - radial * u[x]) / r + dr * u[x];
+    }
+};
+
+// K q for the quadrupole entries q[0..4] (stride `stride`): K = 2 I + e_xx e_yy^T + e_yy e_xx^T.
+template <class T>
+inline void quad_metric(const T* q, index_t stride, T* out, index_t out_stride) {
+    out[0] = T(2) * q[0] + q[3 * stride];
+    out[out_stride] = T(2) * q[stride];
+    out[2 * out_stride] = T(2) * q[2 * stride];
+    out[3 * out_stride] = T(2) * q[3 * stride] + q[0];
+    out[4 * out_stride] = T(2) * q[4 * stride];
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Sensitivities s_nu(r) = exp(-sigma^2 (1/r - 1/mu)^2 / 2) cos^2(pi r / 2 r_c) [r <= r_c] and partials.
+// ---------------------------------------------------------------------------------------------------
+enum Row { S, S_R, S_MU, S_SIGMA, S_RR, S_RMU, S_RSIGMA, S_MUMU, S_MUSIGMA, S_SIGMASIGMA };
+
+template <class T>
+struct Radial {
+    const T* mu;
+    const T* sigma;
+    const T* inv_mu;  // 1 / mu, computed once per call
+    int nu;
+    T k, rc;
+
+    // `rows` rows of nu values into out: s only (1), with the first partials (4), with all (10).
+    void operator()(T r, int rows, T* out) const {
+        const T inv_r = T(1) / r;
+        const T angle = r * k;
+        const bool inside = r <= rc;
+        const T cosine = cos_(angle);
+        const T phi = inside ? cosine * cosine : T(0);
+        const T dphi = inside ? -k * sin_(T(2) * angle) : T(0);
+        const T ddphi = inside ? T(-2) * k * k * cos_(T(2) * angle) : T(0);
+        for (int n = 0; n < nu; ++n) {
+            const T d = inv_r - inv_mu[n];
+            const T x = d * sigma[n];
+            const T gauss = exp_(T(-0.5) * x * x);
+            out[n] = gauss * phi;
+            if (rows == 1) continue;
+            const T im = inv_mu[n], sg = sigma[n], sig2 = sg * sg;
+            const T g_r = gauss * sig2 * d * inv_r * inv_r;
+            const T g_mu = -gauss * sig2 * d * im * im;
+            const T g_sigma = -gauss * sg * d * d;
+            out[S_R * nu + n] = g_r * phi + gauss * dphi;
+            out[S_MU * nu + n] = g_mu * phi;
+            out[S_SIGMA * nu + n] = g_sigma * phi;
+            if (rows == 4) continue;
+            const T sd2 = sig2 * d * d;
+            const T g_rr = gauss * sig2 * inv_r * inv_r * inv_r * ((sd2 - T(1)) * inv_r - T(2) * d);
+            const T g_rmu = gauss * sig2 * (inv_r * im) * (inv_r * im) * (T(1) - sd2);
+            const T g_rsigma = gauss * sg * d * inv_r * inv_r * (T(2) - sd2);
+            out[S_RR * nu + n] = g_rr * phi + T(2) * g_r * dphi + gauss * ddphi;
+            out[S_RMU * nu + n] = g_rmu * phi + g_mu * dphi;
+            out[S_RSIGMA * nu + n] = g_rsigma * phi + g_sigma * dphi;
+            out[S_MUMU * nu + n] = gauss * sig2 * im * im * im * ((sd2 - T(1)) * im + T(2) * d) * phi;
+            out[S_MUSIGMA * nu + n] = gauss * sg * d * im * im * (sd2 - T(2)) * phi;
+            out[S_SIGMASIGMA * nu + n] = gauss * d * d * (sd2 - T(1)) * phi;
+        }
+    }
+};
+
+// ---------------------------------------------------------------------------------------------------
+// The interaction: one call's inputs, workspaces and passes.
+// ---------------------------------------------------------------------------------------------------
+template <class T, int LMAX>
+struct Interaction {
+    static constexpr int C = components(LMAX);
+    const hipnnts_cpu_inputs& in;
+    const hipnnts_cpu_context* par;
+    const T* Y;
+    const T* coord;
+    const T* lam1;
+    const T* lam2;
+    index_t N, P;
+    int nu, F;
+    T eps;
+    Buffer<T> inv_mu;
+    Radial<T> radial;
+
+    Interaction(const hipnnts_cpu_inputs& in, const hipnnts_cpu_context* par)
+        : in(in), par(par), Y(static_cast<const T*>(in.Y)), coord(static_cast<const T*>(in.coord)),
+          lam1(static_cast<const T*>(in.lam1)), lam2(static_cast<const T*>(in.lam2)), N(in.n_atoms), P(in.n_pairs),
+          nu(in.nu), F(in.features), eps(T(in.cusp_reg)), inv_mu(in.nu) {
+        const T* mu = static_cast<const T*>(in.mu);
+        if (inv_mu.ok())
+            for (int n = 0; n < nu; ++n) inv_mu[n] = T(1) / mu[n];
+        radial = Radial<T>{mu, static_cast<const T*>(in.sigma), inv_mu, nu, T(3.14159265358979323846 / (2.0 * in.cutoff)),
+                           T(in.cutoff)};
+    }
+
+    double feature_work() const { return double(P) * nu * F; }
+
+    // s and its partials (`rows` rows of nu) for every pair, in pair order.
+    void radial_pass(int rows, T* out) const {
+        auto body = [&](index_t begin, index_t end) {
+            for (index_t p = begin; p < end; ++p) radial(Pair<T, 0>(coord, p).r, rows, out + p * rows * nu);
+        };
+        parallel(par, P, nullptr, double(P) * nu * rows * 4, body);
+    }
+
+    // Per sender: t_p = sum_nu s_nu(r_p) Y[j, nu] (s from `sens`, rows of `sens_rows` * nu, or computed).
+    const char* sender_contract(const T* sens, int sens_rows, T* t) const {
+        bool failed = false;
+        auto body = [&](index_t begin, index_t end) {
+            Buffer<T> own(sens ? 0 : nu);
+            if (!own.ok()) {
+                failed = true;
+                return;
+            }
+            for (index_t j = begin; j < end; ++j) {
+                const T* Yj = Y + j * nu * F;
+                for (index_t k = in.sender_ptr[j]; k < in.sender_ptr[j + 1]; ++k) {
+                    const index_t p = in.sender_order[k];
+                    const T* s = sens ? sens + p * sens_rows * nu : own.data;
+                    if (!sens) radial(Pair<T, 0>(coord, p).r, 1, own);
+                    combine<false>(s, Yj, nu, F, F, t + p * F);
+                }
+            }
+        };
+        parallel(par, N, in.sender_ptr, feature_work(), body);
+        return failed ? kOutOfMemory : nullptr;
+    }
+
+    // m[c][f] = sum over receiver i's pairs of A_c t_p[f].
+    void contract_receiver(index_t i, const T* t, T* m) const {
+        zero(m, C * F);
+        for (index_t k = in.receiver_ptr[i]; k < in.receiver_ptr[i + 1]; ++k) {
+            const index_t p = in.receiver_order[k];
+            const Pair<T, LMAX> pair(coord, p);
+            const T* tp = t + p * F;
+            for (int c = 0; c < C; ++c) {
+                const T a = pair.A[c];
+                T* mc = m + c * F;
+                for (int f = 0; f < F; ++f) mc[f] += a * tp[f];
+            }
+        }
+    }
+
+    void a1_a2(const T* m, int f, T& a1, T& a2) const {
+        if (LMAX >= 1) a1 = sqrt_(m[F + f] * m[F + f] + m[2 * F + f] * m[2 * F + f] + m[3 * F + f] * m[3 * F + f] + eps);
+        if (LMAX >= 2) {
+            T q2 = T(0);
+            for (int c = 4; c < 9; ++c) q2 += m[c * F + f] * m[c * F + f];
+            a2 = sqrt_(T(2) * (q2 + m[4 * F + f] * m[7 * F + f]) + eps);
+        }
+    }
+
+    const char* forward(T* out) const {
+        T* t;
+        if (!carve(par, [&](Carver& c) { t = c.take<T>(P * F); })) return kOutOfMemory;
+        if (const char* error = sender_contract(nullptr, 0, t)) return error;
+        bool failed = false;
+        auto body = [&](index_t begin, index_t end) {
+            Buffer<T> m(C * F);
+            if (!m.ok()) {
+                failed = true;
+                return;
+            }
+            for (index_t i = begin; i < end; ++i) {
+                contract_receiver(i, t, m);
+                T* o = out + i * F;
+                for (int f = 0; f < F; ++f) {
+                    T a1 = T(0), a2 = T(0);
+                    a1_a2(m, f, a1, a2);
+                    T value = m[f];
+                    if (LMAX >= 1) value += lam1[f] * a1;
+                    if (LMAX >= 2) value += lam2[f] * a2;
+                    o[f] = value;
+                }
+            }
+        };
+        parallel(par, N, in.receiver_ptr, feature_work(), body);
+        return failed ? kOutOfMemory : nullptr;
+    }
+
+    // Per receiver: m, dm = d out / d m (N, C, F), and for its pairs dt_p = sum_c A_c dm_c and
+    // d(factors)_p = t_p . dm_c. `m_all`, `dm_all` keep m and dm (double backward), else lam_rows gets
+    // g a1 and g a2 per receiver (2 x (N, F)).
+    const char* receiver_backward(const T* g, const T* t, T* dt, T* dfac, T* m_all, T* dm_all, T* lam_rows) const {
+        bool failed = false;
+        auto body = [&](index_t begin, index_t end) {
+            Buffer<T> own(m_all ? 0 : 2 * C * F);
+            if (!own.ok()) {
+                failed = true;
+                return;
+            }
+            for (index_t i = begin; i < end; ++i) {
+                T* m = m_all ? m_all + i * C * F : own.data;
+                T* dm = dm_all ? dm_all + i * C * F : own.data + C * F;
+                contract_receiver(i, t, m);
+                const T* gi = g + i * F;
+                for (int f = 0; f < F; ++f) {
+                    dm[f] = gi[f];
+                    T a1 = T(0), a2 = T(0);
+                    a1_a2(m, f, a1, a2);
+                    if (LMAX >= 1) {
+                        const T w = gi[f] * lam1[f] / a1;
+                        for (int c = 1; c < 4; ++c) dm[c * F + f] = w * m[c * F + f];
+                        if (lam_rows) lam_rows[i * F + f] = gi[f] * a1;
+                    }
+                    if (LMAX >= 2) {
+                        const T w = gi[f] * lam2[f] / a2;
+                        quad_metric(m + 4 * F + f, F, dm + 4 * F + f, F);
+                        for (int c = 4; c < 9; ++c) dm[c * F + f] *= w;
+                        if (lam_rows) lam_rows[(N + i) * F + f] = gi[f] * a2;
+                    }
+                }
+                for (index_t k = in.receiver_ptr[i]; k < in.receiver_ptr[i + 1]; ++k) {
+                    const index_t p = in.receiver_order[k];
+                    const Pair<T, LMAX> pair(coord, p);
+                    combine<false>(pair.A, dm, C, F, F, dt + p * F);
+                    dots<false>(t + p * F, dm, C, F, dfac + p * C);
+                }
+            }
+        };
+        parallel(par, N, in.receiver_ptr, feature_work() * 2 * C / nu + 1, body);
+        return failed ? kOutOfMemory : nullptr;
+    }
+
+    // The gradients of mu, sigma and the scales, each summed over atoms in atom order.
+    void reduce_parameters(const T* mu_rows, const T* sigma_rows, const T* lam_rows,
+                           const hipnnts_cpu_gradients& out) const {
+        sum_rows(mu_rows, N, nu, static_cast<T*>(out.grad_mu));
+        sum_rows(sigma_rows, N, nu, static_cast<T*>(out.grad_sigma));
+        if (LMAX >= 1) sum_rows(lam_rows, N, F, static_cast<T*>(out.grad_lam1));
+        if (LMAX >= 2) sum_rows(lam_rows + N * F, N, F, static_cast<T*>(out.grad_lam2));
+    }
+
+    const char* backward(const T* g, const hipnnts_cpu_gradients& out) const {
+        T *sens, *t, *dt, *dfac, *mu_rows, *lam_rows;
+        if (!carve(par, [&](Carver& c) {
+                sens = c.take<T>(P * 4 * nu), t = c.take<T>(P * F), dt = c.take<T>(P * F), dfac = c.take<T>(P * C);
+                mu_rows = c.take<T>(2 * N * nu), lam_rows = c.take<T>(2 * N * F);
+            }))
+            return kOutOfMemory;
+        radial_pass(4, sens);
+        if (const char* error = sender_contract(sens, 4, t)) return error;
+        if (const char* error = receiver_backward(g, t, dt, dfac, nullptr, nullptr, lam_rows)) return error;
+        T* grad_Y = static_cast<T*>(out.grad_Y);
+        T* grad_coord = static_cast<T*>(out.grad_coord);
+        bool failed = false;
+        auto body = [&](index_t begin, index_t end) {
+            Buffer<T> ds(nu);
+            if (!ds.ok()) {
+                failed = true;
+                return;
+            }
+            for (index_t j = begin; j < end; ++j) {
+                const T* Yj = Y + j * nu * F;
+                T* gY = grad_Y + j * nu * F;
+                T* mu_row = mu_rows + j * nu;
+                T* sigma_row = mu_rows + (N + j) * nu;
+                zero(gY, nu * F);
+                zero(mu_row, nu);
+                zero(sigma_row, nu);
+                for (index_t k = in.sender_ptr[j]; k < in.sender_ptr[j + 1]; ++k) {
+                    const index_t p = in.sender_order[k];
+                    const Pair<T, LMAX> pair(coord, p);
+                    const T* s = sens + p * 4 * nu;
+                    const T* dtp = dt + p * F;
+                    dots<false>(dtp, Yj, nu, F, ds.data);
+                    rank1(s, dtp, nu, F, gY);
+                    T d_dist = T(0);
+                    for (int n = 0; n < nu; ++n) {
+                        d_dist += ds[n] * s[S_R * nu + n];
+                        mu_row[n] += ds[n] * s[S_MU * nu + n];
+                        sigma_row[n] += ds[n] * s[S_SIGMA * nu + n];
+                    }
+                    T du[3];
+                    pair.angular_backward(dfac + p * C, du);
+                    pair.coordinate_gradient(du, d_dist, grad_coord + 3 * p);
+                }
+            }
+        };
+        parallel(par, N, in.sender_ptr, 2 * feature_work(), body);
+        if (failed) return kOutOfMemory;
+        reduce_parameters(mu_rows, mu_rows + N * nu, lam_rows, out);
+        return nullptr;
+    }
+
+    const char* double_backward(const hipnnts_cpu_cotangents& v, const T* g, const hipnnts_cpu_gradients& out) const {
+        const T* v_Y = static_cast<const T*>(v.v_Y);
+        const T* v_coord = static_cast<const T*>(v.v_coord);
+        const T* v_mu = static_cast<const T*>(v.v_mu);
+        const T* v_sigma = static_cast<const T*>(v.v_sigma);
+        const T* v_lam1 = static_cast<const T*>(v.v_lam1);
+        const T* v_lam2 = static_cast<const T*>(v.v_lam2);
+        T *sens, *t, *dt, *bar_dt, *bar_t, *dfac, *bar_df, *bar_fac, *bar_geo, *bar_s, *m_all, *dm_all, *mu_rows,
+            *lam_rows;
+        if (!carve(par, [&](Carver& c) {
+                sens = c.take<T>(P * 10 * nu), t = c.take<T>(P * F), dt = c.take<T>(P * F);
+                bar_dt = c.take<T>(P * F), bar_t = c.take<T>(P * F), dfac = c.take<T>(P * C);
+                bar_df = c.take<T>(P * C), bar_fac = c.take<T>(P * C), bar_geo = c.take<T>(P * 4);
+                bar_s = c.take<T>(P * nu), m_all = c.take<T>(N * C * F), dm_all = c.take<T>(N * C * F);
+                mu_rows = c.take<T>(2 * N * nu), lam_rows = c.take<T>(2 * N * F);
+            }))
+            return kOutOfMemory;
+        radial_pass(10, sens);
+        if (const char* error = sender_contract(sens, 10, t)) return error;
+        if (const char* error = receiver_backward(g, t, dt, dfac, m_all, dm_all, nullptr)) return error;
+        T* grad_Y = static_cast<T*>(out.grad_Y);
+        T* grad_coord = static_cast<T*>(out.grad_coord);
+        T* grad_g = static_cast<T*>(out.grad_grad_out);
+
+        // Senders: reverse the backward's geometry, sensitivity and radial steps. Per pair: bar_dt,
+        // bar_s (from v_Y), bar_df (the cotangent of d(factors)), and bar_u, bar_r so far (bar_geo).
+        bool failed = false;
+        auto reverse_senders = [&](index_t begin, index_t end) {
+            Buffer<T> scratch(2 * nu);
+            if (!scratch.ok()) {
+                failed = true;
+                return;
+            }
+            T* ds = scratch.data;
+            T* bar_ds = scratch.data + nu;
+            for (index_t j = begin; j < end; ++j) {
+                const T* Yj = Y + j * nu * F;
+                const T* vYj = v_Y ? v_Y + j * nu * F : nullptr;
+                T* gY = grad_Y + j * nu * F;
+                T* mu_row = mu_rows + j * nu;
+                T* sigma_row = mu_rows + (N + j) * nu;
+                zero(gY, nu * F);
+                zero(mu_row, nu);
+                zero(sigma_row, nu);
+                for (index_t k = in.sender_ptr[j]; k < in.sender_ptr[j + 1]; ++k) {
+                    const index_t p = in.sender_order[k];
+                    const Pair<T, LMAX> pair(coord, p);
+                    const T* s = sens + p * 10 * nu;
+                    const T* dtp = dt + p * F;
+                    const T* df = dfac + p * C;
+                    dots<false>(dtp, Yj, nu, F, ds);
+                    T d_dist = T(0);
+                    for (int n = 0; n < nu; ++n) d_dist += ds[n] * s[S_R * nu + n];
+                    T du[3];
+                    pair.angular_backward(df, du);
+                    // geometry: grad_coord = (du - (u.du) u) / r + d_dist u
+                    const T* vc = v_coord + 3 * p;
+                    const T v_radial = vc[0] * pair.u[0] + vc[1] * pair.u[1] + vc[2] * pair.u[2];
+                    const T u_du = du[0] * pair.u[0] + du[1] * pair.u[1] + du[2] * pair.u[2];
+                    T bar_du[3];
+                    T* bar_u = bar_geo + 4 * p;
+                    T bar_r = T(0);
+                    for (int x = 0; x < 3; ++x) {
+                        bar_du[x] = (vc[x] - v_radial * pair.u[x]) / pair.r;
+                        bar_u[x] = (-u_du * vc[x] - v_radial * du[x]) / pair.r + d_dist * vc[x];
+                        bar_r -= vc[x] * (du[x] - u_du * pair.u[x]);
+                    }
+                    bar_r /= pair.r * pair.r;
+                    // angular: du = J_A(u)^T d(factors)
+                    pair.angular_jvp(bar_du, bar_df + p * C);
+                    if (LMAX >= 2) Pair<T, LMAX>::quad_transpose(bar_du, df + 4, bar_u);
+                    // sensitivities: d_dist = ds . s_r; grad_mu, grad_sigma = sums of ds s_mu, ds s_sigma
+                    for (int n = 0; n < nu; ++n) {
+                        const T vm = v_mu[n], vs = v_sigma[n];
+                        bar_ds[n] = v_radial * s[S_R * nu + n] + vm * s[S_MU * nu + n] + vs * s[S_SIGMA * nu + n];
+                        const T second_r = v_radial * s[S_RR * nu + n] + vm * s[S_RMU * nu + n] + vs * s[S_RSIGMA * nu + n];
+                        const T second_mu =
+                            v_radial * s[S_RMU * nu + n] + vm * s[S_MUMU * nu + n] + vs * s[S_MUSIGMA * nu + n];
+                        const T second_sigma = v_radial * s[S_RSIGMA * nu + n] + vm * s[S_MUSIGMA * nu + n] +
+                                               vs * s[S_SIGMASIGMA * nu + n];
+                        bar_r += ds[n] * second_r;
+                        mu_row[n] += ds[n] * second_mu;
+                        sigma_row[n] += ds[n] * second_sigma;
+                    }
+                    bar_u[3] = bar_r;
+                    // radial: grad_Y = sum_p bar_ds dt^T; bar_dt = bar_ds Y (+ s v_Y); bar_s = dt . v_Y
+                    rank1(bar_ds, dtp, nu, F, gY);
+                    combine<false>(bar_ds, Yj, nu, F, F, bar_dt + p * F);
+                    if (vYj) {
+                        combine<true>(s, vYj, nu, F, F, bar_dt + p * F);
+                        dots<false>(dtp, vYj, nu, F, bar_s + p * nu);
+                    } else {
+                        zero(bar_s + p * nu, nu);
+                    }
+                }
+            }
+        };
+        parallel(par, N, in.sender_ptr, 4 * feature_work(), reverse_senders);
+        if (failed) return kOutOfMemory;
+
+        // Receivers: bar_dm, the invariants in reverse (grad_g, the scales, bar_m), then per pair the
+        // cotangents of the factors and of t.
+        auto reverse_receivers = [&](index_t begin, index_t end) {
+            Buffer<T> scratch(2 * C * F + 2 * C);
+            if (!scratch.ok()) {
+                failed = true;
+                return;
+            }
+            T* bar_dm = scratch.data;
+            T* bar_m = scratch.data + C * F;
+            T* weights = scratch.data + 2 * C * F;
+            for (index_t i = begin; i < end; ++i) {
+                const T* m = m_all + i * C * F;
+                const T* dm = dm_all + i * C * F;
+                const T* gi = g + i * F;
+                zero(bar_dm, C * F);
+                for (index_t k = in.receiver_ptr[i]; k < in.receiver_ptr[i + 1]; ++k) {
+                    const index_t p = in.receiver_order[k];
+                    const Pair<T, LMAX> pair(coord, p);
+                    const T* bdt = bar_dt + p * F;
+                    const T* tp = t + p * F;
+                    const T* bdf = bar_df + p * C;
+                    for (int c = 0; c < C; ++c) {
+                        const T a = pair.A[c], b = bdf[c];
+                        T* row = bar_dm + c * F;
+                        for (int f = 0; f < F; ++f) row[f] += a * bdt[f] + b * tp[f];
+                    }
+                }
+                T* gg = grad_g + i * F;
+                for (int f = 0; f < F; ++f) {
+                    T a1 = T(0), a2 = T(0);
+                    a1_a2(m, f, a1, a2);
+                    T grad = bar_dm[f];
+                    bar_m[f] = T(0);
+                    if (LMAX >= 1) {
+                        T proj = T(0);
+                        for (int c = 1; c < 4; ++c) proj += bar_dm[c * F + f] * m[c * F + f];
+                        grad += lam1[f] * proj / a1;
+                        lam_rows[i * F + f] = gi[f] * proj / a1;
+                        T coef = -gi[f] * lam1[f] * proj / (a1 * a1 * a1);
+                        if (v_lam1) {
+                            grad += v_lam1[f] * a1;
+                            coef += v_lam1[f] * gi[f] / a1;
+                        }
+                        const T w = gi[f] * lam1[f] / a1;
+                        for (int c = 1; c < 4; ++c) bar_m[c * F + f] = w * bar_dm[c * F + f] + coef * m[c * F + f];
+                    }
+                    if (LMAX >= 2) {
+                        T km[5], kb[5];
+                        quad_metric(m + 4 * F + f, F, km, 1);
+                        quad_metric(bar_dm + 4 * F + f, F, kb, 1);
+                        T proj = T(0);
+                        for (int c = 0; c < 5; ++c) proj += bar_dm[(4 + c) * F + f] * km[c];
+                        grad += lam2[f] * proj / a2;
+                        lam_rows[(N + i) * F + f] = gi[f] * proj / a2;
+                        T coef = -gi[f] * lam2[f] * proj / (a2 * a2 * a2);
+                        if (v_lam2) {
+                            grad += v_lam2[f] * a2;
+                            coef += v_lam2[f] * gi[f] / a2;
+                        }
+                        const T w = gi[f] * lam2[f] / a2;
+                        for (int c = 0; c < 5; ++c) bar_m[(4 + c) * F + f] = w * kb[c] + coef * km[c];
+                    }
+                    gg[f] = grad;
+                }
+                for (index_t k = in.receiver_ptr[i]; k < in.receiver_ptr[i + 1]; ++k) {
+                    const index_t p = in.receiver_order[k];
+                    const Pair<T, LMAX> pair(coord, p);
+                    const T* bdt = bar_dt + p * F;
+                    const T* tp = t + p * F;
+                    T* bf = bar_fac + p * C;
+                    for (int c = 0; c < C; ++c) bf[c] = dot(bdt, dm + c * F, F) + dot(tp, bar_m + c * F, F);
+                    for (int c = 0; c < C; ++c) {
+                        weights[c] = bar_df[p * C + c];
+                        weights[C + c] = pair.A[c];
+                    }
+                    combine<false>(weights, dm, C, F, F, bar_t + p * F);
+                    combine<true>(weights + C, bar_m, C, F, F, bar_t + p * F);
+                }
+            }
+        };
+        parallel(par, N, in.receiver_ptr, feature_work() * 6 * C / nu + 1, reverse_receivers);
+        if (failed) return kOutOfMemory;
+
+        // Senders again: push bar_t and bar_factors back through the forward.
+        auto forward_senders = [&](index_t begin, index_t end) {
+            for (index_t j = begin; j < end; ++j) {
+                const T* Yj = Y + j * nu * F;
+                T* gY = grad_Y + j * nu * F;
+                T* mu_row = mu_rows + j * nu;
+                T* sigma_row = mu_rows + (N + j) * nu;
+                for (index_t k = in.sender_ptr[j]; k < in.sender_ptr[j + 1]; ++k) {
+                    const index_t p = in.sender_order[k];
+                    const Pair<T, LMAX> pair(coord, p);
+                    const T* s = sens + p * 10 * nu;
+                    const T* btp = bar_t + p * F;
+                    T* bs = bar_s + p * nu;
+                    dots<true>(btp, Yj, nu, F, bs);
+                    rank1(s, btp, nu, F, gY);
+                    T* bar_u = bar_geo + 4 * p;
+                    T bar_r = bar_u[3];
+                    T du[3];
+                    pair.angular_backward(bar_fac + p * C, du);
+                    for (int x = 0; x < 3; ++x) du[x] += bar_u[x];
+                    for (int n = 0; n < nu; ++n) {
+                        bar_r += bs[n] * s[S_R * nu + n];
+                        mu_row[n] += bs[n] * s[S_MU * nu + n];
+                        sigma_row[n] += bs[n] * s[S_SIGMA * nu + n];
+                    }
+                    pair.coordinate_gradient(du, bar_r, grad_coord + 3 * p);
+                }
+            }
+        };
+        parallel(par, N, in.sender_ptr, 2 * feature_work(), forward_senders);
+        reduce_parameters(mu_rows, mu_rows + N * nu, lam_rows, out);
+        return nullptr;
+    }
+};
+
+// The segments cover every pair exactly when every index lies in [0, N) (searchsorted bounds): the
+// kernels' own check, which also holds when the ops' value checks are off.
+inline const char* check_segments(const hipnnts_cpu_inputs* in) {
+    if (in->receiver_ptr[0] != 0 || in->receiver_ptr[in->n_atoms] != in->n_pairs)
+        return "pair_first holds atom indices outside [0, n_atoms)";
+    if (in->sender_ptr[0] != 0 || in->sender_ptr[in->n_atoms] != in->n_pairs)
+        return "pair_second holds atom indices outside [0, n_atoms)";
+    return nullptr;
+}
+
+template <class T, int LMAX>
+const char* forward_as(const hipnnts_cpu_inputs* in, void* out, const hipnnts_cpu_context* par) {
+    if (const char* error = check_segments(in)) return error;
+    const Interaction<T, LMAX> op(*in, par);
+    if (!op.inv_mu.ok()) return kOutOfMemory;
+    return op.forward(static_cast<T*>(out));
+}
+
+template <class T, int LMAX>
+const char* backward_as(const hipnnts_cpu_inputs* in, const void* g, const hipnnts_cpu_gradients* out,
+                        const hipnnts_cpu_context* par) {
+    if (const char* error = check_segments(in)) return error;
+    const Interaction<T, LMAX> op(*in, par);
+    if (!op.inv_mu.ok()) return kOutOfMemory;
+    return op.backward(static_cast<const T*>(g), *out);
+}
+
+template <class T, int LMAX>
+const char* double_backward_as(const hipnnts_cpu_inputs* in, const hipnnts_cpu_cotangents* v, const void* g,
+                               const hipnnts_cpu_gradients* out, const hipnnts_cpu_context* par) {
+    if (const char* error = check_segments(in)) return error;
+    const Interaction<T, LMAX> op(*in, par);
+    if (!op.inv_mu.ok()) return kOutOfMemory;
+    return op.double_backward(*v, static_cast<const T*>(g), *out);
+}
+
+// The call for the inputs' dtype and lmax.
+#define HIPNNTS_CPU_DISPATCH(in, function, ...)                                                          \
+    ((in)->lmax == 0   ? ((in)->is_double ? function<double, 0>(__VA_ARGS__) : function<float, 0>(__VA_ARGS__)) \
+     : (in)->lmax == 1 ? ((in)->is_double ? function<double, 1>(__VA_ARGS__) : function<float, 1>(__VA_ARGS__)) \
+     : (in)->lmax == 2 ? ((in)->is_double ? function<double, 2>(__VA_ARGS__) : function<float, 2>(__VA_ARGS__)) \
+                       : "lmax must be 0, 1 or 2")
+
+const char* interaction_forward(const hipnnts_cpu_inputs* in, void* out, const hipnnts_cpu_context* par) {
+    return HIPNNTS_CPU_DISPATCH(in, forward_as, in, out, par);
+}
+
+const char* interaction_backward(const hipnnts_cpu_inputs* in, const void* g, const hipnnts_cpu_gradients* out,
+                                 const hipnnts_cpu_context* par) {
+    return HIPNNTS_CPU_DISPATCH(in, backward_as, in, g, out, par);
+}
+
+const char* interaction_double_backward(const hipnnts_cpu_inputs* in, const hipnnts_cpu_cotangents* v,
+                                        const void* g, const hipnnts_cpu_gradients* out,
+                                        const hipnnts_cpu_context* par) {
+    return HIPNNTS_CPU_DISPATCH(in, double_backward_as, in, v, g, out, par);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The envsum family (SPEC section 8); `out` arrives zeroed where it is accumulated.
+// ---------------------------------------------------------------------------------------------------
+// The family's pairs: segments over n_atoms covering all of them, the other atom in [0, n_atoms).
+inline const char* check_family(const hipnnts_cpu_family* a, const char* segment_error, const char* atom_error) {
+    if (a->ptr[0] != 0 || a->ptr[a->n_atoms] != a->n_pairs) return segment_error;
+    bool bad = false;
+    for (index_t p = 0; p < a->n_pairs; ++p) bad |= a->atom[p] < 0 || a->atom[p] >= a->n_atoms;
+    return bad ? atom_error : nullptr;
+}
+
+template <class T>
+const char* envsum_as(const hipnnts_cpu_family* a, const hipnnts_cpu_context* par) {
+    const T* sens = static_cast<const T*>(a->a);
+    const T* feat = static_cast<const T*>(a->b);
+    T* env = static_cast<T*>(a->out);
+    const int nu = a->nu, F = a->features;
+    auto body = [&](index_t begin, index_t end) {
+        for (index_t i = begin; i < end; ++i)
+            for (index_t k = a->ptr[i]; k < a->ptr[i + 1]; ++k) {
+                const index_t p = a->order[k];
+                rank1(sens + p * nu, feat + a->atom[p] * F, nu, F, env + i * nu * F);
+            }
+    };
+    parallel(par, a->n_atoms, a->ptr, double(a->n_pairs) * nu * F, body);
+    return nullptr;
+}
+
+template <class T>
+const char* sensesum_as(const hipnnts_cpu_family* a, const hipnnts_cpu_context* par) {
+    const T* env = static_cast<const T*>(a->a);
+    const T* feat = static_cast<const T*>(a->b);
+    T* sens = static_cast<T*>(a->out);
+    const int nu = a->nu, F = a->features;
+    auto body = [&](index_t begin, index_t end) {
+        for (index_t i = begin; i < end; ++i)
+            for (index_t k = a->ptr[i]; k < a->ptr[i + 1]; ++k) {
+                const index_t p = a->order[k];
+                dots<false>(feat + a->atom[p] * F, env + i * nu * F, nu, F, sens + p * nu);
+            }
+    };
+    parallel(par, a->n_atoms, a->ptr, double(a->n_pairs) * nu * F, body);
+    return nullptr;
+}
+
+template <class T>
+const char* featsum_as(const hipnnts_cpu_family* a, const hipnnts_cpu_context* par) {
+    const T* env = static_cast<const T*>(a->a);
+    const T* sens = static_cast<const T*>(a->b);
+    T* feat = static_cast<T*>(a->out);
+    const int nu = a->nu, F = a->features;
+    auto body = [&](index_t begin, index_t end) {
+        for (index_t j = begin; j < end; ++j)
+            for (index_t k = a->ptr[j]; k < a->ptr[j + 1]; ++k) {
+                const index_t p = a->order[k];
+                combine<true>(sens + p * nu, env + a->atom[p] * nu * F, nu, F, F, feat + j * F);
+            }
+    };
+    parallel(par, a->n_atoms, a->ptr, double(a->n_pairs) * nu * F, body);
+    return nullptr;
+}
+
+constexpr const char* kFirst = "pair_first holds atom indices outside [0, n_atoms)";
+constexpr const char* kSecond = "pair_second holds atom indices outside [0, n_atoms)";
+
+const char* envsum(const hipnnts_cpu_family* a, const hipnnts_cpu_context* par) {
+    if (const char* error = check_family(a, kFirst, kSecond)) return error;
+    return a->is_double ? envsum_as<double>(a, par) : envsum_as<float>(a, par);
+}
+const char* sensesum(const hipnnts_cpu_family* a, const hipnnts_cpu_context* par) {
+    if (const char* error = check_family(a, kFirst, kSecond)) return error;
+    return a->is_double ? sensesum_as<double>(a, par) : sensesum_as<float>(a, par);
+}
+const char* featsum(const hipnnts_cpu_family* a, const hipnnts_cpu_context* par) {
+    if (const char* error = check_family(a, kSecond, kFirst)) return error;
+    return a->is_double ? featsum_as<double>(a, par) : featsum_as<float>(a, par);
+}
+
+}  // namespace
+
+extern "C" const hipnnts_cpu_table HIPNNTS_CPU_TABLE = {
+    HIPNNTS_CPU_TABLE_NAME, interaction_forward, interaction_backward, interaction_double_backward,
+    envsum, sensesum, featsum,
+};
