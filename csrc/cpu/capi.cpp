@@ -19,7 +19,7 @@ namespace {
 
 // Below this many multiply-adds per thread, starting a thread (tens of microseconds) costs more
 // than it saves.
-constexpr double kWorkPerThread = 2.0e5;
+constexpr double kWorkPerThread = 2.0e6;
 
 // Chunk boundaries of [0, n) for `parts` threads: equal item counts, or equal segment lengths.
 std::vector<hipnnts_index> split(hipnnts_index n, const hipnnts_index* segments, int parts) {

@@ -18,6 +18,8 @@
 
 #include "api.h"
 
+#include <stdint.h>
+
 #ifndef HIPNNTS_CPU_TABLE
 #error "define HIPNNTS_CPU_TABLE (the exported table's name) before including kernels.h"
 #endif
@@ -28,8 +30,6 @@ using index_t = hipnnts_index;
 
 inline float sqrt_(float x) { return __builtin_sqrtf(x); }
 inline double sqrt_(double x) { return __builtin_sqrt(x); }
-inline float exp_(float x) { return __builtin_expf(x); }
-inline double exp_(double x) { return __builtin_exp(x); }
 inline float cos_(float x) { return __builtin_cosf(x); }
 inline double cos_(double x) { return __builtin_cos(x); }
 inline float sin_(float x) { return __builtin_sinf(x); }
@@ -192,6 +192,159 @@ inline void rank1(const T* w, const T* x, int count, int F, T* rows) {
     }
 }
 
+// The per-pair rows of a group of pairs (one sender's): row q at base + ids[q] * stride, or at
+// base + q * stride without ids (a scratch array in group order).
+template <class T>
+struct Rows {
+    T* base;
+    index_t stride;
+    const index_t* ids;
+    T* operator()(int q) const { return base + (ids ? ids[q] : q) * stride; }
+};
+
+// Small products over one sender's group of k pairs, register-blocked (R x V vector accumulators):
+//   pairs_times      out_q[f] (+)= sum_n a_q[n] B[n][f]        (k x nu) (nu x F)
+//   outer_sum        G[n][f]  (+)= sum_q a_q[n] x_q[f]         (nu x k) (k x F)
+//   pair_dots        out_q[n] (+)= sum_f x_q[f] B[n][f]        (k x F) (F x nu)
+// B and G are nu x F, row-major. Every sum runs in a fixed order.
+template <bool ACCUMULATE, int R, int V, class T>
+inline void pairs_times_block(const T* const* a, const T* B, int nu, int F, int f0, T* const* out) {
+    constexpr int W = kWidth<T>;
+    vec<T> acc[R][V];
+    for (int r = 0; r < R; ++r)
+        for (int v = 0; v < V; ++v) acc[r][v] = ACCUMULATE ? load(out[r] + f0 + v * W) : vec<T>{};
+    for (int n = 0; n < nu; ++n) {
+        vec<T> b[V];
+        for (int v = 0; v < V; ++v) b[v] = load(B + static_cast<index_t>(n) * F + f0 + v * W);
+        for (int r = 0; r < R; ++r) {
+            const vec<T> w = splat(a[r][n]);
+            for (int v = 0; v < V; ++v) acc[r][v] += w * b[v];
+        }
+    }
+    for (int r = 0; r < R; ++r)
+        for (int v = 0; v < V; ++v) store(out[r] + f0 + v * W, acc[r][v]);
+}
+
+template <bool ACCUMULATE, class T>
+void pairs_times(Rows<const T> a, int k, const T* B, int nu, int F, Rows<T> out) {
+    constexpr int W = kWidth<T>, R = 4;
+    for (int q0 = 0; q0 < k; q0 += R) {
+        const int rows = k - q0 < R ? k - q0 : R;
+        const T* ar[R];
+        T* outr[R];
+        for (int r = 0; r < R; ++r) {
+            ar[r] = a(q0 + (r < rows ? r : 0));
+            outr[r] = out(q0 + (r < rows ? r : 0));
+        }
+        int f0 = 0;
+        if (rows == R) {
+            for (; f0 + 2 * W <= F; f0 += 2 * W) pairs_times_block<ACCUMULATE, R, 2>(ar, B, nu, F, f0, outr);
+            for (; f0 + W <= F; f0 += W) pairs_times_block<ACCUMULATE, R, 1>(ar, B, nu, F, f0, outr);
+        }
+        for (int r = 0; r < rows; ++r) {
+            int g = f0;
+            for (; g + 4 * W <= F; g += 4 * W) pairs_times_block<ACCUMULATE, 1, 4>(ar + r, B, nu, F, g, outr + r);
+            for (; g + W <= F; g += W) pairs_times_block<ACCUMULATE, 1, 1>(ar + r, B, nu, F, g, outr + r);
+            for (; g < F; ++g) {
+                T sum = ACCUMULATE ? outr[r][g] : T(0);
+                for (int n = 0; n < nu; ++n) sum += ar[r][n] * B[static_cast<index_t>(n) * F + g];
+                outr[r][g] = sum;
+            }
+        }
+    }
+}
+
+template <bool ACCUMULATE, int R, int V, class T>
+inline void outer_sum_block(Rows<const T> a, int k, Rows<const T> x, int n0, int F, int f0, T* G) {
+    constexpr int W = kWidth<T>;
+    vec<T> acc[R][V];
+    for (int r = 0; r < R; ++r)
+        for (int v = 0; v < V; ++v)
+            acc[r][v] = ACCUMULATE ? load(G + static_cast<index_t>(n0 + r) * F + f0 + v * W) : vec<T>{};
+    for (int q = 0; q < k; ++q) {
+        const T* aq = a(q) + n0;
+        const T* xq = x(q) + f0;
+        vec<T> xv[V];
+        for (int v = 0; v < V; ++v) xv[v] = load(xq + v * W);
+        for (int r = 0; r < R; ++r) {
+            const vec<T> w = splat(aq[r]);
+            for (int v = 0; v < V; ++v) acc[r][v] += w * xv[v];
+        }
+    }
+    for (int r = 0; r < R; ++r)
+        for (int v = 0; v < V; ++v) store(G + static_cast<index_t>(n0 + r) * F + f0 + v * W, acc[r][v]);
+}
+
+template <bool ACCUMULATE, class T>
+void outer_sum(Rows<const T> a, int k, Rows<const T> x, int nu, int F, T* G) {
+    constexpr int W = kWidth<T>, R = 4;
+    int n0 = 0;
+    for (; n0 + R <= nu; n0 += R) {
+        int f0 = 0;
+        for (; f0 + 2 * W <= F; f0 += 2 * W) outer_sum_block<ACCUMULATE, R, 2>(a, k, x, n0, F, f0, G);
+        for (; f0 + W <= F; f0 += W) outer_sum_block<ACCUMULATE, R, 1>(a, k, x, n0, F, f0, G);
+        for (int r = 0; r < R; ++r)
+            for (int f = f0; f < F; ++f) {
+                T sum = ACCUMULATE ? G[static_cast<index_t>(n0 + r) * F + f] : T(0);
+                for (int q = 0; q < k; ++q) sum += a(q)[n0 + r] * x(q)[f];
+                G[static_cast<index_t>(n0 + r) * F + f] = sum;
+            }
+    }
+    for (; n0 < nu; ++n0) {
+        int f0 = 0;
+        for (; f0 + 4 * W <= F; f0 += 4 * W) outer_sum_block<ACCUMULATE, 1, 4>(a, k, x, n0, F, f0, G);
+        for (; f0 + W <= F; f0 += W) outer_sum_block<ACCUMULATE, 1, 1>(a, k, x, n0, F, f0, G);
+        for (int f = f0; f < F; ++f) {
+            T sum = ACCUMULATE ? G[static_cast<index_t>(n0) * F + f] : T(0);
+            for (int q = 0; q < k; ++q) sum += a(q)[n0] * x(q)[f];
+            G[static_cast<index_t>(n0) * F + f] = sum;
+        }
+    }
+}
+
+template <bool ACCUMULATE, int Q, int R, class T>
+inline void pair_dots_block(const T* const* x, const T* B, int n0, int F, T* const* out) {
+    constexpr int W = kWidth<T>;
+    vec<T> acc[Q][R] = {};
+    int f = 0;
+    for (; f + W <= F; f += W) {
+        vec<T> b[R];
+        for (int r = 0; r < R; ++r) b[r] = load(B + static_cast<index_t>(n0 + r) * F + f);
+        for (int q = 0; q < Q; ++q) {
+            const vec<T> xv = load(x[q] + f);
+            for (int r = 0; r < R; ++r) acc[q][r] += xv * b[r];
+        }
+    }
+    for (int q = 0; q < Q; ++q)
+        for (int r = 0; r < R; ++r) {
+            T sum = lanes_sum<T>(acc[q][r]);
+            for (int g = f; g < F; ++g) sum += x[q][g] * B[static_cast<index_t>(n0 + r) * F + g];
+            out[q][n0 + r] = (ACCUMULATE ? out[q][n0 + r] : T(0)) + sum;
+        }
+}
+
+template <bool ACCUMULATE, class T>
+void pair_dots(Rows<const T> x, int k, const T* B, int nu, int F, Rows<T> out) {
+    constexpr int Q = 2, R = 4;
+    for (int q0 = 0; q0 < k; q0 += Q) {
+        const int count = k - q0 < Q ? k - q0 : Q;
+        const T* xq[Q];
+        T* outq[Q];
+        for (int q = 0; q < Q; ++q) {
+            xq[q] = x(q0 + (q < count ? q : 0));
+            outq[q] = out(q0 + (q < count ? q : 0));
+        }
+        int n0 = 0;
+        if (count == Q) {
+            for (; n0 + R <= nu; n0 += R) pair_dots_block<ACCUMULATE, Q, R>(xq, B, n0, F, outq);
+            for (; n0 < nu; ++n0) pair_dots_block<ACCUMULATE, Q, 1>(xq, B, n0, F, outq);
+        } else {
+            for (; n0 + R <= nu; n0 += R) pair_dots_block<ACCUMULATE, 1, R>(xq, B, n0, F, outq);
+            for (; n0 < nu; ++n0) pair_dots_block<ACCUMULATE, 1, 1>(xq, B, n0, F, outq);
+        }
+    }
+}
+
 template <class T>
 inline void zero(T* x, index_t n) {
     for (index_t i = 0; i < n; ++i) x[i] = T(0);
@@ -279,47 +432,130 @@ inline void quad_metric(const T* q, index_t stride, T* out, index_t out_stride) 
 // ---------------------------------------------------------------------------------------------------
 enum Row { S, S_R, S_MU, S_SIGMA, S_RR, S_RMU, S_RSIGMA, S_MUMU, S_MUSIGMA, S_SIGMASIGMA };
 
+// Integer vectors of the floating vectors' lane width, and lane-wise selection.
+template <class T>
+struct IntegerOf;
+template <>
+struct IntegerOf<float> {
+    typedef int32_t type __attribute__((vector_size(32)));
+};
+template <>
+struct IntegerOf<double> {
+    typedef int64_t type __attribute__((vector_size(32)));
+};
+template <class T>
+using ivec = typename IntegerOf<T>::type;
+
+// mask ? a : b, lane by lane (mask lanes all ones or all zeros, as vector comparisons give them).
+template <class T>
+inline vec<T> select(ivec<T> mask, vec<T> a, vec<T> b) {
+    ivec<T> ia, ib;
+    __builtin_memcpy(&ia, &a, sizeof a);
+    __builtin_memcpy(&ib, &b, sizeof b);
+    const ivec<T> bits = (mask & ia) | (~mask & ib);
+    vec<T> out;
+    __builtin_memcpy(&out, &bits, sizeof out);
+    return out;
+}
+
+// exp of every lane, for the sensitivities' arguments (never above 0): Cephes' range reduction to
+// |x| <= ln(2)/2 and polynomial (float) or rational function (double), about 1 ulp; results below the
+// smallest normal number are 0. Plain lane arithmetic, so the compiler keeps it in vector registers
+// (libm's exp is one call per value).
+inline vec<float> exp_lanes(vec<float> x) {
+    const ivec<float> under = x < -87.0f;
+    x = select<float>(under, vec<float>{} - 87.0f, x);
+    const vec<float> t = x * 1.44269504088896341f + 0.5f;
+    ivec<float> n = __builtin_convertvector(t, ivec<float>);
+    n += __builtin_convertvector(n, vec<float>) > t;  // trunc -> floor
+    const vec<float> fn = __builtin_convertvector(n, vec<float>);
+    x = x - fn * 0.693359375f + fn * 2.12194440e-4f;
+    const vec<float> z = x * x;
+    vec<float> y = vec<float>{} + 1.9875691500e-4f;
+    y = y * x + 1.3981999507e-3f;
+    y = y * x + 8.3334519073e-3f;
+    y = y * x + 4.1665795894e-2f;
+    y = y * x + 1.6666665459e-1f;
+    y = y * x + 5.0000001201e-1f;
+    y = y * z + x + 1.0f;
+    const ivec<float> bits = (n + 127) << 23;
+    vec<float> scale;
+    __builtin_memcpy(&scale, &bits, sizeof scale);
+    return select<float>(under, vec<float>{}, y * scale);
+}
+
+inline vec<double> exp_lanes(vec<double> x) {
+    const ivec<double> under = x < -708.0;
+    x = select<double>(under, vec<double>{} - 708.0, x);
+    const vec<double> t = x * 1.4426950408889634073599 + 0.5;
+    ivec<double> n = __builtin_convertvector(t, ivec<double>);
+    n += __builtin_convertvector(n, vec<double>) > t;  // trunc -> floor
+    const vec<double> fn = __builtin_convertvector(n, vec<double>);
+    x = x - fn * 6.93145751953125e-1 - fn * 1.42860682030941723212e-6;
+    const vec<double> xx = x * x;
+    const vec<double> px = x * ((1.26177193074810590878e-4 * xx + 3.02994407707441961300e-2) * xx +
+                                9.99999999999999999910e-1);
+    const vec<double> qx = ((3.00198505138664455042e-6 * xx + 2.52448340349684104192e-3) * xx +
+                            2.27265548208155028766e-1) * xx + 2.00000000000000000009e0;
+    const vec<double> y = 1.0 + 2.0 * px / (qx - px);
+    const ivec<double> bits = (n + 1023) << 52;
+    vec<double> scale;
+    __builtin_memcpy(&scale, &bits, sizeof scale);
+    return select<double>(under, vec<double>{}, y * scale);
+}
+
+// Sensitivity rows of a pair: `rows` rows of nv = nu rounded up to whole vectors (padding lanes hold
+// values for mu = 1, sigma = 0, which no kernel reads).
 template <class T>
 struct Radial {
-    const T* mu;
-    const T* sigma;
-    const T* inv_mu;  // 1 / mu, computed once per call
-    int nu;
+    static constexpr int kPairs = 64;  // pairs per block: their vector chains overlap in the core
+    const T* inv_mu;                   // (nv,) 1 / mu, padded with 1
+    const T* sigma;                    // (nv,) padded with 0
+    int nv;
     T k, rc;
 
-    // `rows` rows of nu values into out: s only (1), with the first partials (4), with all (10).
-    void operator()(T r, int rows, T* out) const {
-        const T inv_r = T(1) / r;
-        const T angle = r * k;
-        const bool inside = r <= rc;
-        const T cosine = cos_(angle);
-        const T phi = inside ? cosine * cosine : T(0);
-        const T dphi = inside ? -k * sin_(T(2) * angle) : T(0);
-        const T ddphi = inside ? T(-2) * k * k * cos_(T(2) * angle) : T(0);
-        for (int n = 0; n < nu; ++n) {
-            const T d = inv_r - inv_mu[n];
-            const T x = d * sigma[n];
-            const T gauss = exp_(T(-0.5) * x * x);
-            out[n] = gauss * phi;
-            if (rows == 1) continue;
-            const T im = inv_mu[n], sg = sigma[n], sig2 = sg * sg;
-            const T g_r = gauss * sig2 * d * inv_r * inv_r;
-            const T g_mu = -gauss * sig2 * d * im * im;
-            const T g_sigma = -gauss * sg * d * d;
-            out[S_R * nu + n] = g_r * phi + gauss * dphi;
-            out[S_MU * nu + n] = g_mu * phi;
-            out[S_SIGMA * nu + n] = g_sigma * phi;
-            if (rows == 4) continue;
-            const T sd2 = sig2 * d * d;
-            const T g_rr = gauss * sig2 * inv_r * inv_r * inv_r * ((sd2 - T(1)) * inv_r - T(2) * d);
-            const T g_rmu = gauss * sig2 * (inv_r * im) * (inv_r * im) * (T(1) - sd2);
-            const T g_rsigma = gauss * sg * d * inv_r * inv_r * (T(2) - sd2);
-            out[S_RR * nu + n] = g_rr * phi + T(2) * g_r * dphi + gauss * ddphi;
-            out[S_RMU * nu + n] = g_rmu * phi + g_mu * dphi;
-            out[S_RSIGMA * nu + n] = g_rsigma * phi + g_sigma * dphi;
-            out[S_MUMU * nu + n] = gauss * sig2 * im * im * im * ((sd2 - T(1)) * im + T(2) * d) * phi;
-            out[S_MUSIGMA * nu + n] = gauss * sg * d * im * im * (sd2 - T(2)) * phi;
-            out[S_SIGMASIGMA * nu + n] = gauss * d * d * (sd2 - T(1)) * phi;
+    // Rows for `count` <= kPairs pairs at distances r[q], pair q's at out + q * rows * nv: s only (1),
+    // with the first partials (4), with all (10).
+    void operator()(const T* r, int count, int rows, T* out) const {
+        constexpr int W = kWidth<T>;
+        T inv_r[kPairs], phi[kPairs], dphi[kPairs], ddphi[kPairs];
+        for (int q = 0; q < count; ++q) {
+            const T angle = r[q] * k;
+            const bool inside = r[q] <= rc;
+            const T cosine = cos_(angle), sine = rows > 1 ? sin_(angle) : T(0);
+            inv_r[q] = T(1) / r[q];
+            phi[q] = inside ? cosine * cosine : T(0);
+            dphi[q] = inside ? -k * T(2) * sine * cosine : T(0);                       // -k sin(2 angle)
+            ddphi[q] = inside ? T(-2) * k * k * (cosine - sine) * (cosine + sine) : T(0);  // -2 k^2 cos(2 angle)
+        }
+        for (int n0 = 0; n0 < nv; n0 += W) {
+            const vec<T> im = load(inv_mu + n0), sg = load(sigma + n0), sig2 = sg * sg;
+            for (int q = 0; q < count; ++q) {
+                T* o = out + static_cast<index_t>(q) * rows * nv + n0;
+                const T ir = inv_r[q];
+                const vec<T> d = ir - im;
+                const vec<T> x = d * sg;
+                const vec<T> gauss = exp_lanes(T(-0.5) * x * x);
+                store(o + S * nv, gauss * phi[q]);
+                if (rows == 1) continue;
+                const vec<T> g_r = gauss * sig2 * d * ir * ir;
+                const vec<T> g_mu = -gauss * sig2 * d * im * im;
+                const vec<T> g_sigma = -gauss * sg * d * d;
+                store(o + S_R * nv, g_r * phi[q] + gauss * dphi[q]);
+                store(o + S_MU * nv, g_mu * phi[q]);
+                store(o + S_SIGMA * nv, g_sigma * phi[q]);
+                if (rows == 4) continue;
+                const vec<T> sd2 = sig2 * d * d;
+                const vec<T> g_rr = gauss * sig2 * ir * ir * ir * ((sd2 - T(1)) * ir - T(2) * d);
+                const vec<T> g_rmu = gauss * sig2 * (ir * im) * (ir * im) * (T(1) - sd2);
+                const vec<T> g_rsigma = gauss * sg * d * ir * ir * (T(2) - sd2);
+                store(o + S_RR * nv, g_rr * phi[q] + T(2) * g_r * dphi[q] + gauss * ddphi[q]);
+                store(o + S_RMU * nv, g_rmu * phi[q] + g_mu * dphi[q]);
+                store(o + S_RSIGMA * nv, g_rsigma * phi[q] + g_sigma * dphi[q]);
+                store(o + S_MUMU * nv, gauss * sig2 * im * im * im * ((sd2 - T(1)) * im + T(2) * d) * phi[q]);
+                store(o + S_MUSIGMA * nv, gauss * sg * d * im * im * (sd2 - T(2)) * phi[q]);
+                store(o + S_SIGMASIGMA * nv, gauss * d * d * (sd2 - T(1)) * phi[q]);
+            }
         }
     }
 };
@@ -338,52 +574,61 @@ struct Interaction {
     const T* lam2;
     index_t N, P;
     int nu, F;
+    int nv;  // the stride of a sensitivity row: nu rounded up to whole vectors
     T eps;
-    Buffer<T> inv_mu;
+    Buffer<T> padded;  // 1 / mu and sigma, nv each
     Radial<T> radial;
 
     Interaction(const hipnnts_cpu_inputs& in, const hipnnts_cpu_context* par)
         : in(in), par(par), Y(static_cast<const T*>(in.Y)), coord(static_cast<const T*>(in.coord)),
           lam1(static_cast<const T*>(in.lam1)), lam2(static_cast<const T*>(in.lam2)), N(in.n_atoms), P(in.n_pairs),
-          nu(in.nu), F(in.features), eps(T(in.cusp_reg)), inv_mu(in.nu) {
+          nu(in.nu), F(in.features), nv((in.nu + kWidth<T> - 1) / kWidth<T> * kWidth<T>), eps(T(in.cusp_reg)),
+          padded(2 * nv) {
         const T* mu = static_cast<const T*>(in.mu);
-        if (inv_mu.ok())
-            for (int n = 0; n < nu; ++n) inv_mu[n] = T(1) / mu[n];
-        radial = Radial<T>{mu, static_cast<const T*>(in.sigma), inv_mu, nu, T(3.14159265358979323846 / (2.0 * in.cutoff)),
-                           T(in.cutoff)};
+        const T* sigma = static_cast<const T*>(in.sigma);
+        if (padded.ok())
+            for (int n = 0; n < nv; ++n) {
+                padded[n] = n < nu ? T(1) / mu[n] : T(1);
+                padded[nv + n] = n < nu ? sigma[n] : T(0);
+            }
+        radial = Radial<T>{padded, padded + nv, nv, T(3.14159265358979323846 / (2.0 * in.cutoff)), T(in.cutoff)};
     }
 
     double feature_work() const { return double(P) * nu * F; }
 
-    // s and its partials (`rows` rows of nu) for every pair, in pair order.
+    // s and its partials (`rows` rows of nv) for every pair, in pair order.
     void radial_pass(int rows, T* out) const {
         auto body = [&](index_t begin, index_t end) {
-            for (index_t p = begin; p < end; ++p) radial(Pair<T, 0>(coord, p).r, rows, out + p * rows * nu);
+            T r[Radial<T>::kPairs];
+            for (index_t p0 = begin; p0 < end; p0 += Radial<T>::kPairs) {
+                const int count = static_cast<int>(end - p0 < Radial<T>::kPairs ? end - p0 : Radial<T>::kPairs);
+                for (int q = 0; q < count; ++q) r[q] = Pair<T, 0>(coord, p0 + q).r;
+                radial(r, count, rows, out + p0 * rows * nv);
+            }
         };
-        parallel(par, P, nullptr, double(P) * nu * rows * 4, body);
+        parallel(par, P, nullptr, double(P) * nu * rows * 20, body);  // an exp and a few products per value
     }
 
-    // Per sender: t_p = sum_nu s_nu(r_p) Y[j, nu] (s from `sens`, rows of `sens_rows` * nu, or computed).
-    const char* sender_contract(const T* sens, int sens_rows, T* t) const {
-        bool failed = false;
+    // The most pairs of one atom among atoms [begin, end) of the segments `ptr`.
+    static int largest_group(const index_t* ptr, index_t begin, index_t end) {
+        index_t most = 0;
+        for (index_t j = begin; j < end; ++j) most = ptr[j + 1] - ptr[j] > most ? ptr[j + 1] - ptr[j] : most;
+        return static_cast<int>(most);
+    }
+
+    // Sender j's group of pairs: their ids and their rows of a per-pair array.
+    const index_t* group(index_t j) const { return in.sender_order + in.sender_ptr[j]; }
+    int group_size(index_t j) const { return static_cast<int>(in.sender_ptr[j + 1] - in.sender_ptr[j]); }
+    Rows<const T> in_rows(const T* base, index_t stride, index_t j) const { return {base, stride, group(j)}; }
+    Rows<T> out_rows(T* base, index_t stride, index_t j) const { return {base, stride, group(j)}; }
+
+    // Per sender: t_p = sum_nu s_nu(r_p) Y[j, nu] for j's pairs (s: sens_rows rows of nv per pair).
+    void sender_contract(const T* sens, int sens_rows, T* t) const {
         auto body = [&](index_t begin, index_t end) {
-            Buffer<T> own(sens ? 0 : nu);
-            if (!own.ok()) {
-                failed = true;
-                return;
-            }
-            for (index_t j = begin; j < end; ++j) {
-                const T* Yj = Y + j * nu * F;
-                for (index_t k = in.sender_ptr[j]; k < in.sender_ptr[j + 1]; ++k) {
-                    const index_t p = in.sender_order[k];
-                    const T* s = sens ? sens + p * sens_rows * nu : own.data;
-                    if (!sens) radial(Pair<T, 0>(coord, p).r, 1, own);
-                    combine<false>(s, Yj, nu, F, F, t + p * F);
-                }
-            }
+            for (index_t j = begin; j < end; ++j)
+                pairs_times<false>(in_rows(sens, sens_rows * nv, j), group_size(j), Y + j * nu * F, nu, F, out_rows(t, F, j));
         };
         parallel(par, N, in.sender_ptr, feature_work(), body);
-        return failed ? kOutOfMemory : nullptr;
     }
 
     // m[c][f] = sum over receiver i's pairs of A_c t_p[f].
@@ -411,9 +656,10 @@ struct Interaction {
     }
 
     const char* forward(T* out) const {
-        T* t;
-        if (!carve(par, [&](Carver& c) { t = c.take<T>(P * F); })) return kOutOfMemory;
-        if (const char* error = sender_contract(nullptr, 0, t)) return error;
+        T *sens, *t;
+        if (!carve(par, [&](Carver& c) { sens = c.take<T>(P * nv), t = c.take<T>(P * F); })) return kOutOfMemory;
+        radial_pass(1, sens);
+        sender_contract(sens, 1, t);
         bool failed = false;
         auto body = [&](index_t begin, index_t end) {
             Buffer<T> m(C * F);
@@ -494,42 +740,42 @@ struct Interaction {
     const char* backward(const T* g, const hipnnts_cpu_gradients& out) const {
         T *sens, *t, *dt, *dfac, *mu_rows, *lam_rows;
         if (!carve(par, [&](Carver& c) {
-                sens = c.take<T>(P * 4 * nu), t = c.take<T>(P * F), dt = c.take<T>(P * F), dfac = c.take<T>(P * C);
+                sens = c.take<T>(P * 4 * nv), t = c.take<T>(P * F), dt = c.take<T>(P * F), dfac = c.take<T>(P * C);
                 mu_rows = c.take<T>(2 * N * nu), lam_rows = c.take<T>(2 * N * F);
             }))
             return kOutOfMemory;
         radial_pass(4, sens);
-        if (const char* error = sender_contract(sens, 4, t)) return error;
+        sender_contract(sens, 4, t);
         if (const char* error = receiver_backward(g, t, dt, dfac, nullptr, nullptr, lam_rows)) return error;
         T* grad_Y = static_cast<T*>(out.grad_Y);
         T* grad_coord = static_cast<T*>(out.grad_coord);
         bool failed = false;
         auto body = [&](index_t begin, index_t end) {
-            Buffer<T> ds(nu);
+            Buffer<T> ds(largest_group(in.sender_ptr, begin, end) * nu);
             if (!ds.ok()) {
                 failed = true;
                 return;
             }
             for (index_t j = begin; j < end; ++j) {
                 const T* Yj = Y + j * nu * F;
-                T* gY = grad_Y + j * nu * F;
+                const int k = group_size(j);
                 T* mu_row = mu_rows + j * nu;
                 T* sigma_row = mu_rows + (N + j) * nu;
-                zero(gY, nu * F);
+                // ds_p = dt_p Y[j]^T; grad_Y[j] = sum_p s_p dt_p^T
+                pair_dots<false>(in_rows(dt, F, j), k, Yj, nu, F, Rows<T>{ds, nu, nullptr});
+                outer_sum<false>(in_rows(sens, 4 * nv, j), k, in_rows(dt, F, j), nu, F, grad_Y + j * nu * F);
                 zero(mu_row, nu);
                 zero(sigma_row, nu);
-                for (index_t k = in.sender_ptr[j]; k < in.sender_ptr[j + 1]; ++k) {
-                    const index_t p = in.sender_order[k];
+                for (int q = 0; q < k; ++q) {
+                    const index_t p = group(j)[q];
                     const Pair<T, LMAX> pair(coord, p);
-                    const T* s = sens + p * 4 * nu;
-                    const T* dtp = dt + p * F;
-                    dots<false>(dtp, Yj, nu, F, ds.data);
-                    rank1(s, dtp, nu, F, gY);
+                    const T* s = sens + p * 4 * nv;
+                    const T* dsq = ds + q * nu;
                     T d_dist = T(0);
                     for (int n = 0; n < nu; ++n) {
-                        d_dist += ds[n] * s[S_R * nu + n];
-                        mu_row[n] += ds[n] * s[S_MU * nu + n];
-                        sigma_row[n] += ds[n] * s[S_SIGMA * nu + n];
+                        d_dist += dsq[n] * s[S_R * nv + n];
+                        mu_row[n] += dsq[n] * s[S_MU * nv + n];
+                        sigma_row[n] += dsq[n] * s[S_SIGMA * nv + n];
                     }
                     T du[3];
                     pair.angular_backward(dfac + p * C, du);
@@ -553,7 +799,7 @@ struct Interaction {
         T *sens, *t, *dt, *bar_dt, *bar_t, *dfac, *bar_df, *bar_fac, *bar_geo, *bar_s, *m_all, *dm_all, *mu_rows,
             *lam_rows;
         if (!carve(par, [&](Carver& c) {
-                sens = c.take<T>(P * 10 * nu), t = c.take<T>(P * F), dt = c.take<T>(P * F);
+                sens = c.take<T>(P * 10 * nv), t = c.take<T>(P * F), dt = c.take<T>(P * F);
                 bar_dt = c.take<T>(P * F), bar_t = c.take<T>(P * F), dfac = c.take<T>(P * C);
                 bar_df = c.take<T>(P * C), bar_fac = c.take<T>(P * C), bar_geo = c.take<T>(P * 4);
                 bar_s = c.take<T>(P * nu), m_all = c.take<T>(N * C * F), dm_all = c.take<T>(N * C * F);
@@ -561,7 +807,7 @@ struct Interaction {
             }))
             return kOutOfMemory;
         radial_pass(10, sens);
-        if (const char* error = sender_contract(sens, 10, t)) return error;
+        sender_contract(sens, 10, t);
         if (const char* error = receiver_backward(g, t, dt, dfac, m_all, dm_all, nullptr)) return error;
         T* grad_Y = static_cast<T*>(out.grad_Y);
         T* grad_coord = static_cast<T*>(out.grad_coord);
@@ -571,31 +817,31 @@ struct Interaction {
         // bar_s (from v_Y), bar_df (the cotangent of d(factors)), and bar_u, bar_r so far (bar_geo).
         bool failed = false;
         auto reverse_senders = [&](index_t begin, index_t end) {
-            Buffer<T> scratch(2 * nu);
+            const int most = largest_group(in.sender_ptr, begin, end);
+            Buffer<T> scratch(2 * most * nu);
             if (!scratch.ok()) {
                 failed = true;
                 return;
             }
             T* ds = scratch.data;
-            T* bar_ds = scratch.data + nu;
+            T* bar_ds = scratch.data + most * nu;
             for (index_t j = begin; j < end; ++j) {
                 const T* Yj = Y + j * nu * F;
                 const T* vYj = v_Y ? v_Y + j * nu * F : nullptr;
-                T* gY = grad_Y + j * nu * F;
+                const int k = group_size(j);
                 T* mu_row = mu_rows + j * nu;
                 T* sigma_row = mu_rows + (N + j) * nu;
-                zero(gY, nu * F);
                 zero(mu_row, nu);
                 zero(sigma_row, nu);
-                for (index_t k = in.sender_ptr[j]; k < in.sender_ptr[j + 1]; ++k) {
-                    const index_t p = in.sender_order[k];
+                pair_dots<false>(in_rows(dt, F, j), k, Yj, nu, F, Rows<T>{ds, nu, nullptr});
+                for (int q = 0; q < k; ++q) {
+                    const index_t p = group(j)[q];
                     const Pair<T, LMAX> pair(coord, p);
-                    const T* s = sens + p * 10 * nu;
-                    const T* dtp = dt + p * F;
+                    const T* s = sens + p * 10 * nv;
                     const T* df = dfac + p * C;
-                    dots<false>(dtp, Yj, nu, F, ds);
+                    const T* dsq = ds + q * nu;
                     T d_dist = T(0);
-                    for (int n = 0; n < nu; ++n) d_dist += ds[n] * s[S_R * nu + n];
+                    for (int n = 0; n < nu; ++n) d_dist += dsq[n] * s[S_R * nv + n];
                     T du[3];
                     pair.angular_backward(df, du);
                     // geometry: grad_coord = (du - (u.du) u) / r + d_dist u
@@ -615,28 +861,30 @@ struct Interaction {
                     pair.angular_jvp(bar_du, bar_df + p * C);
                     if (LMAX >= 2) Pair<T, LMAX>::quad_transpose(bar_du, df + 4, bar_u);
                     // sensitivities: d_dist = ds . s_r; grad_mu, grad_sigma = sums of ds s_mu, ds s_sigma
+                    T* bdsq = bar_ds + q * nu;
                     for (int n = 0; n < nu; ++n) {
                         const T vm = v_mu[n], vs = v_sigma[n];
-                        bar_ds[n] = v_radial * s[S_R * nu + n] + vm * s[S_MU * nu + n] + vs * s[S_SIGMA * nu + n];
-                        const T second_r = v_radial * s[S_RR * nu + n] + vm * s[S_RMU * nu + n] + vs * s[S_RSIGMA * nu + n];
+                        bdsq[n] = v_radial * s[S_R * nv + n] + vm * s[S_MU * nv + n] + vs * s[S_SIGMA * nv + n];
+                        const T second_r = v_radial * s[S_RR * nv + n] + vm * s[S_RMU * nv + n] + vs * s[S_RSIGMA * nv + n];
                         const T second_mu =
-                            v_radial * s[S_RMU * nu + n] + vm * s[S_MUMU * nu + n] + vs * s[S_MUSIGMA * nu + n];
-                        const T second_sigma = v_radial * s[S_RSIGMA * nu + n] + vm * s[S_MUSIGMA * nu + n] +
-                                               vs * s[S_SIGMASIGMA * nu + n];
-                        bar_r += ds[n] * second_r;
-                        mu_row[n] += ds[n] * second_mu;
-                        sigma_row[n] += ds[n] * second_sigma;
+                            v_radial * s[S_RMU * nv + n] + vm * s[S_MUMU * nv + n] + vs * s[S_MUSIGMA * nv + n];
+                        const T second_sigma = v_radial * s[S_RSIGMA * nv + n] + vm * s[S_MUSIGMA * nv + n] +
+                                               vs * s[S_SIGMASIGMA * nv + n];
+                        bar_r += dsq[n] * second_r;
+                        mu_row[n] += dsq[n] * second_mu;
+                        sigma_row[n] += dsq[n] * second_sigma;
                     }
                     bar_u[3] = bar_r;
-                    // radial: grad_Y = sum_p bar_ds dt^T; bar_dt = bar_ds Y (+ s v_Y); bar_s = dt . v_Y
-                    rank1(bar_ds, dtp, nu, F, gY);
-                    combine<false>(bar_ds, Yj, nu, F, F, bar_dt + p * F);
-                    if (vYj) {
-                        combine<true>(s, vYj, nu, F, F, bar_dt + p * F);
-                        dots<false>(dtp, vYj, nu, F, bar_s + p * nu);
-                    } else {
-                        zero(bar_s + p * nu, nu);
-                    }
+                }
+                // radial: grad_Y = sum_p bar_ds dt^T; bar_dt = bar_ds Y (+ s v_Y); bar_s = dt . v_Y
+                const Rows<const T> bar_ds_rows{bar_ds, nu, nullptr};
+                outer_sum<false>(bar_ds_rows, k, in_rows(dt, F, j), nu, F, grad_Y + j * nu * F);
+                pairs_times<false>(bar_ds_rows, k, Yj, nu, F, out_rows(bar_dt, F, j));
+                if (vYj) {
+                    pairs_times<true>(in_rows(sens, 10 * nv, j), k, vYj, nu, F, out_rows(bar_dt, F, j));
+                    pair_dots<false>(in_rows(dt, F, j), k, vYj, nu, F, out_rows(bar_s, nu, j));
+                } else {
+                    for (int q = 0; q < k; ++q) zero(bar_s + group(j)[q] * nu, nu);
                 }
             }
         };
@@ -730,27 +978,25 @@ struct Interaction {
         // Senders again: push bar_t and bar_factors back through the forward.
         auto forward_senders = [&](index_t begin, index_t end) {
             for (index_t j = begin; j < end; ++j) {
-                const T* Yj = Y + j * nu * F;
-                T* gY = grad_Y + j * nu * F;
+                const int k = group_size(j);
                 T* mu_row = mu_rows + j * nu;
                 T* sigma_row = mu_rows + (N + j) * nu;
-                for (index_t k = in.sender_ptr[j]; k < in.sender_ptr[j + 1]; ++k) {
-                    const index_t p = in.sender_order[k];
+                pair_dots<true>(in_rows(bar_t, F, j), k, Y + j * nu * F, nu, F, out_rows(bar_s, nu, j));
+                outer_sum<true>(in_rows(sens, 10 * nv, j), k, in_rows(bar_t, F, j), nu, F, grad_Y + j * nu * F);
+                for (int q = 0; q < k; ++q) {
+                    const index_t p = group(j)[q];
                     const Pair<T, LMAX> pair(coord, p);
-                    const T* s = sens + p * 10 * nu;
-                    const T* btp = bar_t + p * F;
-                    T* bs = bar_s + p * nu;
-                    dots<true>(btp, Yj, nu, F, bs);
-                    rank1(s, btp, nu, F, gY);
-                    T* bar_u = bar_geo + 4 * p;
+                    const T* s = sens + p * 10 * nv;
+                    const T* bs = bar_s + p * nu;
+                    const T* bar_u = bar_geo + 4 * p;
                     T bar_r = bar_u[3];
                     T du[3];
                     pair.angular_backward(bar_fac + p * C, du);
                     for (int x = 0; x < 3; ++x) du[x] += bar_u[x];
                     for (int n = 0; n < nu; ++n) {
-                        bar_r += bs[n] * s[S_R * nu + n];
-                        mu_row[n] += bs[n] * s[S_MU * nu + n];
-                        sigma_row[n] += bs[n] * s[S_SIGMA * nu + n];
+                        bar_r += bs[n] * s[S_R * nv + n];
+                        mu_row[n] += bs[n] * s[S_MU * nv + n];
+                        sigma_row[n] += bs[n] * s[S_SIGMA * nv + n];
                     }
                     pair.coordinate_gradient(du, bar_r, grad_coord + 3 * p);
                 }
@@ -776,7 +1022,7 @@ template <class T, int LMAX>
 const char* forward_as(const hipnnts_cpu_inputs* in, void* out, const hipnnts_cpu_context* par) {
     if (const char* error = check_segments(in)) return error;
     const Interaction<T, LMAX> op(*in, par);
-    if (!op.inv_mu.ok()) return kOutOfMemory;
+    if (!op.padded.ok()) return kOutOfMemory;
     return op.forward(static_cast<T*>(out));
 }
 
@@ -785,7 +1031,7 @@ const char* backward_as(const hipnnts_cpu_inputs* in, const void* g, const hipnn
                         const hipnnts_cpu_context* par) {
     if (const char* error = check_segments(in)) return error;
     const Interaction<T, LMAX> op(*in, par);
-    if (!op.inv_mu.ok()) return kOutOfMemory;
+    if (!op.padded.ok()) return kOutOfMemory;
     return op.backward(static_cast<const T*>(g), *out);
 }
 
@@ -794,7 +1040,7 @@ const char* double_backward_as(const hipnnts_cpu_inputs* in, const hipnnts_cpu_c
                                const hipnnts_cpu_gradients* out, const hipnnts_cpu_context* par) {
     if (const char* error = check_segments(in)) return error;
     const Interaction<T, LMAX> op(*in, par);
-    if (!op.inv_mu.ok()) return kOutOfMemory;
+    if (!op.padded.ok()) return kOutOfMemory;
     return op.double_backward(*v, static_cast<const T*>(g), *out);
 }
 
