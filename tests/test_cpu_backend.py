@@ -12,7 +12,7 @@ import pytest
 import torch
 from conftest import assert_same_training_step, training_step
 from test_ops import CUTOFF, FLOAT_KEYS, envsum_inputs, interaction_fn, interaction_inputs
-from test_triton import all_levels, assert_close_f64, case_inputs, op_args, strided
+from test_triton import all_levels, assert_close_f64, case_inputs, molecule_inputs, op_args, strided
 
 from hipnnts_kernels import backends, cpu_backend, ops, reference, set_value_checks
 from hipnnts_kernels.ops.interaction import _interaction, _interaction_backward, _interaction_double_backward
@@ -91,6 +91,23 @@ def test_results_are_bitwise_the_same_across_runs_and_thread_counts():
         torch.set_num_threads(before)
     for other in results[1:]:
         assert all(torch.equal(a, b) for a, b in zip(results[0], other))
+
+
+@pytest.mark.parametrize("lmax", [0, 2])
+def test_molecule_tiles_give_the_same_bits_as_whole_passes(lmax):
+    """Six molecules: one thread runs each molecule's passes as a tile, two threads (fewer than four
+    tiles each) run every pass over all atoms; each element is computed the same way either way."""
+    x = molecule_inputs(lmax, 6, seed=3, min_atoms=3)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        tiled = all_levels(x, lmax, "cpu")
+        torch.set_num_threads(2)
+        whole = all_levels(x, lmax, "cpu")
+    finally:
+        torch.set_num_threads(before)
+    assert all(torch.equal(a, b) for a, b in zip(tiled, whole))
+    assert_close_f64(tiled, all_levels(x, lmax, "reference"))
 
 
 def test_gradcheck_through_the_op():

@@ -74,12 +74,31 @@ bool carve(const hipnnts_cpu_context* par, Layout&& layout) {
     return true;
 }
 
+// body(b, e) over sub-ranges of [begin, end) on the context's threads (segments: pair counts to balance).
 template <class F>
-void parallel(const hipnnts_cpu_context* par, index_t n, const index_t* segments, double work, F& body) {
-    par->run(par, n, segments, work, [](void* context, index_t begin, index_t end) {
-        (*static_cast<F*>(context))(begin, end);
-    }, &body);
+void parallel(const hipnnts_cpu_context* par, index_t begin, index_t end, const index_t* segments, double work,
+              F& body) {
+    struct Shifted {
+        F& body;
+        index_t begin;
+    } shifted{body, begin};
+    par->run(par, end - begin, segments ? segments + begin : nullptr, work,
+             [](void* context, index_t b, index_t e) {
+                 Shifted& s = *static_cast<Shifted*>(context);
+                 s.body(s.begin + b, s.begin + e);
+             },
+             &shifted);
 }
+
+// The context of one tile's passes: serial, inside a thread of the enclosing loop.
+void run_serial(const hipnnts_cpu_context*, index_t n, const index_t*, double,
+                void (*body)(void*, index_t, index_t), void* context) {
+    if (n > 0) body(context, 0, n);
+}
+const hipnnts_cpu_context kSerial = {run_serial, nullptr, 1};
+
+// Sets a flag that several threads may set.
+inline void raise_flag(bool& flag) { __atomic_store_n(&flag, true, __ATOMIC_RELAXED); }
 
 // ---------------------------------------------------------------------------------------------------
 // Feature loops over rows of F contiguous values, on 32-byte vectors (GCC/Clang vector extensions:
@@ -514,9 +533,9 @@ struct Radial {
     int nv;
     T k, rc;
 
-    // Rows for `count` <= kPairs pairs at distances r[q], pair q's at out + q * rows * nv: s only (1),
-    // with the first partials (4), with all (10).
-    void operator()(const T* r, int count, int rows, T* out) const {
+    // Rows for `count` <= kPairs pairs at distances r[q], pair q's at out[q]: s only (1), with the first
+    // partials (4), with all (10).
+    void operator()(const T* r, int count, int rows, T* const* out) const {
         constexpr int W = kWidth<T>;
         T inv_r[kPairs], phi[kPairs], dphi[kPairs], ddphi[kPairs];
         for (int q = 0; q < count; ++q) {
@@ -531,7 +550,7 @@ struct Radial {
         for (int n0 = 0; n0 < nv; n0 += W) {
             const vec<T> im = load(inv_mu + n0), sg = load(sigma + n0), sig2 = sg * sg;
             for (int q = 0; q < count; ++q) {
-                T* o = out + static_cast<index_t>(q) * rows * nv + n0;
+                T* o = out[q] + n0;
                 const T ir = inv_r[q];
                 const vec<T> d = ir - im;
                 const vec<T> x = d * sg;
@@ -596,17 +615,79 @@ struct Interaction {
 
     double feature_work() const { return double(P) * nu * F; }
 
-    // s and its partials (`rows` rows of nv) for every pair, in pair order.
-    void radial_pass(int rows, T* out) const {
+    // The atoms [begin, end) one run of a level's passes covers, and the context its passes run in.
+    struct Span {
+        const hipnnts_cpu_context* par;
+        index_t begin, end;
+    };
+
+    // Index memory for find_tiles.
+    index_t tile_memory_size() const { return P + 3 * N + 2; }
+
+    // Splits the atoms into tiles, the smallest atom ranges that no pair leaves (molecules, for a batch
+    // of molecules): their boundaries at mem + P + N (n + 1 values), then the receiver-segment start of
+    // each boundary (n + 1 values). Returns n.
+    index_t find_tiles(index_t* mem) const {
+        index_t* second_of = mem;
+        index_t* reach = mem + P;
+        index_t* tiles = reach + N;
+        for (index_t j = 0; j < N; ++j)
+            for (index_t k = in.sender_ptr[j]; k < in.sender_ptr[j + 1]; ++k) second_of[in.sender_order[k]] = j;
+        for (index_t a = 0; a < N; ++a) reach[a] = a;
+        for (index_t i = 0; i < N; ++i)
+            for (index_t k = in.receiver_ptr[i]; k < in.receiver_ptr[i + 1]; ++k) {
+                const index_t j = second_of[in.receiver_order[k]];
+                const index_t low = i < j ? i : j, high = i < j ? j : i;
+                reach[low] = reach[low] > high ? reach[low] : high;
+            }
+        index_t n = 0, running = -1;
+        tiles[0] = 0;
+        for (index_t a = 0; a < N; ++a) {
+            running = reach[a] > running ? reach[a] : running;
+            if (running == a) tiles[++n] = a + 1;
+        }
+        index_t* tile_pairs = tiles + n + 1;
+        for (index_t t = 0; t <= n; ++t) tile_pairs[t] = in.receiver_ptr[tiles[t]];
+        return n;
+    }
+
+    // Runs level(span) once over all atoms, its passes spreading their loops over the threads; or, when
+    // there are enough tiles (find_tiles), once per tile, the tiles spread over the threads and each
+    // tile's passes serial: a tile's per-pair rows then stay in cache from one pass to the next.
+    // Either way every output element is computed the same way.
+    template <class Level>
+    void run_level(index_t* tile_memory, double work, Level&& level) const {
+        const index_t n_tiles = find_tiles(tile_memory);
+        if (n_tiles > 1 && (par->threads == 1 || n_tiles >= 4 * par->threads)) {
+            const index_t* tiles = tile_memory + P + N;
+            auto body = [&](index_t t0, index_t t1) {
+                for (index_t t = t0; t < t1; ++t) level(Span{&kSerial, tiles[t], tiles[t + 1]});
+            };
+            parallel(par, 0, n_tiles, tiles + n_tiles + 1, work, body);
+        } else {
+            level(Span{par, 0, N});
+        }
+    }
+
+    // s and its partials (`rows` rows of nv) for the pairs of the span's receivers.
+    void radial_pass(const Span& at, int rows, T* out) const {
+        constexpr int B = Radial<T>::kPairs;
         auto body = [&](index_t begin, index_t end) {
-            T r[Radial<T>::kPairs];
-            for (index_t p0 = begin; p0 < end; p0 += Radial<T>::kPairs) {
-                const int count = static_cast<int>(end - p0 < Radial<T>::kPairs ? end - p0 : Radial<T>::kPairs);
-                for (int q = 0; q < count; ++q) r[q] = Pair<T, 0>(coord, p0 + q).r;
-                radial(r, count, rows, out + p0 * rows * nv);
+            T r[B];
+            T* to[B];
+            const index_t last = in.receiver_ptr[end];
+            for (index_t k0 = in.receiver_ptr[begin]; k0 < last; k0 += B) {
+                const int count = static_cast<int>(last - k0 < B ? last - k0 : B);
+                for (int q = 0; q < count; ++q) {
+                    const index_t p = in.receiver_order[k0 + q];
+                    r[q] = Pair<T, 0>(coord, p).r;
+                    to[q] = out + p * rows * nv;
+                }
+                radial(r, count, rows, to);
             }
         };
-        parallel(par, P, nullptr, double(P) * nu * rows * 20, body);  // an exp and a few products per value
+        // an exp and a few products per value
+        parallel(at.par, at.begin, at.end, in.receiver_ptr, double(P) * nu * rows * 20, body);
     }
 
     // The most pairs of one atom among atoms [begin, end) of the segments `ptr`.
@@ -623,12 +704,12 @@ struct Interaction {
     Rows<T> out_rows(T* base, index_t stride, index_t j) const { return {base, stride, group(j)}; }
 
     // Per sender: t_p = sum_nu s_nu(r_p) Y[j, nu] for j's pairs (s: sens_rows rows of nv per pair).
-    void sender_contract(const T* sens, int sens_rows, T* t) const {
+    void sender_contract(const Span& at, const T* sens, int sens_rows, T* t) const {
         auto body = [&](index_t begin, index_t end) {
             for (index_t j = begin; j < end; ++j)
                 pairs_times<false>(in_rows(sens, sens_rows * nv, j), group_size(j), Y + j * nu * F, nu, F, out_rows(t, F, j));
         };
-        parallel(par, N, in.sender_ptr, feature_work(), body);
+        parallel(at.par, at.begin, at.end, in.sender_ptr, feature_work(), body);
     }
 
     // m[c][f] = sum over receiver i's pairs of A_c t_p[f].
@@ -657,42 +738,48 @@ struct Interaction {
 
     const char* forward(T* out) const {
         T *sens, *t;
-        if (!carve(par, [&](Carver& c) { sens = c.take<T>(P * nv), t = c.take<T>(P * F); })) return kOutOfMemory;
-        radial_pass(1, sens);
-        sender_contract(sens, 1, t);
+        index_t* tile_memory;
+        if (!carve(par, [&](Carver& c) {
+                sens = c.take<T>(P * nv), t = c.take<T>(P * F), tile_memory = c.take<index_t>(tile_memory_size());
+            }))
+            return kOutOfMemory;
         bool failed = false;
-        auto body = [&](index_t begin, index_t end) {
-            Buffer<T> m(C * F);
-            if (!m.ok()) {
-                failed = true;
-                return;
-            }
-            for (index_t i = begin; i < end; ++i) {
-                contract_receiver(i, t, m);
-                T* o = out + i * F;
-                for (int f = 0; f < F; ++f) {
-                    T a1 = T(0), a2 = T(0);
-                    a1_a2(m, f, a1, a2);
-                    T value = m[f];
-                    if (LMAX >= 1) value += lam1[f] * a1;
-                    if (LMAX >= 2) value += lam2[f] * a2;
-                    o[f] = value;
+        run_level(tile_memory, 3 * feature_work(), [&](const Span& at) {
+            radial_pass(at, 1, sens);
+            sender_contract(at, sens, 1, t);
+            auto body = [&](index_t begin, index_t end) {
+                Buffer<T> m(C * F);
+                if (!m.ok()) {
+                    raise_flag(failed);
+                    return;
                 }
-            }
-        };
-        parallel(par, N, in.receiver_ptr, feature_work(), body);
+                for (index_t i = begin; i < end; ++i) {
+                    contract_receiver(i, t, m);
+                    T* o = out + i * F;
+                    for (int f = 0; f < F; ++f) {
+                        T a1 = T(0), a2 = T(0);
+                        a1_a2(m, f, a1, a2);
+                        T value = m[f];
+                        if (LMAX >= 1) value += lam1[f] * a1;
+                        if (LMAX >= 2) value += lam2[f] * a2;
+                        o[f] = value;
+                    }
+                }
+            };
+            parallel(at.par, at.begin, at.end, in.receiver_ptr, feature_work(), body);
+        });
         return failed ? kOutOfMemory : nullptr;
     }
 
     // Per receiver: m, dm = d out / d m (N, C, F), and for its pairs dt_p = sum_c A_c dm_c and
     // d(factors)_p = t_p . dm_c. `m_all`, `dm_all` keep m and dm (double backward), else lam_rows gets
-    // g a1 and g a2 per receiver (2 x (N, F)).
-    const char* receiver_backward(const T* g, const T* t, T* dt, T* dfac, T* m_all, T* dm_all, T* lam_rows) const {
-        bool failed = false;
+    // g a1 and g a2 per receiver (2 x (N, F)). Sets `failed` if out of memory.
+    void receiver_backward(const Span& at, bool& failed, const T* g, const T* t, T* dt, T* dfac, T* m_all, T* dm_all,
+                           T* lam_rows) const {
         auto body = [&](index_t begin, index_t end) {
             Buffer<T> own(m_all ? 0 : 2 * C * F);
             if (!own.ok()) {
-                failed = true;
+                raise_flag(failed);
                 return;
             }
             for (index_t i = begin; i < end; ++i) {
@@ -724,8 +811,7 @@ struct Interaction {
                 }
             }
         };
-        parallel(par, N, in.receiver_ptr, feature_work() * 2 * C / nu + 1, body);
-        return failed ? kOutOfMemory : nullptr;
+        parallel(at.par, at.begin, at.end, in.receiver_ptr, feature_work() * 2 * C / nu + 1, body);
     }
 
     // The gradients of mu, sigma and the scales, each summed over atoms in atom order.
@@ -739,51 +825,55 @@ struct Interaction {
 
     const char* backward(const T* g, const hipnnts_cpu_gradients& out) const {
         T *sens, *t, *dt, *dfac, *mu_rows, *lam_rows;
+        index_t* tile_memory;
         if (!carve(par, [&](Carver& c) {
                 sens = c.take<T>(P * 4 * nv), t = c.take<T>(P * F), dt = c.take<T>(P * F), dfac = c.take<T>(P * C);
                 mu_rows = c.take<T>(2 * N * nu), lam_rows = c.take<T>(2 * N * F);
+                tile_memory = c.take<index_t>(tile_memory_size());
             }))
             return kOutOfMemory;
-        radial_pass(4, sens);
-        sender_contract(sens, 4, t);
-        if (const char* error = receiver_backward(g, t, dt, dfac, nullptr, nullptr, lam_rows)) return error;
         T* grad_Y = static_cast<T*>(out.grad_Y);
         T* grad_coord = static_cast<T*>(out.grad_coord);
         bool failed = false;
-        auto body = [&](index_t begin, index_t end) {
-            Buffer<T> ds(largest_group(in.sender_ptr, begin, end) * nu);
-            if (!ds.ok()) {
-                failed = true;
-                return;
-            }
-            for (index_t j = begin; j < end; ++j) {
-                const T* Yj = Y + j * nu * F;
-                const int k = group_size(j);
-                T* mu_row = mu_rows + j * nu;
-                T* sigma_row = mu_rows + (N + j) * nu;
-                // ds_p = dt_p Y[j]^T; grad_Y[j] = sum_p s_p dt_p^T
-                pair_dots<false>(in_rows(dt, F, j), k, Yj, nu, F, Rows<T>{ds, nu, nullptr});
-                outer_sum<false>(in_rows(sens, 4 * nv, j), k, in_rows(dt, F, j), nu, F, grad_Y + j * nu * F);
-                zero(mu_row, nu);
-                zero(sigma_row, nu);
-                for (int q = 0; q < k; ++q) {
-                    const index_t p = group(j)[q];
-                    const Pair<T, LMAX> pair(coord, p);
-                    const T* s = sens + p * 4 * nv;
-                    const T* dsq = ds + q * nu;
-                    T d_dist = T(0);
-                    for (int n = 0; n < nu; ++n) {
-                        d_dist += dsq[n] * s[S_R * nv + n];
-                        mu_row[n] += dsq[n] * s[S_MU * nv + n];
-                        sigma_row[n] += dsq[n] * s[S_SIGMA * nv + n];
-                    }
-                    T du[3];
-                    pair.angular_backward(dfac + p * C, du);
-                    pair.coordinate_gradient(du, d_dist, grad_coord + 3 * p);
+        run_level(tile_memory, 5 * feature_work(), [&](const Span& at) {
+            radial_pass(at, 4, sens);
+            sender_contract(at, sens, 4, t);
+            receiver_backward(at, failed, g, t, dt, dfac, nullptr, nullptr, lam_rows);
+            auto body = [&](index_t begin, index_t end) {
+                Buffer<T> ds(largest_group(in.sender_ptr, begin, end) * nu);
+                if (!ds.ok()) {
+                    raise_flag(failed);
+                    return;
                 }
-            }
-        };
-        parallel(par, N, in.sender_ptr, 2 * feature_work(), body);
+                for (index_t j = begin; j < end; ++j) {
+                    const T* Yj = Y + j * nu * F;
+                    const int k = group_size(j);
+                    T* mu_row = mu_rows + j * nu;
+                    T* sigma_row = mu_rows + (N + j) * nu;
+                    // ds_p = dt_p Y[j]^T; grad_Y[j] = sum_p s_p dt_p^T
+                    pair_dots<false>(in_rows(dt, F, j), k, Yj, nu, F, Rows<T>{ds, nu, nullptr});
+                    outer_sum<false>(in_rows(sens, 4 * nv, j), k, in_rows(dt, F, j), nu, F, grad_Y + j * nu * F);
+                    zero(mu_row, nu);
+                    zero(sigma_row, nu);
+                    for (int q = 0; q < k; ++q) {
+                        const index_t p = group(j)[q];
+                        const Pair<T, LMAX> pair(coord, p);
+                        const T* s = sens + p * 4 * nv;
+                        const T* dsq = ds + q * nu;
+                        T d_dist = T(0);
+                        for (int n = 0; n < nu; ++n) {
+                            d_dist += dsq[n] * s[S_R * nv + n];
+                            mu_row[n] += dsq[n] * s[S_MU * nv + n];
+                            sigma_row[n] += dsq[n] * s[S_SIGMA * nv + n];
+                        }
+                        T du[3];
+                        pair.angular_backward(dfac + p * C, du);
+                        pair.coordinate_gradient(du, d_dist, grad_coord + 3 * p);
+                    }
+                }
+            };
+            parallel(at.par, at.begin, at.end, in.sender_ptr, 2 * feature_work(), body);
+        });
         if (failed) return kOutOfMemory;
         reduce_parameters(mu_rows, mu_rows + N * nu, lam_rows, out);
         return nullptr;
@@ -798,211 +888,214 @@ struct Interaction {
         const T* v_lam2 = static_cast<const T*>(v.v_lam2);
         T *sens, *t, *dt, *bar_dt, *bar_t, *dfac, *bar_df, *bar_fac, *bar_geo, *bar_s, *m_all, *dm_all, *mu_rows,
             *lam_rows;
+        index_t* tile_memory;
         if (!carve(par, [&](Carver& c) {
                 sens = c.take<T>(P * 10 * nv), t = c.take<T>(P * F), dt = c.take<T>(P * F);
                 bar_dt = c.take<T>(P * F), bar_t = c.take<T>(P * F), dfac = c.take<T>(P * C);
                 bar_df = c.take<T>(P * C), bar_fac = c.take<T>(P * C), bar_geo = c.take<T>(P * 4);
                 bar_s = c.take<T>(P * nu), m_all = c.take<T>(N * C * F), dm_all = c.take<T>(N * C * F);
                 mu_rows = c.take<T>(2 * N * nu), lam_rows = c.take<T>(2 * N * F);
+                tile_memory = c.take<index_t>(tile_memory_size());
             }))
             return kOutOfMemory;
-        radial_pass(10, sens);
-        sender_contract(sens, 10, t);
-        if (const char* error = receiver_backward(g, t, dt, dfac, m_all, dm_all, nullptr)) return error;
         T* grad_Y = static_cast<T*>(out.grad_Y);
         T* grad_coord = static_cast<T*>(out.grad_coord);
         T* grad_g = static_cast<T*>(out.grad_grad_out);
-
-        // Senders: reverse the backward's geometry, sensitivity and radial steps. Per pair: bar_dt,
-        // bar_s (from v_Y), bar_df (the cotangent of d(factors)), and bar_u, bar_r so far (bar_geo).
         bool failed = false;
-        auto reverse_senders = [&](index_t begin, index_t end) {
-            const int most = largest_group(in.sender_ptr, begin, end);
-            Buffer<T> scratch(2 * most * nu);
-            if (!scratch.ok()) {
-                failed = true;
-                return;
-            }
-            T* ds = scratch.data;
-            T* bar_ds = scratch.data + most * nu;
-            for (index_t j = begin; j < end; ++j) {
-                const T* Yj = Y + j * nu * F;
-                const T* vYj = v_Y ? v_Y + j * nu * F : nullptr;
-                const int k = group_size(j);
-                T* mu_row = mu_rows + j * nu;
-                T* sigma_row = mu_rows + (N + j) * nu;
-                zero(mu_row, nu);
-                zero(sigma_row, nu);
-                pair_dots<false>(in_rows(dt, F, j), k, Yj, nu, F, Rows<T>{ds, nu, nullptr});
-                for (int q = 0; q < k; ++q) {
-                    const index_t p = group(j)[q];
-                    const Pair<T, LMAX> pair(coord, p);
-                    const T* s = sens + p * 10 * nv;
-                    const T* df = dfac + p * C;
-                    const T* dsq = ds + q * nu;
-                    T d_dist = T(0);
-                    for (int n = 0; n < nu; ++n) d_dist += dsq[n] * s[S_R * nv + n];
-                    T du[3];
-                    pair.angular_backward(df, du);
-                    // geometry: grad_coord = (du - (u.du) u) / r + d_dist u
-                    const T* vc = v_coord + 3 * p;
-                    const T v_radial = vc[0] * pair.u[0] + vc[1] * pair.u[1] + vc[2] * pair.u[2];
-                    const T u_du = du[0] * pair.u[0] + du[1] * pair.u[1] + du[2] * pair.u[2];
-                    T bar_du[3];
-                    T* bar_u = bar_geo + 4 * p;
-                    T bar_r = T(0);
-                    for (int x = 0; x < 3; ++x) {
-                        bar_du[x] = (vc[x] - v_radial * pair.u[x]) / pair.r;
-                        bar_u[x] = (-u_du * vc[x] - v_radial * du[x]) / pair.r + d_dist * vc[x];
-                        bar_r -= vc[x] * (du[x] - u_du * pair.u[x]);
-                    }
-                    bar_r /= pair.r * pair.r;
-                    // angular: du = J_A(u)^T d(factors)
-                    pair.angular_jvp(bar_du, bar_df + p * C);
-                    if (LMAX >= 2) Pair<T, LMAX>::quad_transpose(bar_du, df + 4, bar_u);
-                    // sensitivities: d_dist = ds . s_r; grad_mu, grad_sigma = sums of ds s_mu, ds s_sigma
-                    T* bdsq = bar_ds + q * nu;
-                    for (int n = 0; n < nu; ++n) {
-                        const T vm = v_mu[n], vs = v_sigma[n];
-                        bdsq[n] = v_radial * s[S_R * nv + n] + vm * s[S_MU * nv + n] + vs * s[S_SIGMA * nv + n];
-                        const T second_r = v_radial * s[S_RR * nv + n] + vm * s[S_RMU * nv + n] + vs * s[S_RSIGMA * nv + n];
-                        const T second_mu =
-                            v_radial * s[S_RMU * nv + n] + vm * s[S_MUMU * nv + n] + vs * s[S_MUSIGMA * nv + n];
-                        const T second_sigma = v_radial * s[S_RSIGMA * nv + n] + vm * s[S_MUSIGMA * nv + n] +
-                                               vs * s[S_SIGMASIGMA * nv + n];
-                        bar_r += dsq[n] * second_r;
-                        mu_row[n] += dsq[n] * second_mu;
-                        sigma_row[n] += dsq[n] * second_sigma;
-                    }
-                    bar_u[3] = bar_r;
-                }
-                // radial: grad_Y = sum_p bar_ds dt^T; bar_dt = bar_ds Y (+ s v_Y); bar_s = dt . v_Y
-                const Rows<const T> bar_ds_rows{bar_ds, nu, nullptr};
-                outer_sum<false>(bar_ds_rows, k, in_rows(dt, F, j), nu, F, grad_Y + j * nu * F);
-                pairs_times<false>(bar_ds_rows, k, Yj, nu, F, out_rows(bar_dt, F, j));
-                if (vYj) {
-                    pairs_times<true>(in_rows(sens, 10 * nv, j), k, vYj, nu, F, out_rows(bar_dt, F, j));
-                    pair_dots<false>(in_rows(dt, F, j), k, vYj, nu, F, out_rows(bar_s, nu, j));
-                } else {
-                    for (int q = 0; q < k; ++q) zero(bar_s + group(j)[q] * nu, nu);
-                }
-            }
-        };
-        parallel(par, N, in.sender_ptr, 4 * feature_work(), reverse_senders);
-        if (failed) return kOutOfMemory;
+        run_level(tile_memory, 12 * feature_work(), [&](const Span& at) {
+            radial_pass(at, 10, sens);
+            sender_contract(at, sens, 10, t);
+            receiver_backward(at, failed, g, t, dt, dfac, m_all, dm_all, nullptr);
 
-        // Receivers: bar_dm, the invariants in reverse (grad_g, the scales, bar_m), then per pair the
-        // cotangents of the factors and of t.
-        auto reverse_receivers = [&](index_t begin, index_t end) {
-            Buffer<T> scratch(2 * C * F + 2 * C);
-            if (!scratch.ok()) {
-                failed = true;
-                return;
-            }
-            T* bar_dm = scratch.data;
-            T* bar_m = scratch.data + C * F;
-            T* weights = scratch.data + 2 * C * F;
-            for (index_t i = begin; i < end; ++i) {
-                const T* m = m_all + i * C * F;
-                const T* dm = dm_all + i * C * F;
-                const T* gi = g + i * F;
-                zero(bar_dm, C * F);
-                for (index_t k = in.receiver_ptr[i]; k < in.receiver_ptr[i + 1]; ++k) {
-                    const index_t p = in.receiver_order[k];
-                    const Pair<T, LMAX> pair(coord, p);
-                    const T* bdt = bar_dt + p * F;
-                    const T* tp = t + p * F;
-                    const T* bdf = bar_df + p * C;
-                    for (int c = 0; c < C; ++c) {
-                        const T a = pair.A[c], b = bdf[c];
-                        T* row = bar_dm + c * F;
-                        for (int f = 0; f < F; ++f) row[f] += a * bdt[f] + b * tp[f];
-                    }
+            // Senders: reverse the backward's geometry, sensitivity and radial steps. Per pair: bar_dt,
+            // bar_s (from v_Y), bar_df (the cotangent of d(factors)), and bar_u, bar_r so far (bar_geo).
+            auto reverse_senders = [&](index_t begin, index_t end) {
+                const int most = largest_group(in.sender_ptr, begin, end);
+                Buffer<T> scratch(2 * most * nu);
+                if (!scratch.ok()) {
+                    raise_flag(failed);
+                    return;
                 }
-                T* gg = grad_g + i * F;
-                for (int f = 0; f < F; ++f) {
-                    T a1 = T(0), a2 = T(0);
-                    a1_a2(m, f, a1, a2);
-                    T grad = bar_dm[f];
-                    bar_m[f] = T(0);
-                    if (LMAX >= 1) {
-                        T proj = T(0);
-                        for (int c = 1; c < 4; ++c) proj += bar_dm[c * F + f] * m[c * F + f];
-                        grad += lam1[f] * proj / a1;
-                        lam_rows[i * F + f] = gi[f] * proj / a1;
-                        T coef = -gi[f] * lam1[f] * proj / (a1 * a1 * a1);
-                        if (v_lam1) {
-                            grad += v_lam1[f] * a1;
-                            coef += v_lam1[f] * gi[f] / a1;
+                T* ds = scratch.data;
+                T* bar_ds = scratch.data + most * nu;
+                for (index_t j = begin; j < end; ++j) {
+                    const T* Yj = Y + j * nu * F;
+                    const T* vYj = v_Y ? v_Y + j * nu * F : nullptr;
+                    const int k = group_size(j);
+                    T* mu_row = mu_rows + j * nu;
+                    T* sigma_row = mu_rows + (N + j) * nu;
+                    zero(mu_row, nu);
+                    zero(sigma_row, nu);
+                    pair_dots<false>(in_rows(dt, F, j), k, Yj, nu, F, Rows<T>{ds, nu, nullptr});
+                    for (int q = 0; q < k; ++q) {
+                        const index_t p = group(j)[q];
+                        const Pair<T, LMAX> pair(coord, p);
+                        const T* s = sens + p * 10 * nv;
+                        const T* df = dfac + p * C;
+                        const T* dsq = ds + q * nu;
+                        T d_dist = T(0);
+                        for (int n = 0; n < nu; ++n) d_dist += dsq[n] * s[S_R * nv + n];
+                        T du[3];
+                        pair.angular_backward(df, du);
+                        // geometry: grad_coord = (du - (u.du) u) / r + d_dist u
+                        const T* vc = v_coord + 3 * p;
+                        const T v_radial = vc[0] * pair.u[0] + vc[1] * pair.u[1] + vc[2] * pair.u[2];
+                        const T u_du = du[0] * pair.u[0] + du[1] * pair.u[1] + du[2] * pair.u[2];
+                        T bar_du[3];
+                        T* bar_u = bar_geo + 4 * p;
+                        T bar_r = T(0);
+                        for (int x = 0; x < 3; ++x) {
+                            bar_du[x] = (vc[x] - v_radial * pair.u[x]) / pair.r;
+                            bar_u[x] = (-u_du * vc[x] - v_radial * du[x]) / pair.r + d_dist * vc[x];
+                            bar_r -= vc[x] * (du[x] - u_du * pair.u[x]);
                         }
-                        const T w = gi[f] * lam1[f] / a1;
-                        for (int c = 1; c < 4; ++c) bar_m[c * F + f] = w * bar_dm[c * F + f] + coef * m[c * F + f];
-                    }
-                    if (LMAX >= 2) {
-                        T km[5], kb[5];
-                        quad_metric(m + 4 * F + f, F, km, 1);
-                        quad_metric(bar_dm + 4 * F + f, F, kb, 1);
-                        T proj = T(0);
-                        for (int c = 0; c < 5; ++c) proj += bar_dm[(4 + c) * F + f] * km[c];
-                        grad += lam2[f] * proj / a2;
-                        lam_rows[(N + i) * F + f] = gi[f] * proj / a2;
-                        T coef = -gi[f] * lam2[f] * proj / (a2 * a2 * a2);
-                        if (v_lam2) {
-                            grad += v_lam2[f] * a2;
-                            coef += v_lam2[f] * gi[f] / a2;
+                        bar_r /= pair.r * pair.r;
+                        // angular: du = J_A(u)^T d(factors)
+                        pair.angular_jvp(bar_du, bar_df + p * C);
+                        if (LMAX >= 2) Pair<T, LMAX>::quad_transpose(bar_du, df + 4, bar_u);
+                        // sensitivities: d_dist = ds . s_r; grad_mu, grad_sigma = sums of ds s_mu, ds s_sigma
+                        T* bdsq = bar_ds + q * nu;
+                        for (int n = 0; n < nu; ++n) {
+                            const T vm = v_mu[n], vs = v_sigma[n];
+                            bdsq[n] = v_radial * s[S_R * nv + n] + vm * s[S_MU * nv + n] + vs * s[S_SIGMA * nv + n];
+                            const T second_r = v_radial * s[S_RR * nv + n] + vm * s[S_RMU * nv + n] + vs * s[S_RSIGMA * nv + n];
+                            const T second_mu =
+                                v_radial * s[S_RMU * nv + n] + vm * s[S_MUMU * nv + n] + vs * s[S_MUSIGMA * nv + n];
+                            const T second_sigma = v_radial * s[S_RSIGMA * nv + n] + vm * s[S_MUSIGMA * nv + n] +
+                                                   vs * s[S_SIGMASIGMA * nv + n];
+                            bar_r += dsq[n] * second_r;
+                            mu_row[n] += dsq[n] * second_mu;
+                            sigma_row[n] += dsq[n] * second_sigma;
                         }
-                        const T w = gi[f] * lam2[f] / a2;
-                        for (int c = 0; c < 5; ++c) bar_m[(4 + c) * F + f] = w * kb[c] + coef * km[c];
+                        bar_u[3] = bar_r;
                     }
-                    gg[f] = grad;
-                }
-                for (index_t k = in.receiver_ptr[i]; k < in.receiver_ptr[i + 1]; ++k) {
-                    const index_t p = in.receiver_order[k];
-                    const Pair<T, LMAX> pair(coord, p);
-                    const T* bdt = bar_dt + p * F;
-                    const T* tp = t + p * F;
-                    T* bf = bar_fac + p * C;
-                    for (int c = 0; c < C; ++c) bf[c] = dot(bdt, dm + c * F, F) + dot(tp, bar_m + c * F, F);
-                    for (int c = 0; c < C; ++c) {
-                        weights[c] = bar_df[p * C + c];
-                        weights[C + c] = pair.A[c];
+                    // radial: grad_Y = sum_p bar_ds dt^T; bar_dt = bar_ds Y (+ s v_Y); bar_s = dt . v_Y
+                    const Rows<const T> bar_ds_rows{bar_ds, nu, nullptr};
+                    outer_sum<false>(bar_ds_rows, k, in_rows(dt, F, j), nu, F, grad_Y + j * nu * F);
+                    pairs_times<false>(bar_ds_rows, k, Yj, nu, F, out_rows(bar_dt, F, j));
+                    if (vYj) {
+                        pairs_times<true>(in_rows(sens, 10 * nv, j), k, vYj, nu, F, out_rows(bar_dt, F, j));
+                        pair_dots<false>(in_rows(dt, F, j), k, vYj, nu, F, out_rows(bar_s, nu, j));
+                    } else {
+                        for (int q = 0; q < k; ++q) zero(bar_s + group(j)[q] * nu, nu);
                     }
-                    combine<false>(weights, dm, C, F, F, bar_t + p * F);
-                    combine<true>(weights + C, bar_m, C, F, F, bar_t + p * F);
                 }
-            }
-        };
-        parallel(par, N, in.receiver_ptr, feature_work() * 6 * C / nu + 1, reverse_receivers);
-        if (failed) return kOutOfMemory;
+            };
+            parallel(at.par, at.begin, at.end, in.sender_ptr, 4 * feature_work(), reverse_senders);
 
-        // Senders again: push bar_t and bar_factors back through the forward.
-        auto forward_senders = [&](index_t begin, index_t end) {
-            for (index_t j = begin; j < end; ++j) {
-                const int k = group_size(j);
-                T* mu_row = mu_rows + j * nu;
-                T* sigma_row = mu_rows + (N + j) * nu;
-                pair_dots<true>(in_rows(bar_t, F, j), k, Y + j * nu * F, nu, F, out_rows(bar_s, nu, j));
-                outer_sum<true>(in_rows(sens, 10 * nv, j), k, in_rows(bar_t, F, j), nu, F, grad_Y + j * nu * F);
-                for (int q = 0; q < k; ++q) {
-                    const index_t p = group(j)[q];
-                    const Pair<T, LMAX> pair(coord, p);
-                    const T* s = sens + p * 10 * nv;
-                    const T* bs = bar_s + p * nu;
-                    const T* bar_u = bar_geo + 4 * p;
-                    T bar_r = bar_u[3];
-                    T du[3];
-                    pair.angular_backward(bar_fac + p * C, du);
-                    for (int x = 0; x < 3; ++x) du[x] += bar_u[x];
-                    for (int n = 0; n < nu; ++n) {
-                        bar_r += bs[n] * s[S_R * nv + n];
-                        mu_row[n] += bs[n] * s[S_MU * nv + n];
-                        sigma_row[n] += bs[n] * s[S_SIGMA * nv + n];
-                    }
-                    pair.coordinate_gradient(du, bar_r, grad_coord + 3 * p);
+            // Receivers: bar_dm, the invariants in reverse (grad_g, the scales, bar_m), then per pair the
+            // cotangents of the factors and of t.
+            auto reverse_receivers = [&](index_t begin, index_t end) {
+                Buffer<T> scratch(2 * C * F + 2 * C);
+                if (!scratch.ok()) {
+                    raise_flag(failed);
+                    return;
                 }
-            }
-        };
-        parallel(par, N, in.sender_ptr, 2 * feature_work(), forward_senders);
+                T* bar_dm = scratch.data;
+                T* bar_m = scratch.data + C * F;
+                T* weights = scratch.data + 2 * C * F;
+                for (index_t i = begin; i < end; ++i) {
+                    const T* m = m_all + i * C * F;
+                    const T* dm = dm_all + i * C * F;
+                    const T* gi = g + i * F;
+                    zero(bar_dm, C * F);
+                    for (index_t k = in.receiver_ptr[i]; k < in.receiver_ptr[i + 1]; ++k) {
+                        const index_t p = in.receiver_order[k];
+                        const Pair<T, LMAX> pair(coord, p);
+                        const T* bdt = bar_dt + p * F;
+                        const T* tp = t + p * F;
+                        const T* bdf = bar_df + p * C;
+                        for (int c = 0; c < C; ++c) {
+                            const T a = pair.A[c], b = bdf[c];
+                            T* row = bar_dm + c * F;
+                            for (int f = 0; f < F; ++f) row[f] += a * bdt[f] + b * tp[f];
+                        }
+                    }
+                    T* gg = grad_g + i * F;
+                    for (int f = 0; f < F; ++f) {
+                        T a1 = T(0), a2 = T(0);
+                        a1_a2(m, f, a1, a2);
+                        T grad = bar_dm[f];
+                        bar_m[f] = T(0);
+                        if (LMAX >= 1) {
+                            T proj = T(0);
+                            for (int c = 1; c < 4; ++c) proj += bar_dm[c * F + f] * m[c * F + f];
+                            grad += lam1[f] * proj / a1;
+                            lam_rows[i * F + f] = gi[f] * proj / a1;
+                            T coef = -gi[f] * lam1[f] * proj / (a1 * a1 * a1);
+                            if (v_lam1) {
+                                grad += v_lam1[f] * a1;
+                                coef += v_lam1[f] * gi[f] / a1;
+                            }
+                            const T w = gi[f] * lam1[f] / a1;
+                            for (int c = 1; c < 4; ++c) bar_m[c * F + f] = w * bar_dm[c * F + f] + coef * m[c * F + f];
+                        }
+                        if (LMAX >= 2) {
+                            T km[5], kb[5];
+                            quad_metric(m + 4 * F + f, F, km, 1);
+                            quad_metric(bar_dm + 4 * F + f, F, kb, 1);
+                            T proj = T(0);
+                            for (int c = 0; c < 5; ++c) proj += bar_dm[(4 + c) * F + f] * km[c];
+                            grad += lam2[f] * proj / a2;
+                            lam_rows[(N + i) * F + f] = gi[f] * proj / a2;
+                            T coef = -gi[f] * lam2[f] * proj / (a2 * a2 * a2);
+                            if (v_lam2) {
+                                grad += v_lam2[f] * a2;
+                                coef += v_lam2[f] * gi[f] / a2;
+                            }
+                            const T w = gi[f] * lam2[f] / a2;
+                            for (int c = 0; c < 5; ++c) bar_m[(4 + c) * F + f] = w * kb[c] + coef * km[c];
+                        }
+                        gg[f] = grad;
+                    }
+                    for (index_t k = in.receiver_ptr[i]; k < in.receiver_ptr[i + 1]; ++k) {
+                        const index_t p = in.receiver_order[k];
+                        const Pair<T, LMAX> pair(coord, p);
+                        const T* bdt = bar_dt + p * F;
+                        const T* tp = t + p * F;
+                        T* bf = bar_fac + p * C;
+                        for (int c = 0; c < C; ++c) bf[c] = dot(bdt, dm + c * F, F) + dot(tp, bar_m + c * F, F);
+                        for (int c = 0; c < C; ++c) {
+                            weights[c] = bar_df[p * C + c];
+                            weights[C + c] = pair.A[c];
+                        }
+                        combine<false>(weights, dm, C, F, F, bar_t + p * F);
+                        combine<true>(weights + C, bar_m, C, F, F, bar_t + p * F);
+                    }
+                }
+            };
+            parallel(at.par, at.begin, at.end, in.receiver_ptr, feature_work() * 6 * C / nu + 1, reverse_receivers);
+
+            // Senders again: push bar_t and bar_factors back through the forward.
+            auto forward_senders = [&](index_t begin, index_t end) {
+                for (index_t j = begin; j < end; ++j) {
+                    const int k = group_size(j);
+                    T* mu_row = mu_rows + j * nu;
+                    T* sigma_row = mu_rows + (N + j) * nu;
+                    pair_dots<true>(in_rows(bar_t, F, j), k, Y + j * nu * F, nu, F, out_rows(bar_s, nu, j));
+                    outer_sum<true>(in_rows(sens, 10 * nv, j), k, in_rows(bar_t, F, j), nu, F, grad_Y + j * nu * F);
+                    for (int q = 0; q < k; ++q) {
+                        const index_t p = group(j)[q];
+                        const Pair<T, LMAX> pair(coord, p);
+                        const T* s = sens + p * 10 * nv;
+                        const T* bs = bar_s + p * nu;
+                        const T* bar_u = bar_geo + 4 * p;
+                        T bar_r = bar_u[3];
+                        T du[3];
+                        pair.angular_backward(bar_fac + p * C, du);
+                        for (int x = 0; x < 3; ++x) du[x] += bar_u[x];
+                        for (int n = 0; n < nu; ++n) {
+                            bar_r += bs[n] * s[S_R * nv + n];
+                            mu_row[n] += bs[n] * s[S_MU * nv + n];
+                            sigma_row[n] += bs[n] * s[S_SIGMA * nv + n];
+                        }
+                        pair.coordinate_gradient(du, bar_r, grad_coord + 3 * p);
+                    }
+                }
+            };
+            parallel(at.par, at.begin, at.end, in.sender_ptr, 2 * feature_work(), forward_senders);
+        });
+        if (failed) return kOutOfMemory;
         reduce_parameters(mu_rows, mu_rows + N * nu, lam_rows, out);
         return nullptr;
     }
@@ -1090,7 +1183,7 @@ const char* envsum_as(const hipnnts_cpu_family* a, const hipnnts_cpu_context* pa
                 rank1(sens + p * nu, feat + a->atom[p] * F, nu, F, env + i * nu * F);
             }
     };
-    parallel(par, a->n_atoms, a->ptr, double(a->n_pairs) * nu * F, body);
+    parallel(par, 0, a->n_atoms, a->ptr, double(a->n_pairs) * nu * F, body);
     return nullptr;
 }
 
@@ -1107,7 +1200,7 @@ const char* sensesum_as(const hipnnts_cpu_family* a, const hipnnts_cpu_context* 
                 dots<false>(feat + a->atom[p] * F, env + i * nu * F, nu, F, sens + p * nu);
             }
     };
-    parallel(par, a->n_atoms, a->ptr, double(a->n_pairs) * nu * F, body);
+    parallel(par, 0, a->n_atoms, a->ptr, double(a->n_pairs) * nu * F, body);
     return nullptr;
 }
 
@@ -1124,7 +1217,7 @@ const char* featsum_as(const hipnnts_cpu_family* a, const hipnnts_cpu_context* p
                 combine<true>(sens + p * nu, env + a->atom[p] * nu * F, nu, F, F, feat + j * F);
             }
     };
-    parallel(par, a->n_atoms, a->ptr, double(a->n_pairs) * nu * F, body);
+    parallel(par, 0, a->n_atoms, a->ptr, double(a->n_pairs) * nu * F, body);
     return nullptr;
 }
 
