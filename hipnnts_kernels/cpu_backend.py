@@ -8,9 +8,10 @@ x86-64 with AVX2 and FMA, and picks at load what this CPU runs (:func:`instructi
 
 Kernels: the interaction's forward, backward and double backward, and the envsum family, as
 passes over senders and receivers (docs/kernels.md, "CPU kernels"). They run on
-``torch.get_num_threads()`` threads; every output element is computed by one thread in a fixed
-order and the parameter gradients are summed over atoms in atom order, so results are bitwise the
-same for any number of threads.
+``torch.get_num_threads()`` threads: those of torch's own OpenMP team where torch runs on OpenMP
+(:data:`THREADS`), else threads of their own. Every output element is computed by one thread
+in a fixed order and the parameter gradients are summed over atoms in atom order, so results are
+bitwise the same for any number of threads.
 """
 from __future__ import annotations
 
@@ -90,7 +91,42 @@ def _load() -> tuple[ctypes.CDLL | None, str | None]:
     return lib, None
 
 
+def _torch_openmp() -> ctypes.CDLL | None:
+    """The OpenMP runtime torch's parallel loops run on, if torch uses OpenMP and the runtime is found
+    among the loaded libraries (Linux: /proc/self/maps)."""
+    if "parallel backend: OpenMP" not in torch.__config__.parallel_info():
+        return None
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return None
+    loaded = {line.split()[-1] for line in maps.splitlines() if len(line.split()) >= 6}
+    for path in sorted(loaded):
+        if Path(path).name.startswith(("libgomp", "libomp", "libiomp")):
+            try:
+                runtime = ctypes.CDLL(path)  # the loaded library itself: dlopen of a loaded path reuses it
+                runtime.GOMP_parallel, runtime.omp_get_thread_num, runtime.omp_get_num_threads  # noqa: B018
+            except (OSError, AttributeError):
+                continue
+            return runtime
+    return None
+
+
+def _share_threads(lib: ctypes.CDLL) -> str:
+    """Point the kernels' parallel loops at torch's OpenMP team; says which threads they run on."""
+    runtime = _torch_openmp()
+    if runtime is None:
+        lib.hipnnts_cpu_use_openmp(None, None, None)
+        return "threads of their own"
+    address = lambda f: ctypes.cast(f, ctypes.c_void_p)  # noqa: E731
+    lib.hipnnts_cpu_use_openmp(address(runtime.GOMP_parallel), address(runtime.omp_get_thread_num),
+                               address(runtime.omp_get_num_threads))
+    return f"torch's OpenMP team ({Path(runtime._name).name})"
+
+
 _LIBRARY, LIBRARY_PROBLEM = _load()
+THREADS = None if _LIBRARY is None else _share_threads(_LIBRARY)
+"""Where the kernels' parallel loops run: torch's OpenMP team, or threads of their own."""
 
 
 def instruction_set() -> str | None:

@@ -1,7 +1,8 @@
 // C entry points of the CPU kernels (loaded with ctypes by hipnnts_kernels/cpu_backend.py): picks the
-// kernels built for the widest instruction set this CPU runs, and runs their parallel loops on
-// threads started per call (no pool that outlives a call, so forked processes and thread-count
-// changes need no care). Compiled for the baseline instruction set.
+// kernels built for the widest instruction set this CPU runs, and runs their parallel loops on the
+// OpenMP team torch itself uses (its runtime's GOMP_parallel, handed over by the Python side), so
+// they do not compete with torch's spinning OpenMP threads; without it, on threads started per
+// call. Compiled for the baseline instruction set.
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -17,9 +18,10 @@ extern "C" const hipnnts_cpu_table hipnnts_cpu_kernels_avx2;
 
 namespace {
 
-// Below this many multiply-adds per thread, starting a thread (tens of microseconds) costs more
-// than it saves.
-constexpr double kWorkPerThread = 2.0e6;
+// Below this many multiply-adds per thread, a thread costs more than it saves: starting one of our
+// own takes about 100 us, waking torch's OpenMP team a few.
+constexpr double kWorkPerOwnThread = 2.0e6;
+constexpr double kWorkPerTeamThread = 5.0e4;
 
 // Chunk boundaries of [0, n) for `parts` threads: equal item counts, or equal segment lengths.
 std::vector<hipnnts_index> split(hipnnts_index n, const hipnnts_index* segments, int parts) {
@@ -41,10 +43,33 @@ std::vector<hipnnts_index> split(hipnnts_index n, const hipnnts_index* segments,
     return bounds;
 }
 
+// The OpenMP runtime torch runs on (GNU libgomp, or LLVM's libomp through its GOMP entry points).
+struct OpenMP {
+    void (*parallel)(void (*)(void*), void*, unsigned, unsigned) = nullptr;
+    int (*thread_num)() = nullptr;
+    int (*num_threads)() = nullptr;
+} openmp;
+
+struct Team {
+    void (*body)(void*, hipnnts_index, hipnnts_index);
+    void* context;
+    const hipnnts_index* bounds;
+    int parts;
+};
+
+// Each thread of the team runs the chunks of its number, modulo the team's size (a nested region may
+// get fewer threads than asked for); the chunks are fixed by `parts` alone.
+void team_member(void* data) {
+    const Team& team = *static_cast<const Team*>(data);
+    const int size = openmp.num_threads();
+    for (int c = openmp.thread_num(); c < team.parts; c += size)
+        if (team.bounds[c] < team.bounds[c + 1]) team.body(team.context, team.bounds[c], team.bounds[c + 1]);
+}
+
 void run(const hipnnts_cpu_context* self, hipnnts_index n, const hipnnts_index* segments, double work,
          void (*body)(void*, hipnnts_index, hipnnts_index), void* context) {
     if (n <= 0) return;
-    double wanted = work / kWorkPerThread;
+    double wanted = work / (openmp.parallel ? kWorkPerTeamThread : kWorkPerOwnThread);
     int parts = self->threads;
     if (wanted < parts) parts = wanted < 1 ? 1 : static_cast<int>(wanted);
     if (parts > n) parts = static_cast<int>(n);
@@ -53,6 +78,11 @@ void run(const hipnnts_cpu_context* self, hipnnts_index n, const hipnnts_index* 
         return;
     }
     const std::vector<hipnnts_index> bounds = split(n, segments, parts);
+    if (openmp.parallel) {
+        Team team{body, context, bounds.data(), parts};
+        openmp.parallel(team_member, &team, static_cast<unsigned>(parts), 0);
+        return;
+    }
     std::vector<std::thread> workers;
     workers.reserve(parts - 1);
     for (int t = 1; t < parts; ++t)
@@ -111,6 +141,18 @@ const hipnnts_cpu_table* const kTable = choose();
 }  // namespace
 
 extern "C" {
+
+// Run the parallel loops on this OpenMP runtime's team: GOMP_parallel, omp_get_thread_num and
+// omp_get_num_threads of the runtime torch uses (null: threads of our own).
+void hipnnts_cpu_use_openmp(void* parallel, void* thread_num, void* num_threads) {
+    if (parallel && thread_num && num_threads) {
+        openmp.parallel = reinterpret_cast<void (*)(void (*)(void*), void*, unsigned, unsigned)>(parallel);
+        openmp.thread_num = reinterpret_cast<int (*)()>(thread_num);
+        openmp.num_threads = reinterpret_cast<int (*)()>(num_threads);
+    } else {
+        openmp = OpenMP{};
+    }
+}
 
 // Which kernels run here: "avx2" or "default".
 const char* hipnnts_cpu_isa() { return kTable->name; }
