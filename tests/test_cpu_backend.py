@@ -7,6 +7,7 @@ left out on purpose.
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 import torch
@@ -39,6 +40,8 @@ def test_auto_picks_the_cpu_kernels_on_cpu_tensors():
         assert backends.resolve(op, "auto", cpu) == "cpu"
     assert backends.resolve("sensitivity", "auto", cpu) == "reference"  # elementwise: no C++ kernel
     assert cpu_backend.instruction_set() in ("avx2", "default")
+    if "parallel backend: OpenMP" in torch.__config__.parallel_info() and sys.platform == "linux":
+        assert cpu_backend.THREADS.startswith("torch's OpenMP team")
     assert "CPU tensors" in cpu_backend.device_problem(torch.device("meta"))
 
 
@@ -78,17 +81,22 @@ def test_float32_error_is_within_a_small_factor_of_the_reference(lmax):
             assert err_fast <= 4 * err_ref + 2 * torch.finfo(F32).eps * e.abs().max()
 
 
-def test_results_are_bitwise_the_same_across_runs_and_thread_counts():
-    """Large enough that the kernels split the work over threads."""
+def test_results_are_bitwise_the_same_across_runs_thread_counts_and_thread_pools():
+    """Large enough that the kernels split the work over threads: on torch's OpenMP team where torch
+    runs on OpenMP, and on threads of their own."""
     x = interaction_inputs(2, n_atoms=300, n_pairs=6000, nu=8, features=64, seed=5)
     before = torch.get_num_threads()
+    results = []
     try:
-        results = []
-        for n in (1, 2, 2, 3):
-            torch.set_num_threads(n)
-            results.append(all_levels(x, 2, "cpu"))
+        for own_threads in (False, True):
+            if own_threads:
+                cpu_backend._LIBRARY.hipnnts_cpu_use_openmp(None, None, None)
+            for n in (1, 2, 2, 3):
+                torch.set_num_threads(n)
+                results.append(all_levels(x, 2, "cpu"))
     finally:
         torch.set_num_threads(before)
+        cpu_backend._share_threads(cpu_backend._LIBRARY)
     for other in results[1:]:
         assert all(torch.equal(a, b) for a, b in zip(results[0], other))
 
