@@ -4,7 +4,8 @@
 compiler; they do not link against torch, so the build needs no torch and the library works with any
 torch version. Without a compiler the install still succeeds and this backend says why it cannot
 run (:data:`LIBRARY_PROBLEM`). The library carries kernels for the baseline instruction set and for
-x86-64 with AVX2 and FMA, and picks at load what this CPU runs (:func:`instruction_set`).
+x86-64 with AVX2 and FMA, and picks at load the widest this CPU runs
+(:func:`instruction_set`; :func:`use_instruction_set` picks another, for tests and comparisons).
 
 Kernels: the interaction's forward, backward and double backward, and the envsum family, as
 passes over senders and receivers (docs/kernels.md, "CPU kernels"). They run on
@@ -86,6 +87,7 @@ def _load() -> tuple[ctypes.CDLL | None, str | None]:
         if lib.hipnnts_cpu_struct_size(ctypes.c_int(which)) != ctypes.sizeof(struct):
             return None, f"the CPU kernels {path.name} are from another version of the package; reinstall it"
     lib.hipnnts_cpu_isa.restype = ctypes.c_char_p
+    lib.hipnnts_cpu_supported_isas.restype = ctypes.c_char_p
     for name in _ENTRY_POINTS:
         getattr(lib, f"hipnnts_cpu_{name}").restype = ctypes.c_char_p
     return lib, None
@@ -130,8 +132,22 @@ THREADS = None if _LIBRARY is None else _share_threads(_LIBRARY)
 
 
 def instruction_set() -> str | None:
-    """The instruction set of the kernels that run here ("avx2" or "default"), None if not built."""
+    """The instruction set of the kernels that run ("avx2" or "default"), None if not built."""
     return None if _LIBRARY is None else _LIBRARY.hipnnts_cpu_isa().decode()
+
+
+def supported_instruction_sets() -> tuple[str, ...]:
+    """The instruction sets of the kernels this CPU runs, widest (the one picked at load) first."""
+    return () if _LIBRARY is None else tuple(_LIBRARY.hipnnts_cpu_supported_isas().decode().split())
+
+
+def use_instruction_set(name: str) -> None:
+    """Run the kernels built for ``name`` (one of :func:`supported_instruction_sets`) from now on."""
+    if _LIBRARY is None:
+        raise RuntimeError(f"the cpu backend cannot run: {LIBRARY_PROBLEM}")
+    if not _LIBRARY.hipnnts_cpu_use_isa(name.encode()):
+        raise ValueError(f"instruction set {name!r} is not among those this CPU runs: "
+                         f"{', '.join(supported_instruction_sets())}")
 
 
 def device_problem(device: torch.device) -> str | None:

@@ -26,6 +26,14 @@ if cpu_backend.LIBRARY_PROBLEM is not None:
     raise RuntimeError(f"the cpu backend cannot run: {cpu_backend.LIBRARY_PROBLEM}")
 
 
+@pytest.fixture(params=cpu_backend.supported_instruction_sets())
+def isa(request):
+    """Each copy of the kernels this CPU runs (the widest is the one in use otherwise)."""
+    cpu_backend.use_instruction_set(request.param)
+    yield request.param
+    cpu_backend.use_instruction_set(cpu_backend.supported_instruction_sets()[0])
+
+
 @pytest.fixture(params=[1, 2], ids=["1-thread", "2-threads"])
 def threads(request):
     before = torch.get_num_threads()
@@ -39,7 +47,10 @@ def test_auto_picks_the_cpu_kernels_on_cpu_tensors():
     for op in ("interaction", "interaction_backward", "interaction_double_backward", "envsum", "sensesum", "featsum"):
         assert backends.resolve(op, "auto", cpu) == "cpu"
     assert backends.resolve("sensitivity", "auto", cpu) == "reference"  # elementwise: no C++ kernel
-    assert cpu_backend.instruction_set() in ("avx2", "default")
+    assert cpu_backend.instruction_set() == cpu_backend.supported_instruction_sets()[0]
+    assert cpu_backend.supported_instruction_sets()[-1] == "default"
+    with pytest.raises(ValueError, match="instruction set 'sse9' is not among those this CPU runs"):
+        cpu_backend.use_instruction_set("sse9")
     if "parallel backend: OpenMP" in torch.__config__.parallel_info() and sys.platform == "linux":
         assert cpu_backend.THREADS.startswith("torch's OpenMP team")
     assert "CPU tensors" in cpu_backend.device_problem(torch.device("meta"))
@@ -47,7 +58,7 @@ def test_auto_picks_the_cpu_kernels_on_cpu_tensors():
 
 @pytest.mark.parametrize("case", ["random", "empty", "one_molecule", "many_molecules"])
 @pytest.mark.parametrize("lmax", [0, 1, 2])
-def test_interaction_levels_match_reference(case, lmax, threads):
+def test_interaction_levels_match_reference(case, lmax, threads, isa):
     """Forward, backward and double backward (with and without v_Y), float64; "random" has unsorted
     and duplicated pairs, an atom without neighbours and a pair beyond the cutoff."""
     x = case_inputs(case, lmax, seed=lmax)
@@ -55,7 +66,7 @@ def test_interaction_levels_match_reference(case, lmax, threads):
 
 
 @pytest.mark.parametrize("nu, features", [(37, 70), (3, 1), (8, 259)])
-def test_int32_indices_odd_widths_and_strided_inputs(nu, features):
+def test_int32_indices_odd_widths_and_strided_inputs(nu, features, isa):
     """Widths that are not multiples of the vector width, nu not a multiple of 4, int32 indices."""
     x = interaction_inputs(2, n_atoms=5, n_pairs=12, nu=nu, features=features, seed=3)
     want = all_levels(x, 2, "reference")
@@ -71,7 +82,7 @@ def test_atoms_with_many_pairs_and_pairs_only_among_some_atoms():
 
 
 @pytest.mark.parametrize("lmax", [0, 2])
-def test_float32_error_is_within_a_small_factor_of_the_reference(lmax):
+def test_float32_error_is_within_a_small_factor_of_the_reference(lmax, isa):
     x64 = case_inputs("many_molecules", lmax, seed=11)
     exact = all_levels(x64, lmax, "reference")
     x32 = {k: v.float() if isinstance(v, torch.Tensor) and v.is_floating_point() else v for k, v in x64.items()}
@@ -130,7 +141,7 @@ FAMILY = {"envsum": ("sens", "feat"), "sensesum": ("env", "feat"), "featsum": ("
 
 
 @pytest.mark.parametrize("name", list(FAMILY))
-def test_envsum_family_matches_reference(name, threads):
+def test_envsum_family_matches_reference(name, threads, isa):
     for size in (dict(n_atoms=7, n_pairs=30, nu=20, features=40), dict(n_atoms=300, n_pairs=5000, nu=7, features=67)):
         x = envsum_inputs(seed=6, **size)
         a, b = (x[k] for k in FAMILY[name])

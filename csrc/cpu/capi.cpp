@@ -5,6 +5,7 @@
 // call. Compiled for the baseline instruction set.
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <thread>
 #include <vector>
@@ -128,15 +129,25 @@ struct Call {
     const hipnnts_cpu_context* operator&() const { return &context; }
 };
 
-const hipnnts_cpu_table* choose() {
+// The kernels this CPU runs, widest instruction set first.
+int supported(const hipnnts_cpu_table** out) {
+    int n = 0;
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return &hipnnts_cpu_kernels_avx2;
+    const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (avx2) out[n++] = &hipnnts_cpu_kernels_avx2;
 #endif
-    return &hipnnts_cpu_kernels_default;
+    out[n++] = &hipnnts_cpu_kernels_default;
+    return n;
 }
 
-const hipnnts_cpu_table* const kTable = choose();
+const hipnnts_cpu_table* choose() {
+    const hipnnts_cpu_table* tables[2];
+    supported(tables);
+    return tables[0];
+}
+
+const hipnnts_cpu_table* kTable = choose();
 
 }  // namespace
 
@@ -156,6 +167,31 @@ void hipnnts_cpu_use_openmp(void* parallel, void* thread_num, void* num_threads)
 
 // Which kernels run here: "avx2" or "default".
 const char* hipnnts_cpu_isa() { return kTable->name; }
+
+// The instruction sets this CPU runs, widest first, separated by spaces.
+const char* hipnnts_cpu_supported_isas() {
+    static char names[64];
+    const hipnnts_cpu_table* tables[2];
+    const int n = supported(tables);
+    names[0] = 0;
+    for (int i = 0; i < n; ++i) {
+        if (i) strcat(names, " ");
+        strcat(names, tables[i]->name);
+    }
+    return names;
+}
+
+// Run the kernels built for `name` (one of hipnnts_cpu_supported_isas); 0 if this CPU cannot.
+int hipnnts_cpu_use_isa(const char* name) {
+    const hipnnts_cpu_table* tables[2];
+    const int n = supported(tables);
+    for (int i = 0; i < n; ++i)
+        if (strcmp(tables[i]->name, name) == 0) {
+            kTable = tables[i];
+            return 1;
+        }
+    return 0;
+}
 
 // The sizes of the argument packs, checked against the ctypes mirrors at load.
 int64_t hipnnts_cpu_struct_size(int which) {

@@ -101,18 +101,24 @@ const hipnnts_cpu_context kSerial = {run_serial, nullptr, 1};
 inline void raise_flag(bool& flag) { __atomic_store_n(&flag, true, __ATOMIC_RELAXED); }
 
 // ---------------------------------------------------------------------------------------------------
-// Feature loops over rows of F contiguous values, on 32-byte vectors (GCC/Clang vector extensions:
-// one AVX2 register, or two SSE registers in the baseline build). Every sum runs in a fixed order,
-// the same for any number of threads.
+// Feature loops over rows of F contiguous values, on vectors of GCC/Clang's vector extensions: one
+// AVX2 register (32 bytes) or one SSE register (16 bytes, the baseline build). Every sum runs in a
+// fixed order, the same for any number of threads.
 // ---------------------------------------------------------------------------------------------------
+// Vector bytes: 32 where the including file enables AVX2 (HIPNNTS_CPU_VECTOR_BYTES), else 16.
+#ifndef HIPNNTS_CPU_VECTOR_BYTES
+#define HIPNNTS_CPU_VECTOR_BYTES 16
+#endif
+constexpr int kVectorBytes = HIPNNTS_CPU_VECTOR_BYTES;
+
 template <class T>
 struct VectorOf {
-    typedef T type __attribute__((vector_size(32)));
+    typedef T type __attribute__((vector_size(kVectorBytes)));
 };
 template <class T>
 using vec = typename VectorOf<T>::type;
 template <class T>
-constexpr int kWidth = 32 / static_cast<int>(sizeof(T));
+constexpr int kWidth = kVectorBytes / static_cast<int>(sizeof(T));
 
 template <class T>
 inline vec<T> load(const T* p) {
@@ -456,11 +462,11 @@ template <class T>
 struct IntegerOf;
 template <>
 struct IntegerOf<float> {
-    typedef int32_t type __attribute__((vector_size(32)));
+    typedef int32_t type __attribute__((vector_size(kVectorBytes)));
 };
 template <>
 struct IntegerOf<double> {
-    typedef int64_t type __attribute__((vector_size(32)));
+    typedef int64_t type __attribute__((vector_size(kVectorBytes)));
 };
 template <class T>
 using ivec = typename IntegerOf<T>::type;

@@ -9,6 +9,7 @@
 #endif
 #define HIPNNTS_CPU_TABLE hipnnts_cpu_kernels_avx2
 #define HIPNNTS_CPU_TABLE_NAME "avx2"
+#define HIPNNTS_CPU_VECTOR_BYTES 32
 #include "kernels.h"
 #if defined(__clang__)
 #pragma clang attribute pop
