@@ -8,7 +8,7 @@ Each op runs through its public autograd op (value checks off, as in training) a
 respect to the inputs and the output gradient: the double backward force training needs).
 Backends: ``cuda``, ``cuda-molecules`` (the cuda backend with its molecule path, which changes
 featsum only), ``triton`` (CPU: through its interpreter, correctness
-only), ``reference``,
+only), ``cpu`` (the C++ kernels, CPU tensors), ``reference``,
 ``reference-compile`` (the reference under ``torch.compile``) and, for the envsum family,
 ``hippynn`` 0.1.3's custom kernels (Triton on CUDA, numba on the CPU). Every case's forward is
 checked against the reference before it is timed.
@@ -43,7 +43,7 @@ from .report import describe_error, num
 from .timing import copy_bandwidth, device_name, environment, matmul_flops, time_call
 
 OPS = ("envsum", "sensesum", "featsum", "sensitivity", "tensor_factors", "interaction")
-BACKENDS = ("cuda", "cuda-molecules", "triton", "reference", "reference-compile", "hippynn")
+BACKENDS = ("cuda", "cuda-molecules", "triton", "cpu", "reference", "reference-compile", "hippynn")
 #: The ops whose kernels the CUDA molecule path changes.
 MOLECULE_PATH_OPS = ("featsum",)
 #: Ops whose cost depends on lmax; the others run once.
@@ -211,7 +211,9 @@ def backend_functions(backend: str, device: torch.device) -> dict[str, Callable]
     ``cuda-molecules`` gives the cuda functions: call them under :func:`backend_setting`."""
     if backend == "cuda-molecules":
         backend = "cuda"
-    if backend in ("cuda", "triton", "reference"):
+    if backend in ("cuda", "triton", "cpu", "reference"):
+        if backend == "cpu" and backends.unavailable_reason("cpu", device) is not None:
+            raise _Skip(backends.unavailable_reason("cpu", device))
         if backend == "triton" and device.type == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
             raise _Skip("Triton on CPU tensors needs TRITON_INTERPRET=1 (set it before Python starts)")
         if backend == "cuda" and device.type != "cuda":
@@ -255,7 +257,7 @@ def skip_reason(backend: str, op: str, device: torch.device, level: str | None =
         if op not in MOLECULE_PATH_OPS:
             return "the molecule path changes only featsum"
         backend = "cuda"
-    if backend in ("cuda", "triton"):
+    if backend in ("cuda", "triton", "cpu"):
         if not backends.has_implementation(op, backend):
             return f"no {backend} kernel for this op (it runs on the reference)"
         reason = backends.unavailable_reason(backend, device, op)
