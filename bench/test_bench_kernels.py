@@ -17,7 +17,7 @@ def cases(preset, device):
 
 LMAX = {"interaction": (0, 2), "tensor_factors": (2,)}  # tensor_factors at lmax 0 is the constant 1
 CASE_KEYS = [(op, lmax) for op in kernels.OPS for lmax in LMAX.get(op, (None,))]
-BACKENDS = ("cuda", "cuda-molecules", "triton", "reference", "hippynn")
+BACKENDS = ("cuda", "cuda-molecules", "triton", "cpu", "reference", "hippynn")
 
 
 @pytest.mark.parametrize("level", LEVELS)
