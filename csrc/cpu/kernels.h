@@ -204,19 +204,6 @@ inline void dots(const T* x, const T* rows, int count, int F, T* out) {
     for (; k < count; ++k) dot_rows<ACCUMULATE, 1>(x, rows + static_cast<index_t>(k) * F, F, out + k);
 }
 
-// rows[k * F + f] += w[k] x[f] for k < count.
-template <class T>
-inline void rank1(const T* w, const T* x, int count, int F, T* rows) {
-    constexpr int W = kWidth<T>;
-    for (int k = 0; k < count; ++k) {
-        T* row = rows + static_cast<index_t>(k) * F;
-        const vec<T> wk = splat(w[k]);
-        int f = 0;
-        for (; f + W <= F; f += W) store(row + f, load(row + f) + wk * load(x + f));
-        for (; f < F; ++f) row[f] += w[k] * x[f];
-    }
-}
-
 // The per-pair rows of a group of pairs (one sender's): row q at base + ids[q] * stride, or at
 // base + q * stride without ids (a scratch array in group order).
 template <class T>
@@ -1182,15 +1169,25 @@ const char* envsum_as(const hipnnts_cpu_family* a, const hipnnts_cpu_context* pa
     const T* feat = static_cast<const T*>(a->b);
     T* env = static_cast<T*>(a->out);
     const int nu = a->nu, F = a->features;
+    bool failed = false;
+    // per receiver: env[i] = S^T X over its pairs (S: their sens rows, X: their other atoms' feat rows)
     auto body = [&](index_t begin, index_t end) {
-        for (index_t i = begin; i < end; ++i)
-            for (index_t k = a->ptr[i]; k < a->ptr[i + 1]; ++k) {
-                const index_t p = a->order[k];
-                rank1(sens + p * nu, feat + a->atom[p] * F, nu, F, env + i * nu * F);
-            }
+        index_t most = 0;
+        for (index_t i = begin; i < end; ++i) most = a->ptr[i + 1] - a->ptr[i] > most ? a->ptr[i + 1] - a->ptr[i] : most;
+        Buffer<index_t> others(most);
+        if (!others.ok()) {
+            raise_flag(failed);
+            return;
+        }
+        for (index_t i = begin; i < end; ++i) {
+            const index_t* pairs = a->order + a->ptr[i];
+            const int k = static_cast<int>(a->ptr[i + 1] - a->ptr[i]);
+            for (int q = 0; q < k; ++q) others[q] = a->atom[pairs[q]];
+            outer_sum<false>(Rows<const T>{sens, nu, pairs}, k, Rows<const T>{feat, F, others}, nu, F, env + i * nu * F);
+        }
     };
     parallel(par, 0, a->n_atoms, a->ptr, double(a->n_pairs) * nu * F, body);
-    return nullptr;
+    return failed ? kOutOfMemory : nullptr;
 }
 
 template <class T>
