@@ -126,7 +126,6 @@ struct Call {
     hipnnts_cpu_context context;
     explicit Call(int threads) : context{run, workspace, threads < 1 ? 1 : threads} {}
     ~Call() { arena.trim(); }
-    const hipnnts_cpu_context* operator&() const { return &context; }
 };
 
 // The kernels this CPU runs, widest instruction set first.
@@ -206,35 +205,35 @@ int64_t hipnnts_cpu_struct_size(int which) {
 
 const char* hipnnts_cpu_interaction_forward(const hipnnts_cpu_inputs* in, void* out, int threads) {
     const Call par(threads);
-    return kTable->interaction_forward(in, out, &par);
+    return kTable->interaction_forward(in, out, &par.context);
 }
 
 const char* hipnnts_cpu_interaction_backward(const hipnnts_cpu_inputs* in, const void* grad_out,
                                              const hipnnts_cpu_gradients* gradients, int threads) {
     const Call par(threads);
-    return kTable->interaction_backward(in, grad_out, gradients, &par);
+    return kTable->interaction_backward(in, grad_out, gradients, &par.context);
 }
 
 const char* hipnnts_cpu_interaction_double_backward(const hipnnts_cpu_inputs* in,
                                                     const hipnnts_cpu_cotangents* cotangents, const void* grad_out,
                                                     const hipnnts_cpu_gradients* gradients, int threads) {
     const Call par(threads);
-    return kTable->interaction_double_backward(in, cotangents, grad_out, gradients, &par);
+    return kTable->interaction_double_backward(in, cotangents, grad_out, gradients, &par.context);
 }
 
 const char* hipnnts_cpu_envsum(const hipnnts_cpu_family* args, int threads) {
     const Call par(threads);
-    return kTable->envsum(args, &par);
+    return kTable->envsum(args, &par.context);
 }
 
 const char* hipnnts_cpu_sensesum(const hipnnts_cpu_family* args, int threads) {
     const Call par(threads);
-    return kTable->sensesum(args, &par);
+    return kTable->sensesum(args, &par.context);
 }
 
 const char* hipnnts_cpu_featsum(const hipnnts_cpu_family* args, int threads) {
     const Call par(threads);
-    return kTable->featsum(args, &par);
+    return kTable->featsum(args, &par.context);
 }
 
 }  // extern "C"

@@ -51,6 +51,13 @@ struct Buffer {
 
 constexpr const char* kOutOfMemory = "out of memory for the CPU kernels' workspace";
 
+// The most pairs of one atom among atoms [begin, end) of the segments `ptr`.
+inline int largest_group(const index_t* ptr, index_t begin, index_t end) {
+    index_t most = 0;
+    for (index_t j = begin; j < end; ++j) most = ptr[j + 1] - ptr[j] > most ? ptr[j + 1] - ptr[j] : most;
+    return static_cast<int>(most);
+}
+
 // Carves arrays out of one workspace; with a null base it only adds up their sizes.
 struct Carver {
     char* base;
@@ -683,13 +690,6 @@ struct Interaction {
         parallel(at.par, at.begin, at.end, in.receiver_ptr, double(P) * nu * rows * 20, body);
     }
 
-    // The most pairs of one atom among atoms [begin, end) of the segments `ptr`.
-    static int largest_group(const index_t* ptr, index_t begin, index_t end) {
-        index_t most = 0;
-        for (index_t j = begin; j < end; ++j) most = ptr[j + 1] - ptr[j] > most ? ptr[j + 1] - ptr[j] : most;
-        return static_cast<int>(most);
-    }
-
     // Sender j's group of pairs: their ids and their rows of a per-pair array.
     const index_t* group(index_t j) const { return in.sender_order + in.sender_ptr[j]; }
     int group_size(index_t j) const { return static_cast<int>(in.sender_ptr[j + 1] - in.sender_ptr[j]); }
@@ -1172,9 +1172,7 @@ const char* envsum_as(const hipnnts_cpu_family* a, const hipnnts_cpu_context* pa
     bool failed = false;
     // per receiver: env[i] = S^T X over its pairs (S: their sens rows, X: their other atoms' feat rows)
     auto body = [&](index_t begin, index_t end) {
-        index_t most = 0;
-        for (index_t i = begin; i < end; ++i) most = a->ptr[i + 1] - a->ptr[i] > most ? a->ptr[i + 1] - a->ptr[i] : most;
-        Buffer<index_t> others(most);
+        Buffer<index_t> others(largest_group(a->ptr, begin, end));
         if (!others.ok()) {
             raise_flag(failed);
             return;
