@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from hipnnts_kernels.data import load, xtb
-from hipnnts_kernels.data.embedded import EMBEDDED_PATH, load_embedded
+from hipnnts_kernels.data.embedded import EMBEDDED_PATH, TRANSFER_PATH, load_embedded, load_transfer
 from hipnnts_kernels.data.units import energy_factor, length_factor
 
 PROVENANCE_KEYS = {"generator", "seed", "recipe", "smiles_source", "versions", "created_utc", "rejected_conformers",
@@ -82,6 +82,13 @@ def test_smiles_filter(tmp_path):
     kept, dropped = xtb.candidate_smiles(smiles, max_heavy_atoms=7)
     assert kept == ["CCO", "Nc1ccccc1"]
     assert dropped == dict(duplicate=1, charged_or_open_shell=2, elements=1, fragments=1, unparsable=1, size=1)
+    larger, dropped = xtb.candidate_smiles(smiles, max_heavy_atoms=8, min_heavy_atoms=7)
+    assert larger == ["CCCCCCCC", "Nc1ccccc1"] and dropped["size"] == 2
+
+
+def test_heavy_atom_range_is_checked():
+    with pytest.raises(ValueError, match="min_heavy_atoms <= max_heavy_atoms"):
+        xtb.generate(1, 1, min_heavy_atoms=12, max_heavy_atoms=11)
 
 
 def test_missing_extras_say_how_to_install(monkeypatch):
@@ -103,3 +110,21 @@ def test_embedded_dataset():
     assert tuple(p["recipe"]["displacement_sigma_angstrom"]) == xtb.EMBEDDED_RECIPE["displacement"]
     assert float(c.forces.abs().mean()) > 10.0  # kcal/mol/Å: the zero-force baseline is far from a fit
     assert float(c.forces.norm(dim=1).max()) <= xtb.MAX_FORCE + 1e-3
+
+
+def test_transfer_set_holds_larger_molecules_than_the_embedded_set():
+    """The transfer set: the recipe it names, finite labels, and molecules disjoint from (and larger
+    than) every embedded one."""
+    c, embedded = load_transfer(), load_embedded()
+    assert TRANSFER_PATH.stat().st_size <= 2**20
+    p = c.provenance
+    recipe = {k: p["recipe"][k] for k in ("n_molecules", "conformers_per_molecule", "min_heavy_atoms",
+                                          "max_heavy_atoms")}
+    assert recipe == {k: xtb.TRANSFER_RECIPE[k] for k in recipe} and p["seed"] == xtb.TRANSFER_RECIPE["seed"]
+    assert len(c) == recipe["n_molecules"] * recipe["conformers_per_molecule"]
+    assert set(c.species.unique().tolist()) <= {1, 6, 7, 8}
+    assert all(torch.isfinite(t).all() for t in (c.positions, c.energy, c.forces))
+    assert not set(c.molecule_names) & set(embedded.molecule_names)
+    heavy = lambda data: torch.zeros(len(data), dtype=torch.int64).index_add_(  # noqa: E731
+        0, data.conformer_index, (data.species > 1).long())
+    assert int(heavy(c).min()) == recipe["min_heavy_atoms"] > int(heavy(embedded).max())

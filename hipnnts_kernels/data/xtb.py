@@ -25,7 +25,10 @@ All randomness of a molecule comes from ``(seed, crc32(canonical SMILES))`` and 
 runs one OpenMP thread, so the arrays do not depend on ``workers`` or the order of work.
 
 The file shipped in the package (:mod:`hipnnts_kernels.data.embedded`) was made with
-:data:`EMBEDDED_RECIPE`, the defaults of the command line: ``hipnnts data xtb OUT.h5 --workers 2``.
+:data:`EMBEDDED_RECIPE`, the defaults of the command line: ``hipnnts data xtb OUT.h5 --workers 2``. The
+shipped transfer set of larger molecules (``load_transfer``) was made with :data:`TRANSFER_RECIPE`:
+``hipnnts data xtb OUT.h5 --molecules 120 --conformers-per-molecule 5 --seed 1 --min-heavy-atoms 12
+--max-heavy-atoms 16 --workers 2``.
 """
 from __future__ import annotations
 
@@ -59,6 +62,10 @@ ATTEMPTS_PER_CONFORMER = 4
 #: and 748 of <= 11).
 EMBEDDED_RECIPE = dict(n_molecules=730, conformers_per_molecule=7, seed=0, max_heavy_atoms=11,
                        displacement=(0.01, 0.06))
+#: Arguments of :func:`generate` for the shipped transfer set: molecules larger than any in the embedded
+#: set (12 to 16 heavy atoms; the first 5K hold 865), so disjoint from it, with the same displacements.
+TRANSFER_RECIPE = dict(n_molecules=120, conformers_per_molecule=5, seed=1, min_heavy_atoms=12, max_heavy_atoms=16,
+                       displacement=(0.01, 0.06))
 _INSTALL_HINT = 'pip install "hipnnts-kernels[xtb]"'
 
 
@@ -78,7 +85,8 @@ def default_smiles_file() -> Path:
     return Path(RDConfig.RDDataDir) / "NCI" / "first_5K.smi"
 
 
-def candidate_smiles(path: str | os.PathLike, max_heavy_atoms: int) -> tuple[list[str], dict[str, int]]:
+def candidate_smiles(path: str | os.PathLike, max_heavy_atoms: int,
+                     min_heavy_atoms: int = 1) -> tuple[list[str], dict[str, int]]:
     """Sorted unique canonical SMILES of ``path`` that pass the filter of the recipe, and the count
     of lines dropped by each reason."""
     _require("rdkit")
@@ -101,7 +109,7 @@ def candidate_smiles(path: str | os.PathLike, max_heavy_atoms: int) -> tuple[lis
                 dropped["charged_or_open_shell"] += 1
             elif len(Chem.GetMolFrags(mol)) != 1:
                 dropped["fragments"] += 1
-            elif not 1 <= mol.GetNumHeavyAtoms() <= max_heavy_atoms:
+            elif not min_heavy_atoms <= mol.GetNumHeavyAtoms() <= max_heavy_atoms:
                 dropped["size"] += 1
             else:
                 smiles = Chem.MolToSmiles(mol)
@@ -202,13 +210,14 @@ def _single_threaded_pool(workers: int) -> Iterator[multiprocessing.pool.Pool]:
 
 
 def generate(n_molecules: int, conformers_per_molecule: int, *, seed: int = 0, max_heavy_atoms: int = 9,
-             smiles_file: str | os.PathLike | None = None, displacement: tuple[float, float] = (0.01, 0.06),
-             workers: int = 1, progress: bool = True) -> Conformers:
+             min_heavy_atoms: int = 1, smiles_file: str | os.PathLike | None = None,
+             displacement: tuple[float, float] = (0.01, 0.06), workers: int = 1, progress: bool = True) -> Conformers:
     """Generate ``n_molecules`` x ``conformers_per_molecule`` off-equilibrium conformers with
     GFN2-xTB energies (kcal/mol) and true forces (kcal/mol/Å); see the module docstring for the recipe.
 
     Args:
         seed: selects the molecules and all their structures; results do not depend on ``workers``.
+        min_heavy_atoms, max_heavy_atoms: the molecules' range of heavy (non-hydrogen) atoms.
         smiles_file: SMILES source (first token per line); default RDKit's ``NCI/first_5K.smi``.
         displacement: (min, max) of the per-conformer Gaussian sigma, Å.
         workers: worker processes (each runs xTB on one OpenMP thread).
@@ -222,15 +231,17 @@ def generate(n_molecules: int, conformers_per_molecule: int, *, seed: int = 0, m
 
     if n_molecules < 1 or conformers_per_molecule < 1 or workers < 1:
         raise ValueError("n_molecules, conformers_per_molecule and workers must be >= 1")
+    if not 1 <= min_heavy_atoms <= max_heavy_atoms:
+        raise ValueError(f"need 1 <= min_heavy_atoms <= max_heavy_atoms, got {min_heavy_atoms} and {max_heavy_atoms}")
     sigma_lo, sigma_hi = map(float, displacement)
     if not 0.0 < sigma_lo <= sigma_hi:
         raise ValueError(f"displacement must be (min, max) with 0 < min <= max, got {displacement}")
     started = time.perf_counter()
     source = Path(smiles_file) if smiles_file is not None else default_smiles_file()
-    candidates, screened_out = candidate_smiles(source, max_heavy_atoms)
+    candidates, screened_out = candidate_smiles(source, max_heavy_atoms, min_heavy_atoms)
     if n_molecules > len(candidates):
         raise ValueError(f"{source} has only {len(candidates)} molecules passing the filter (CHNO, neutral, "
-                         f"closed shell, 1..{max_heavy_atoms} heavy atoms), {n_molecules} requested")
+                         f"closed shell, {min_heavy_atoms}..{max_heavy_atoms} heavy atoms), {n_molecules} requested")
     order = np.random.default_rng(seed).permutation(len(candidates))
     tasks = ((candidates[i], seed, conformers_per_molecule, (sigma_lo, sigma_hi)) for i in order)
 
@@ -261,7 +272,8 @@ def generate(n_molecules: int, conformers_per_molecule: int, *, seed: int = 0, m
         generator="hipnnts_kernels.data.xtb.generate", method="GFN2-xTB (tblite singlepoint, default accuracy and "
         "electronic temperature, neutral, closed shell)", seed=seed,
         recipe=dict(n_molecules=n_molecules, conformers_per_molecule=conformers_per_molecule,
-                    max_heavy_atoms=max_heavy_atoms, elements=list(ELEMENTS), embedding="RDKit ETKDGv3",
+                    min_heavy_atoms=min_heavy_atoms, max_heavy_atoms=max_heavy_atoms, elements=list(ELEMENTS),
+                    embedding="RDKit ETKDGv3",
                     relaxation="MMFF94, UFF fallback", displacement_sigma_angstrom=[sigma_lo, sigma_hi],
                     displacement="isotropic Gaussian on every atom, sigma uniform per conformer",
                     min_distance_angstrom=MIN_DISTANCE, max_force_kcal_per_mol_angstrom=MAX_FORCE,
@@ -295,6 +307,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--conformers-per-molecule", type=int, default=r["conformers_per_molecule"],
                         help="default %(default)s")
     parser.add_argument("--seed", type=int, default=r["seed"], help="default %(default)s")
+    parser.add_argument("--min-heavy-atoms", type=int, default=1, help="default %(default)s")
     parser.add_argument("--max-heavy-atoms", type=int, default=r["max_heavy_atoms"], help="default %(default)s")
     parser.add_argument("--displacement", type=float, nargs=2, default=r["displacement"], metavar=("MIN", "MAX"),
                         help="range of the per-conformer Gaussian displacement sigma, Å (default %(default)s)")
@@ -306,7 +319,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     """Generate with the parsed ``args``, write ``args.out`` and print a summary."""
     data = generate(args.molecules, args.conformers_per_molecule, seed=args.seed,
-                    max_heavy_atoms=args.max_heavy_atoms, smiles_file=args.smiles_file,
+                    min_heavy_atoms=args.min_heavy_atoms, max_heavy_atoms=args.max_heavy_atoms,
+                    smiles_file=args.smiles_file,
                     displacement=tuple(args.displacement), workers=args.workers, progress=not args.quiet)
     save(data, args.out)
     p = data.provenance
