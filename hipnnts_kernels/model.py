@@ -298,10 +298,15 @@ class HipnnTS(nn.Module):
             (n_species,) the fitted E0 (float64).
         """
         e0 = least_squares_self_energies(counts, energies, len(self.species))
+        self.set_self_energies(e0)
+        return e0
+
+    @torch.no_grad()
+    def set_self_energies(self, e0: Tensor) -> None:
+        """Set the (n_species,) self energies E0 (kcal/mol) and freeze them."""
         head = self.energy_heads[0]
         head.weight.copy_(e0.to(head.weight).unsqueeze(0))
         self.freeze_self_energies()
-        return e0
 
     def freeze_self_energies(self) -> None:
         """Exclude the self energies (head 0's weight) from training: ``requires_grad`` off. A new

@@ -237,5 +237,10 @@ class TensorNetModel(nn.Module):
             (n_species,) the fitted E0 (float64).
         """
         e0 = least_squares_self_energies(counts, energies, len(self.species))
-        self.self_energies.copy_(e0.to(self.self_energies))
+        self.set_self_energies(e0)
         return e0
+
+    @torch.no_grad()
+    def set_self_energies(self, e0: Tensor) -> None:
+        """Set the (n_species,) self energies E0 (kcal/mol)."""
+        self.self_energies.copy_(e0.to(self.self_energies))

@@ -46,7 +46,7 @@ def _rows(out: Path) -> list[dict]:
 
 
 def test_training_learns_and_writes_its_outputs(toy, tmp_path):
-    config = TrainConfig(out=str(tmp_path), epochs=8, lr=5e-3, **SMALL)
+    config = TrainConfig(out=str(tmp_path), epochs=8, lr=5e-3, lr_schedule="plateau", **SMALL)
     summary = Trainer(config, toy).run()
     for name in ("last.pt", "best.pt", "log.csv", "log.json", "learning_curve.png", "metrics.json"):
         assert (tmp_path / name).is_file(), name
@@ -75,18 +75,63 @@ def test_self_energies_fitted_on_the_training_split(toy, tmp_path):
     assert not trainer.model.energy_heads[0].weight.requires_grad
 
 
+@torch.no_grad()
+def _species_offset(trainer: Trainer) -> torch.Tensor:
+    """counts^T (E - E_model) over the training split: zero when no per-species energy offset is left."""
+    train = trainer.splits[0]
+    batch = trainer.dataset.batch(train)
+    out = trainer.model(batch.species, batch.positions, batch.mol_index, batch.pair_first, batch.pair_second,
+                        n_molecules=batch.n_molecules, forces=False)
+    counts = trainer.model.species_counts(batch.species, batch.mol_index, batch.n_molecules)
+    return counts.t() @ (batch.energy - out.energy).double()
+
+
+@pytest.mark.parametrize("architecture", ["hipnnts", "tensornet"])
+def test_the_self_energies_are_refitted_after_every_epoch(toy, tmp_path, architecture):
+    """After each epoch the self energies absorb the per-species energy offset of the training
+    split (least squares: the residual is orthogonal to every species count); without the refit an
+    offset is left, so the test can fail."""
+    if architecture == "tensornet":
+        pytest.importorskip("torchmdnet")
+    settings = dict(SMALL, dtype="float64", epochs=2, lr=1e-2, architecture=architecture)
+    trainer = Trainer(TrainConfig(out=str(tmp_path / "refit"), **settings), toy)
+    trainer.run()
+    assert _species_offset(trainer).abs().max() < 1e-6  # kcal/mol x atoms, summed over 48 conformers
+    assert all(row["self_energy_shift"] > 0 for row in _rows(tmp_path / "refit"))
+    saved = read_checkpoint(tmp_path / "refit" / "best.pt")["self_energies"]
+    assert saved == trainer.self_energies
+    plain = Trainer(TrainConfig(out=str(tmp_path / "plain"), refit_self_energies=False, **settings), toy)
+    plain.run()
+    assert _species_offset(plain).abs().max() > 0.1
+    assert "self_energy_shift" not in _rows(tmp_path / "plain")[0]
+
+
+def test_the_cosine_schedule_anneals_over_the_epochs(toy, tmp_path):
+    config = TrainConfig(out=str(tmp_path), epochs=3, lr=1e-2, min_lr=1e-4, lr_schedule="cosine", **SMALL)
+    Trainer(config, toy).run()
+    lrs = [row["lr"] for row in _rows(tmp_path)]
+    steps = len(Trainer(TrainConfig(out=str(tmp_path / "count"), **SMALL), toy).epoch_batches(0))
+    # a row holds the lr of its epoch's last step, k * steps - 1 steps into the 3 * steps of the budget
+    expected = [1e-4 + (1e-2 - 1e-4) * 0.5 * (1 + math.cos(math.pi * (k * steps - 1) / (3 * steps)))
+                for k in (1, 2, 3)]
+    assert lrs == pytest.approx(expected)
+
+
 def test_same_seed_same_run_and_resume_repeats_nothing(toy, tmp_path):
     Trainer(TrainConfig(out=str(tmp_path / "full"), epochs=3, **SMALL), toy).run()
     Trainer(TrainConfig(out=str(tmp_path / "again"), epochs=3, **SMALL), toy).run()
     assert torch.equal(_weights(tmp_path / "full"), _weights(tmp_path / "again"))
-    # stop after one epoch, then resume to three: identical weights and log
+    # stop after one epoch, then resume to three: identical weights and log (the plateau schedule;
+    # a cosine schedule depends on the budget, which this raises; the Ctrl-C test resumes a cosine run)
+    plateau = dict(SMALL, lr_schedule="plateau")
+    Trainer(TrainConfig(out=str(tmp_path / "plateau"), epochs=3, **plateau), toy).run()
     part = tmp_path / "part"
-    Trainer(TrainConfig(out=str(part), epochs=1, **SMALL), toy).run()
-    Trainer(TrainConfig(out=str(part), epochs=3, **SMALL), toy, resume=True).run()
-    assert torch.equal(_weights(part), _weights(tmp_path / "full"))
-    drop = ("seconds",)
+    Trainer(TrainConfig(out=str(part), epochs=1, **plateau), toy).run()
+    Trainer(TrainConfig(out=str(part), epochs=3, **plateau), toy, resume=True).run()
+    assert torch.equal(_weights(part), _weights(tmp_path / "plateau"))
+    drop = ("seconds", "train_seconds")
     strip = lambda rows: [{k: v for k, v in r.items() if k not in drop} for r in rows]  # noqa: E731
-    assert strip(_rows(part)) == strip(_rows(tmp_path / "full"))
+    assert strip(_rows(part)) == strip(_rows(tmp_path / "plateau"))
     Trainer(TrainConfig(out=str(tmp_path / "other"), epochs=3, seed=1, **SMALL), toy).run()
     assert not torch.equal(_weights(tmp_path / "other"), _weights(tmp_path / "full"))
 
@@ -97,12 +142,20 @@ def test_time_limit_stops_cleanly_and_a_resume_extends_it(toy, tmp_path):
     summary = Trainer(TrainConfig(out=str(tmp_path), epochs=3, **SMALL), toy, resume=True).run()
     assert summary["stopped"] == "reached 3 epochs"
     assert [r["epoch"] for r in _rows(tmp_path)] == [1, 2, 3]
+    # the same budget again (a finished run resumed): it reports and trains no further
+    summary = Trainer(TrainConfig(out=str(tmp_path), epochs=3, **SMALL), toy, resume=True).run()
+    assert summary["epochs"] == 3 and [r["epoch"] for r in _rows(tmp_path)] == [1, 2, 3]
+    used_up = tmp_path / "used_up"
+    Trainer(TrainConfig(out=str(used_up), epochs=3, time_limit=1e-9, **SMALL), toy).run()
+    summary = Trainer(TrainConfig(out=str(used_up), epochs=3, time_limit=1e-9, **SMALL), toy, resume=True).run()
+    assert summary["stopped"].startswith("time limit") and summary["epochs"] == 1
 
 
 def test_early_stopping(toy, tmp_path):
-    """lr = 0 never improves on the first epoch, so the run stops after early_stopping more."""
+    """lr = 0 (and no self-energy refit) never improves on the first epoch, so the run stops after
+    early_stopping more."""
     summary = Trainer(TrainConfig(out=str(tmp_path), epochs=10, lr=1e-30, early_stopping=2, min_lr=0.0,
-                                  **SMALL), toy).run()
+                                  refit_self_energies=False, **SMALL), toy).run()
     assert summary["stopped"].startswith("early stopping") and summary["epochs"] == 3
     assert summary["best_epoch"] == 1
 

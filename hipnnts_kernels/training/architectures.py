@@ -8,7 +8,7 @@ to a model's constructor arguments and rebuilds a model from saved ones.
 
 Every architecture provides the interface the trainer, :func:`~hipnnts_kernels.training.evaluate`,
 checkpoints and the ASE calculator use: ``species``, ``cutoff``, ``hparams`` (``cls(**hparams)``
-rebuilds it), ``species_counts``, ``fit_self_energies``, ``freeze_self_energies``,
+rebuilds it), ``species_counts``, ``fit_self_energies``, ``set_self_energies``, ``freeze_self_energies``,
 ``regularization_params`` and ``forward(species, positions, mol_index, pair_first, pair_second,
 n_molecules, pair_shift, forces, create_graph) -> ModelOutput``.
 """

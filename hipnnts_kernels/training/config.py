@@ -93,11 +93,21 @@ class TrainConfig:
     hierarchicality_weight: float = _field(1.0, "weight of the mean hierarchicality (see the README, Training)",
                                            "optimisation")
     l2_weight: float = _field(1e-6, "weight of the L2 penalty on weight matrices", "optimisation")
+    refit_self_energies: bool = _field(True, "after every epoch, correct the per-species self energies by least "
+                                       "squares to the training split's energy residuals (an energy-only pass): "
+                                       "removes the energy offset that drifts while the forces dominate the "
+                                       "gradient", "optimisation")
     clip_grad_norm: float | None = _field(10.0, "clip the gradient norm to this ('none': no clipping)",
                                           "optimisation")
+    lr_schedule: str = _field("cosine", "'plateau': reduce the learning rate when the validation loss stalls "
+                              "(lr_patience, lr_factor); 'cosine': anneal it from lr to min_lr over the budget, "
+                              "epochs or time_limit, whichever ends first (a resume with a larger budget "
+                              "stretches what is left)", "optimisation",
+                              choices=("plateau", "cosine"))
     lr_patience: int = _field(3, "ReduceLROnPlateau: epochs without improvement before reducing", "optimisation")
     lr_factor: float = _field(0.5, "ReduceLROnPlateau: factor", "optimisation")
-    min_lr: float = _field(1e-5, "stop when the learning rate falls below this", "optimisation")
+    min_lr: float = _field(1e-5, "stop when the learning rate falls below this (plateau); the end of the "
+                           "cosine schedule", "optimisation")
     early_stopping: int = _field(10, "stop after this many epochs without validation improvement",
                                  "optimisation")
 

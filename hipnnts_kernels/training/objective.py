@@ -3,7 +3,7 @@
 Loss = w_E MSE(E_mol) + w_F MSE(F) + w_H mean(hierarchicality) + w_L2 Σ‖W‖², with E in kcal/mol
 and F in kcal/mol/Å. Metrics are running sums kept in one device tensor, so accumulating them
 costs no host synchronisation; :meth:`ErrorSums.result` syncs once and reports MAE and RMSE of
-molecular energies, of energies per atom and of force components.
+molecular energies, of energies per atom and of force components, and the mean signed energy error.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from ..model import ModelOutput
 
 #: Names of the running sums, in order.
 SUM_NAMES = ("molecules", "atoms", "loss", "energy_abs", "energy_sq", "energy_atom_abs", "energy_atom_sq",
-             "force_components", "force_abs", "force_sq", "force_target_abs")
+             "force_components", "force_abs", "force_sq", "force_target_abs", "energy_signed")
 
 
 def loss_terms(model: nn.Module, out: ModelOutput, batch: Batch, *, energy_weight: float, force_weight: float,
@@ -37,8 +37,9 @@ class ErrorSums:
     """Running error sums over batches, on the device (see :data:`SUM_NAMES`)."""
 
     def __init__(self, device: torch.device, values: Tensor | None = None):
-        self.values = torch.zeros(len(SUM_NAMES), dtype=torch.float64, device=device) if values is None \
-            else values.to(device, torch.float64)
+        self.values = torch.zeros(len(SUM_NAMES), dtype=torch.float64, device=device)
+        if values is not None:  # sums saved before the last names existed leave those at zero
+            self.values[:values.numel()] = values.to(device, torch.float64)
         self.has_loss = False
 
     @torch.no_grad()
@@ -57,11 +58,13 @@ class ErrorSums:
             parts += [de.new_full((), df.numel()), df.abs().sum(), df.square().sum(), batch.forces.double().abs().sum()]
         else:
             parts += [de.new_zeros(())] * 4
+        parts.append(de.sum())
         self.values += torch.stack(parts)
 
     def result(self) -> dict[str, float]:
-        """MAE and RMSE (kcal/mol, kcal/mol/Å), the mean loss (training sums), and the MAE of
-        predicting zero forces (the trivial baseline)."""
+        """MAE and RMSE (kcal/mol, kcal/mol/Å), the mean signed energy error (prediction - target: a
+        systematic offset), the mean loss (training sums), and the MAE of predicting zero forces (the
+        trivial baseline)."""
         s = dict(zip(SUM_NAMES, self.values.tolist()))
         n_mol, n_comp = max(s["molecules"], 1.0), s["force_components"]
         result = {"loss": s["loss"] / n_mol} if self.has_loss else {}
@@ -69,6 +72,7 @@ class ErrorSums:
             "energy_mae": s["energy_abs"] / n_mol, "energy_rmse": (s["energy_sq"] / n_mol) ** 0.5,
             "energy_per_atom_mae": s["energy_atom_abs"] / n_mol,
             "energy_per_atom_rmse": (s["energy_atom_sq"] / n_mol) ** 0.5,
+            "energy_mean_error": s["energy_signed"] / n_mol,
         })
         if n_comp:
             result.update(force_mae=s["force_abs"] / n_comp, force_rmse=(s["force_sq"] / n_comp) ** 0.5,

@@ -171,7 +171,7 @@ class Trainer:
             device_ids = [self.process.device.index] if self.process.device.type == "cuda" else None
             self.net = DistributedDataParallel(self.model, device_ids=device_ids)
         self.progress = dict(epoch=0, step=0, batch_in_epoch=0, best_valid=math.inf, best_epoch=0,
-                             epochs_since_best=0, seconds=0.0, stopped=None)
+                             epochs_since_best=0, seconds=0.0, eval_seconds=0.0, stopped=None)
         self.history: list[dict] = []
         self.stop = StopRequest()
         self.partial_sums: Tensor | None = None
@@ -191,7 +191,8 @@ class Trainer:
         if state["world_size"] != self.process.world_size:
             raise ValueError(f"{last} was written by {state['world_size']} processes; resume it with as many "
                              f"(now {self.process.world_size}): the batch shards depend on it")
-        saved = {"architecture": LEGACY_ARCHITECTURE, **state["config"]}  # older runs name none
+        # older runs name no architecture and did not refit the self energies
+        saved = {"architecture": LEGACY_ARCHITECTURE, "refit_self_energies": False, **state["config"]}
         saved = {k: v for k, v in saved.items() if k not in RESUMABLE}
         now = {k: v for k, v in self.config.to_dict().items() if k not in RESUMABLE}
         changed = sorted(k for k in now if _normal(now[k]) != _normal(saved.get(k)))
@@ -205,8 +206,10 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer_state"])
         self.scheduler.load_state_dict(state["scheduler_state"])
         self.progress.update(state["progress"])
-        if self.progress["stopped"] in ("epochs", "time_limit"):  # a longer budget continues the run
-            self.progress["stopped"] = None
+        stopped, limit = self.progress["stopped"], self.config.time_limit
+        if (stopped == "epochs" and self.progress["epoch"] < self.config.epochs) or (
+                stopped == "time_limit" and (limit is None or self.progress["seconds"] < 60 * limit)):
+            self.progress["stopped"] = None  # a longer budget continues the run; the same one only reports
         self.history = list(state["history"])
         if state["partial_sums"] is not None:
             self.partial_sums = state["partial_sums"][self.process.rank]
@@ -301,6 +304,8 @@ class Trainer:
                             config.progress and self.process.is_main)
         try:
             for k in range(progress["batch_in_epoch"], len(batches)):
+                if config.lr_schedule == "cosine":
+                    self._anneal(len(batches))
                 self._train_step(batches[k], sums)
                 progress["step"] += 1
                 progress["batch_in_epoch"] = k + 1
@@ -322,9 +327,14 @@ class Trainer:
         finally:
             bar.close()
         self.process.all_reduce(sums.values)
+        # seconds: wall time of the run so far; train_seconds: of it, the time spent in training steps
         row = {"epoch": epoch + 1, "step": progress["step"], "lr": self.optimizer.param_groups[0]["lr"],
-               "seconds": round(progress["seconds"], 2)}
+               "seconds": round(progress["seconds"], 2),
+               "train_seconds": round(progress["seconds"] - progress["eval_seconds"], 2)}
         row.update({f"train_{k}": v for k, v in sums.result().items()})
+        evaluation_started = time.perf_counter()
+        if config.refit_self_energies:
+            row["self_energy_shift"] = self._refit_self_energies()
         valid = evaluate(self.model, self.dataset, self.splits[1], config.eval_batch_size, self.process)
         row.update({f"valid_{k}": v for k, v in valid.items()})
         score = config.energy_weight * valid["energy_rmse"] ** 2 + (
@@ -332,6 +342,7 @@ class Trainer:
         row["valid_score"] = score
         test = evaluate(self.model, self.dataset, self.splits[2], config.eval_batch_size, self.process)
         row.update({f"test_{k}": v for k, v in test.items()})  # reported only; never used for decisions
+        progress["eval_seconds"] += time.perf_counter() - evaluation_started
         progress["epoch"], progress["batch_in_epoch"] = epoch + 1, 0
         self.history.append(row)
         if score < progress["best_valid"]:
@@ -339,7 +350,8 @@ class Trainer:
             self._save("best.pt", None)
         else:
             progress["epochs_since_best"] += 1
-        self.scheduler.step(score)
+        if config.lr_schedule == "plateau":
+            self.scheduler.step(score)
         if progress["epochs_since_best"] >= config.early_stopping:
             progress["stopped"] = "early_stopping"
         elif self.optimizer.param_groups[0]["lr"] < config.min_lr:
@@ -354,6 +366,48 @@ class Trainer:
             _print(f"epoch {epoch + 1:3d}  lr {row['lr']:.2e}  " + _summary("train", row) + "  "
                    + _summary("valid", row) + f"  took {row['seconds'] - previous:.0f} s, "
                    f"{row['seconds']:.0f} s in all")
+
+    def _anneal(self, steps_per_epoch: int) -> None:
+        """The cosine schedule: the learning rate for the fraction of the budget spent, the larger of
+        steps / (epochs x steps per epoch) and seconds / time_limit."""
+        config, progress = self.config, self.progress
+        spent = progress["step"] / (config.epochs * steps_per_epoch)
+        if config.time_limit is not None:
+            spent = max(spent, progress["seconds"] / (60 * config.time_limit))
+        lr = config.min_lr + (config.lr - config.min_lr) * 0.5 * (1 + math.cos(math.pi * min(spent, 1.0)))
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    @torch.no_grad()
+    def _refit_self_energies(self) -> float:
+        """Correct the self energies by least squares to the energy residuals of the training split
+        (energy only, evaluation mode; under torchrun each process takes a share and the normal
+        equations are summed). Returns the largest change, kcal/mol."""
+        train = self.splits[0]
+        if self.process.distributed:
+            train = train[self.process.rank::self.process.world_size]
+        n = len(self.model.species)
+        normal = torch.zeros(n, n + 1, dtype=torch.float64, device=self.process.device)  # [A^T A | A^T r]
+        was_training = self.model.training
+        self.model.eval()
+        batch_size = self.config.eval_batch_size
+        with value_checks(False):
+            for start in range(0, len(train), batch_size):
+                batch = self.dataset.batch(train[start:start + batch_size])
+                out = self.model(batch.species, batch.positions, batch.mol_index, batch.pair_first,
+                                 batch.pair_second, n_molecules=batch.n_molecules, pair_shift=batch.pair_shift,
+                                 forces=False)
+                counts = self.model.species_counts(batch.species, batch.mol_index, batch.n_molecules)
+                residual = (batch.energy - out.energy).double()
+                normal += counts.t() @ torch.cat([counts, residual.unsqueeze(1)], dim=1)
+        self.model.train(was_training)
+        self.process.all_reduce(normal)
+        normal = normal.cpu()
+        shift = torch.linalg.pinv(normal[:, :n]) @ normal[:, n]
+        e0 = torch.tensor(self.self_energies, dtype=torch.float64) + shift
+        self.model.set_self_energies(e0)
+        self.self_energies = e0.tolist()
+        return float(shift.abs().max())
 
     def _stop_requested(self) -> bool:
         """Whether Ctrl-C asked to stop; under torchrun all processes agree, at the host's looks."""
