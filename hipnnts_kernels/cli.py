@@ -11,6 +11,7 @@ Units everywhere: kcal/mol, Å, kcal/mol/Å.
     hipnnts data inspect FILE | data convert IN OUT | data xtb OUT   (see hipnnts data --help)
     hipnnts bench kernels                  # every op x backend x size vs the roofline -> bench/results/
     hipnnts bench models                   # HIP-NN, HIP-NN-TS vs hippynn and TensorNet -> bench/results/
+    hipnnts compare                        # accuracy vs speed of HIP-NN, HIP-NN-TS, TensorNet at equal time
     hipnnts bench traffic                  # memory-traffic model of the CUDA kernels, no GPU needed
     hipnnts bench profile                  # where the CPU time of a training step goes, by op and level
 """
@@ -196,7 +197,7 @@ def as_flags(message: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hipnnts", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,eval,data,bench}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,eval,compare,data,bench}")
 
     train = commands.add_parser(
         "train", help="train HIP-NN / HIP-NN-TS on energies and forces",
@@ -221,6 +222,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", action="store_true", help="print one JSON line")
     _add_read_flags(evaluate)
     evaluate.set_defaults(func=cmd_eval)
+
+    from . import compare
+
+    comparison = commands.add_parser(
+        "compare", help="train several models for the same time (or epochs) over seeds; accuracy vs speed",
+        description=compare.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    compare.add_arguments(comparison)
+    comparison.set_defaults(func=lambda args: print(compare.run_from_arguments(args)) or 0)
 
     data = commands.add_parser("data", help="inspect, convert or generate datasets")
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="{inspect,convert,xtb}")

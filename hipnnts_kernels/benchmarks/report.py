@@ -64,7 +64,8 @@ def write(out: Path, stem: str, meta: dict, payload: dict, text: str,
     return out / f"{stem}.md"
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -73,11 +74,20 @@ def _pyplot():
     return plt
 
 
+def save_figure(fig, path: Path) -> Path:
+    """Lay out, write atomically (PNG, 110 dpi) and close ``fig``."""
+    fig.tight_layout()
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, dpi=110)
+    pyplot().close(fig)
+    return path
+
+
 def time_vs_atoms(series: dict[str, dict[str, list[tuple[int, float]]]], path: Path, title: str,
                   ylabel: str | dict[str, str]) -> Path:
     """Log-log panels, one per key of ``series``, of (atoms, value) points, one line per backend;
     ``ylabel`` is one label or one per panel."""
-    plt = _pyplot()
+    plt = pyplot()
     panels = list(series)
     cols = min(3, max(len(panels), 1))
     rows = max(1, -(-len(panels) // cols))
@@ -93,16 +103,12 @@ def time_vs_atoms(series: dict[str, dict[str, list[tuple[int, float]]]], path: P
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    with atomic_write(path) as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def speedup_bars(bars: dict[str, dict[str, float]], path: Path, title: str) -> Path:
     """Grouped bars: one group per key of ``bars``, one bar per backend (ratio; 1 = parity)."""
-    plt = _pyplot()
+    plt = pyplot()
     groups = list(bars)
     names = sorted({name for group in bars.values() for name in group})
     fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(groups) * max(len(names), 1) ** 0.5 + 2), 3.6))
@@ -117,8 +123,4 @@ def speedup_bars(bars: dict[str, dict[str, float]], path: Path, title: str) -> P
     ax.title.set_fontsize(9)
     if names:
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    with atomic_write(path) as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
