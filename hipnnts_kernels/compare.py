@@ -335,7 +335,8 @@ def compare(models: list[str], seeds: list[int], budget: Budget, common: dict, o
         from .tensornet import _tensornet_class
 
         _tensornet_class()  # an ImportError that says how to install it, before hours of training
-    configs = {(m, s): run_config(CONTENDERS[m], s, budget, common, out) for m in models for s in seeds}
+    # seed by seed, so that a comparison stopped part-way holds every model on its first seeds
+    configs = {(m, s): run_config(CONTENDERS[m], s, budget, common, out) for s in seeds for m in models}
     results = {key: finished_result(config) for key, config in configs.items()}  # checked before training
 
     base = next(iter(configs.values()))

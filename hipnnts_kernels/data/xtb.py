@@ -226,9 +226,6 @@ def generate(n_molecules: int, conformers_per_molecule: int, *, seed: int = 0, m
     The work runs in spawned processes (also for ``workers=1``), so call this from an importable
     script under ``if __name__ == "__main__":`` (not from stdin) or through the command line.
     """
-    _require("rdkit", "tblite")
-    from tqdm import tqdm
-
     if n_molecules < 1 or conformers_per_molecule < 1 or workers < 1:
         raise ValueError("n_molecules, conformers_per_molecule and workers must be >= 1")
     if not 1 <= min_heavy_atoms <= max_heavy_atoms:
@@ -236,6 +233,9 @@ def generate(n_molecules: int, conformers_per_molecule: int, *, seed: int = 0, m
     sigma_lo, sigma_hi = map(float, displacement)
     if not 0.0 < sigma_lo <= sigma_hi:
         raise ValueError(f"displacement must be (min, max) with 0 < min <= max, got {displacement}")
+    _require("rdkit", "tblite")
+    from tqdm import tqdm
+
     started = time.perf_counter()
     source = Path(smiles_file) if smiles_file is not None else default_smiles_file()
     candidates, screened_out = candidate_smiles(source, max_heavy_atoms, min_heavy_atoms)
