@@ -5,10 +5,12 @@
 - :class:`HipnnTS`: the model (lmax = 0 is plain HIP-NN), with its hierarchical energy head.
 - :class:`TensorNetModel`: torchmd-net's TensorNet behind the same interface (for comparisons;
   needs ``pip install --no-deps torchmd-net==3.0.2``).
+- :class:`ETN`: an equivariant tensor network potential on the package's ops (docs/etn.md).
 - :mod:`hipnnts_kernels.reference`: the pure-PyTorch math every kernel is tested against.
 """
 from . import backends, ops, reference
 from .checks import set_value_checks
+from .etn import ETN
 from .model import HipnnTS, ModelOutput
 from .pairs import flatten_padded, pairs_within_cutoff
 from .tensornet import TensorNetModel
@@ -16,6 +18,6 @@ from .tensornet import TensorNetModel
 __version__ = "0.1.0"
 
 __all__ = [
-    "HipnnTS", "TensorNetModel", "ModelOutput", "ops", "reference", "backends", "flatten_padded", "pairs_within_cutoff",
-    "set_value_checks", "__version__",
+    "HipnnTS", "TensorNetModel", "ETN", "ModelOutput", "ops", "reference", "backends", "flatten_padded",
+    "pairs_within_cutoff", "set_value_checks", "__version__",
 ]

@@ -1,6 +1,7 @@
 """An ASE calculator wrapping a :class:`~hipnnts_kernels.HipnnTS` model (energy and forces), so
 that ASE can run molecular dynamics or geometry optimisation with it. Any model with HipnnTS's
-``forward`` interface works, e.g. :class:`~hipnnts_kernels.tensornet.TensorNetModel` (molecules only).
+``forward`` interface works: :class:`~hipnnts_kernels.etn.ETN`, or :class:`~hipnnts_kernels.tensornet.TensorNetModel`
+(molecules only).
 
 The model works in kcal/mol and Å (the package's units); ASE works in eV and Å, so energies and
 forces are converted on the way out. Periodic systems (``atoms.pbc``) take a cell list with

@@ -15,7 +15,8 @@ The same glue drives the host emulation of the kernels that the CPU test suite b
 same sources (:mod:`hipnnts_kernels.emulation`), so the kernels' logic is tested without a GPU.
 
 Implemented: the interaction forward, backward and double backward, and the envsum family
-(``sensitivity`` and ``tensor_factors`` are elementwise and left to the other backends).
+(``sensitivity``, ``chebyshev_radial`` and ``tensor_factors`` are elementwise and left to the other
+backends).
 """
 from __future__ import annotations
 

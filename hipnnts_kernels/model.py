@@ -7,7 +7,7 @@ a full directed pair list (``pair_first``, ``pair_second``), or padded batches t
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -118,14 +118,13 @@ class HipnnTS(nn.Module):
                  cusp_reg: float = 1e-6, resnet: bool = True, backend: str = "auto"):
         super().__init__()
         species = [int(z) for z in species]
-        if not species or min(species) < 1 or len(set(species)) != len(species):
-            raise ValueError(f"species must be distinct positive atomic numbers, got {species}")
+        self.species, species_map = species_table(species)
+        self.register_buffer("species_map", species_map, persistent=False)
         if lmax not in (0, 1, 2) or isinstance(lmax, bool):
             raise ValueError(f"lmax must be 0, 1 or 2, got {lmax!r}")
         widths = [n_features] * n_interaction_layers if isinstance(n_features, int) else list(n_features)
         if not widths or min(widths) < 1:
             raise ValueError(f"n_features must give at least one positive width, got {n_features!r}")
-        self.species = tuple(species)
         #: Constructor arguments: ``HipnnTS(**model.hparams)`` rebuilds the architecture.
         self.hparams = dict(
             species=list(species), n_features=widths, n_sensitivities=n_sensitivities, dist_soft_min=dist_soft_min,
@@ -134,9 +133,6 @@ class HipnnTS(nn.Module):
         )
         self.lmax, self.cutoff, self.resnet = lmax, float(cutoff), bool(resnet)
         self.feature_sizes = (len(species), *widths)
-        species_map = torch.full((max(species) + 1,), -1, dtype=torch.long)
-        species_map[torch.tensor(species)] = torch.arange(len(species))
-        self.register_buffer("species_map", species_map, persistent=False)
 
         def wrap(layer: nn.Module, n_in: int, n_out: int) -> nn.Module:
             return ResNetWrapper(layer, n_in, n_out, n_out) if resnet else layer
@@ -183,14 +179,8 @@ class HipnnTS(nn.Module):
     # -- inputs ---------------------------------------------------------------------------
     def one_hot(self, species: Tensor, dtype: torch.dtype) -> Tensor:
         """(N,) atomic numbers -> (N, n_species) one-hot features."""
-        check_tensor("species", species, (None,), INDEX_DTYPES)
-        index = self.species_map[species.clamp(0, self.species_map.shape[0] - 1).long()]
-        if value_checks_enabled() and species.numel() and bool(
-            ((index < 0) | (species < 0) | (species >= self.species_map.shape[0])).any()
-        ):
-            unknown = sorted(set(species.tolist()) - set(self.species))
-            raise ValueError(f"species holds atomic numbers {unknown} that the model does not know {self.species}")
-        return nn.functional.one_hot(index, len(self.species)).to(dtype)
+        return nn.functional.one_hot(species_indices(self.species_map, species, self.species),
+                                     len(self.species)).to(dtype)
 
     # -- forward --------------------------------------------------------------------------
     def _activate(self, z: Tensor) -> Tensor:
@@ -222,25 +212,10 @@ class HipnnTS(nn.Module):
             forces: also return forces -dE/dR (N, 3), also under ``torch.no_grad()``.
             create_graph: keep the force graph for force training; defaults to ``self.training``.
         """
-        check_tensor("positions", positions, (None, 3))
-        check_like_model("positions", positions, self)
-        n_atoms = positions.shape[0]
-        check_tensor("species", species, (n_atoms,), INDEX_DTYPES, like=positions)
-        check_tensor("mol_index", mol_index, (n_atoms,), INDEX_DTYPES, like=positions)
-        check_finite("positions", positions)
-        check_pairs(pair_first, pair_second, n_atoms, positions)
-        if n_molecules is None:
-            n_molecules = int(mol_index.max()) + 1 if n_atoms else 0
-        check_index_range("mol_index", mol_index, n_molecules, "molecule")
-        with torch.enable_grad() if forces else contextlib.nullcontext():
-            if forces and not positions.requires_grad:
-                positions = positions.detach().requires_grad_()
-            result = self._energy(species, positions, mol_index, pair_first, pair_second, n_molecules, pair_shift)
-            if forces:
-                create_graph = self.training if create_graph is None else create_graph
-                (grad,) = torch.autograd.grad(result.energy.sum(), positions, create_graph=create_graph)
-                result.forces = -grad
-        return result
+        n_molecules = check_batch(self, species, positions, mol_index, pair_first, pair_second, n_molecules)
+        return with_forces(
+            lambda pos: self._energy(species, pos, mol_index, pair_first, pair_second, n_molecules, pair_shift),
+            positions, forces, self.training if create_graph is None else create_graph)
 
     def _energy(self, species: Tensor, positions: Tensor, mol_index: Tensor, pair_first: Tensor,
                 pair_second: Tensor, n_molecules: int, pair_shift: Tensor | None) -> ModelOutput:
@@ -312,6 +287,105 @@ class HipnnTS(nn.Module):
         """Exclude the self energies (head 0's weight) from training: ``requires_grad`` off. A new
         model trains them until :meth:`fit_self_energies`; call this after loading fitted weights."""
         self.energy_heads[0].weight.requires_grad_(False)
+
+
+def species_table(species: Sequence[int]) -> tuple[tuple[int, ...], Tensor]:
+    """Check a model's ``species`` (distinct positive atomic numbers) and return them with the lookup
+    table from atomic number to index (-1 for unknown elements), a buffer of the model."""
+    species = [int(z) for z in species]
+    if not species or min(species) < 1 or len(set(species)) != len(species):
+        raise ValueError(f"species must be distinct positive atomic numbers, got {species}")
+    species_map = torch.full((max(species) + 1,), -1, dtype=torch.long)
+    species_map[torch.tensor(species)] = torch.arange(len(species))
+    return tuple(species), species_map
+
+
+def species_indices(species_map: Tensor, species: Tensor, known: tuple[int, ...]) -> Tensor:
+    """(N,) atomic numbers -> (N,) int64 indices into ``known`` through :func:`species_table`'s
+    ``species_map``; an element the model does not know is an error (with value checks on)."""
+    check_tensor("species", species, (None,), INDEX_DTYPES)
+    index = species_map[species.clamp(0, species_map.shape[0] - 1).long()]
+    if value_checks_enabled() and species.numel() and bool(
+        ((index < 0) | (species < 0) | (species >= species_map.shape[0])).any()
+    ):
+        unknown = sorted(set(species.tolist()) - set(known))
+        raise ValueError(f"species holds atomic numbers {unknown} that the model does not know {known}")
+    return index
+
+
+def check_batch(model: nn.Module, species: Tensor, positions: Tensor, mol_index: Tensor, pair_first: Tensor,
+                pair_second: Tensor, n_molecules: int | None) -> int:
+    """Check a model's flattened batch (shapes, dtypes, devices, finite positions, pair indices,
+    molecule indices) and return the number of molecules B (inferred from ``mol_index``, a host sync,
+    when ``n_molecules`` is None)."""
+    check_tensor("positions", positions, (None, 3))
+    check_like_model("positions", positions, model)
+    n_atoms = positions.shape[0]
+    check_tensor("species", species, (n_atoms,), INDEX_DTYPES, like=positions)
+    check_tensor("mol_index", mol_index, (n_atoms,), INDEX_DTYPES, like=positions)
+    check_finite("positions", positions)
+    check_pairs(pair_first, pair_second, n_atoms, positions)
+    if n_molecules is None:
+        n_molecules = int(mol_index.max()) + 1 if n_atoms else 0
+    check_index_range("mol_index", mol_index, n_molecules, "molecule")
+    return n_molecules
+
+
+def with_forces(energy: Callable[[Tensor], ModelOutput], positions: Tensor, forces: bool,
+                create_graph: bool) -> ModelOutput:
+    """``energy(positions)``, and with ``forces`` also -dE/dR (N, 3) in its ``forces`` (under
+    ``torch.no_grad()`` too); ``create_graph`` keeps the force graph for force training."""
+    with torch.enable_grad() if forces else contextlib.nullcontext():
+        if forces and not positions.requires_grad:
+            positions = positions.detach().requires_grad_()
+        result = energy(positions)
+        if forces:
+            (grad,) = torch.autograd.grad(result.energy.sum(), positions, create_graph=create_graph)
+            result.forces = -grad
+    return result
+
+
+class FixedSelfEnergies:
+    """Mixin of the models whose per-species self energies E0 are a buffer ``self_energies``
+    (n_species,), fitted by least squares and never trained; needs ``species`` and ``species_map``."""
+
+    species: tuple[int, ...]
+    species_map: Tensor
+    self_energies: Tensor
+
+    def species_index(self, species: Tensor) -> Tensor:
+        """(N,) atomic numbers -> (N,) int64 indices into :attr:`species`; unknown elements raise."""
+        return species_indices(self.species_map, species, self.species)
+
+    def species_counts(self, species: Tensor, mol_index: Tensor, n_molecules: int) -> Tensor:
+        """(B, n_species) float64 count of each species in each molecule."""
+        onehot = nn.functional.one_hot(self.species_index(species), len(self.species)).double()
+        return onehot.new_zeros(n_molecules, onehot.shape[1]).index_add(0, mol_index, onehot)
+
+    @torch.no_grad()
+    def fit_self_energies(self, counts: Tensor, energies: Tensor) -> Tensor:
+        """Least-squares per-species self energies E0 from molecular energies (as
+        :meth:`HipnnTS.fit_self_energies`); sets :attr:`self_energies`.
+
+        Args:
+            counts: (M, n_species) species counts of the training molecules (see :meth:`species_counts`).
+            energies: (M,) their energies.
+
+        Returns:
+            (n_species,) the fitted E0 (float64).
+        """
+        e0 = least_squares_self_energies(counts, energies, len(self.species))
+        self.set_self_energies(e0)
+        return e0
+
+    @torch.no_grad()
+    def set_self_energies(self, e0: Tensor) -> None:
+        """Set the (n_species,) self energies E0 (kcal/mol)."""
+        self.self_energies.copy_(e0.to(self.self_energies))
+
+    def freeze_self_energies(self) -> None:
+        """Nothing to do: the self energies are a buffer, never trained (as :meth:`HipnnTS.freeze_self_energies`
+        makes them there)."""
 
 
 def least_squares_self_energies(counts: Tensor, energies: Tensor, n_species: int) -> Tensor:

@@ -55,6 +55,23 @@ def tensor_factors(unit: Tensor, lmax: int) -> Tensor:
     return torch.cat([one, unit, quad], dim=1)
 
 
+def chebyshev_radial(dist: Tensor, n_basis: int, cutoff: float) -> Tensor:
+    """Chebyshev radial basis with a smooth cutoff (Shapeev's MTP), ETN's one-particle radial functions:
+    Q_k(r) = T_k(2 r / r_c - 1) (1 - r / r_c)^2 for r < r_c, else 0; k = 0 .. n_basis - 1.
+
+    T_k are Chebyshev polynomials of the first kind (T_0 = 1, T_1 = x, T_{k+1} = 2 x T_k - T_{k-1}); the
+    cutoff factor takes Q_k and its first derivative to zero at r_c. ``dist`` (P,) -> (P, n_basis).
+    """
+    inside = dist < cutoff
+    r = torch.where(inside, dist, torch.zeros_like(dist))  # no polynomial growth (or NaN) beyond r_c
+    x = r * (2.0 / cutoff) - 1.0
+    envelope = torch.where(inside, (1.0 - r / cutoff) ** 2, torch.zeros_like(dist))
+    basis = [torch.ones_like(x), x][:n_basis]
+    while len(basis) < n_basis:
+        basis.append(2.0 * x * basis[-1] - basis[-2])
+    return torch.stack(basis, dim=1) * envelope.unsqueeze(1)
+
+
 def sensitivity_stack(pair_coord: Tensor, mu: Tensor, sigma: Tensor, cutoff: float, lmax: int) -> Tensor:
     """hippynn's stacked sensitivities, component-major: (P, C * nu) (SPEC section 3).
 

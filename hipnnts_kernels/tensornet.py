@@ -7,7 +7,6 @@ built: ``pip install --no-deps torchmd-net==3.0.2``); the energy head and the se
 """
 from __future__ import annotations
 
-import contextlib
 import warnings
 from collections.abc import Sequence
 
@@ -15,16 +14,10 @@ import torch
 from torch import Tensor, nn
 
 from .checks import (
-    INDEX_DTYPES,
-    check_finite,
-    check_index_range,
-    check_like_model,
     check_pair_lengths,
-    check_pairs,
-    check_tensor,
     value_checks_enabled,
 )
-from .model import ModelOutput, least_squares_self_energies
+from .model import FixedSelfEnergies, ModelOutput, check_batch, species_table, with_forces
 
 INSTALL_HINT = "pip install --no-deps torchmd-net==3.0.2"
 
@@ -61,7 +54,7 @@ class _NeighborSearch(nn.Module):
         return edge_index, length, vec
 
 
-class TensorNetModel(nn.Module):
+class TensorNetModel(FixedSelfEnergies, nn.Module):
     """TensorNet with a per-atom energy head and fixed per-species self energies.
 
     Per-atom energy = MLP(x_i) + E0[species_i], where x_i are TensorNet's final per-atom features
@@ -104,9 +97,8 @@ class TensorNetModel(nn.Module):
     def __init__(self, species: Sequence[int] = (1, 6, 7, 8), hidden_channels: int = 128, num_layers: int = 2,
                  num_rbf: int = 32, cutoff: float = 4.5, max_num_neighbors: int = 64):
         super().__init__()
-        species = [int(z) for z in species]
-        if not species or min(species) < 1 or len(set(species)) != len(species):
-            raise ValueError(f"species must be distinct positive atomic numbers, got {species}")
+        self.species, species_map = species_table(species)
+        self.register_buffer("species_map", species_map, persistent=False)
         for name, value, low in (("hidden_channels", hidden_channels, 2), ("num_layers", num_layers, 0),
                                  ("num_rbf", num_rbf, 1), ("max_num_neighbors", max_num_neighbors, 1)):
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
@@ -114,18 +106,14 @@ class TensorNetModel(nn.Module):
         if not cutoff > 0:
             raise ValueError(f"cutoff must be positive, got {cutoff!r}")
         TensorNet = _tensornet_class()
-        self.species = tuple(species)
         self.cutoff = float(cutoff)
         #: Constructor arguments: ``TensorNetModel(**model.hparams)`` rebuilds the architecture.
-        self.hparams = dict(species=list(species), hidden_channels=hidden_channels, num_layers=num_layers,
+        self.hparams = dict(species=list(self.species), hidden_channels=hidden_channels, num_layers=num_layers,
                             num_rbf=num_rbf, cutoff=self.cutoff, max_num_neighbors=max_num_neighbors)
-        species_map = torch.full((max(species) + 1,), -1, dtype=torch.long)
-        species_map[torch.tensor(species)] = torch.arange(len(species))
-        self.register_buffer("species_map", species_map, persistent=False)
         self.representation = TensorNet(
             hidden_channels=hidden_channels, num_layers=num_layers, num_rbf=num_rbf, rbf_type="expnorm",
             trainable_rbf=False, activation="silu", cutoff_lower=0.0, cutoff_upper=self.cutoff,
-            max_num_neighbors=max_num_neighbors, max_z=len(species), equivariance_invariance_group="O(3)",
+            max_num_neighbors=max_num_neighbors, max_z=len(self.species), equivariance_invariance_group="O(3)",
             static_shapes=False,
         )
         self.representation.distance = _NeighborSearch(self.representation.distance)
@@ -137,29 +125,13 @@ class TensorNetModel(nn.Module):
         nn.init.zeros_(self.energy_head[0].bias)
         nn.init.zeros_(self.energy_head[2].bias)
         #: (n_species,) self energies E0 (see :meth:`fit_self_energies`); zero until fitted.
-        self.register_buffer("self_energies", torch.zeros(len(species)))
+        self.register_buffer("self_energies", torch.zeros(len(self.species)))
 
     # -- structure ------------------------------------------------------------------------
     def regularization_params(self) -> list[Tensor]:
         """Weights that take the L2 penalty: the weight matrix of every ``nn.Linear`` (TensorNet's and
         the head's); no biases, embeddings or layer-norm scales."""
         return [m.weight for m in self.modules() if isinstance(m, nn.Linear)]
-
-    def freeze_self_energies(self) -> None:
-        """Nothing to do: the self energies are a buffer, never trained (as :meth:`HipnnTS.freeze_self_energies
-        <hipnnts_kernels.HipnnTS.freeze_self_energies>` makes them there)."""
-
-    # -- inputs ---------------------------------------------------------------------------
-    def species_index(self, species: Tensor) -> Tensor:
-        """(N,) atomic numbers -> (N,) int64 indices into :attr:`species`; unknown elements raise."""
-        check_tensor("species", species, (None,), INDEX_DTYPES)
-        index = self.species_map[species.clamp(0, self.species_map.shape[0] - 1).long()]
-        if value_checks_enabled() and species.numel() and bool(
-            ((index < 0) | (species < 0) | (species >= self.species_map.shape[0])).any()
-        ):
-            unknown = sorted(set(species.tolist()) - set(self.species))
-            raise ValueError(f"species holds atomic numbers {unknown} that the model does not know {self.species}")
-        return index
 
     # -- forward --------------------------------------------------------------------------
     def forward(self, species: Tensor, positions: Tensor, mol_index: Tensor, pair_first: Tensor,
@@ -182,31 +154,15 @@ class TensorNetModel(nn.Module):
             :class:`~hipnnts_kernels.model.ModelOutput`; ``hierarchicality`` is zeros (B,) and
             ``features`` is [TensorNet's final per-atom features (N, hidden_channels)].
         """
-        check_tensor("positions", positions, (None, 3))
-        check_like_model("positions", positions, self)
-        n_atoms = positions.shape[0]
-        check_tensor("species", species, (n_atoms,), INDEX_DTYPES, like=positions)
-        check_tensor("mol_index", mol_index, (n_atoms,), INDEX_DTYPES, like=positions)
-        check_finite("positions", positions)
-        check_pairs(pair_first, pair_second, n_atoms, positions)
+        n_molecules = check_batch(self, species, positions, mol_index, pair_first, pair_second, n_molecules)
         if value_checks_enabled():  # coincident atoms (TensorNet would divide by their zero distance)
             check_pair_lengths(positions.detach()[pair_second] - positions.detach()[pair_first])
         if pair_shift is not None:
             raise ValueError("TensorNetModel does not support periodic cells: pair_shift must be None "
                              "(TensorNet builds its own, non-periodic neighbour list)")
-        if n_molecules is None:
-            n_molecules = int(mol_index.max()) + 1 if n_atoms else 0
-        check_index_range("mol_index", mol_index, n_molecules, "molecule")
         index = self.species_index(species)
-        with torch.enable_grad() if forces else contextlib.nullcontext():
-            if forces and not positions.requires_grad:
-                positions = positions.detach().requires_grad_()
-            result = self._energy(index, positions, mol_index, n_molecules)
-            if forces:
-                create_graph = self.training if create_graph is None else create_graph
-                (grad,) = torch.autograd.grad(result.energy.sum(), positions, create_graph=create_graph)
-                result.forces = -grad
-        return result
+        return with_forces(lambda pos: self._energy(index, pos, mol_index, n_molecules), positions, forces,
+                           self.training if create_graph is None else create_graph)
 
     def _energy(self, index: Tensor, positions: Tensor, mol_index: Tensor, n_molecules: int) -> ModelOutput:
         if positions.shape[0] == 0:  # torchmd-net's neighbour search rejects an empty batch
@@ -217,30 +173,3 @@ class TensorNetModel(nn.Module):
             atom_energy = self.energy_head(feats).squeeze(1) + self.self_energies[index].to(feats.dtype)
         energy = atom_energy.new_zeros(n_molecules).index_add(0, mol_index, atom_energy)
         return ModelOutput(energy, atom_energy, atom_energy.new_zeros(n_molecules), [feats])
-
-    # -- self energies ----------------------------------------------------------------------
-    def species_counts(self, species: Tensor, mol_index: Tensor, n_molecules: int) -> Tensor:
-        """(B, n_species) float64 count of each species in each molecule."""
-        onehot = nn.functional.one_hot(self.species_index(species), len(self.species)).double()
-        return onehot.new_zeros(n_molecules, onehot.shape[1]).index_add(0, mol_index, onehot)
-
-    @torch.no_grad()
-    def fit_self_energies(self, counts: Tensor, energies: Tensor) -> Tensor:
-        """Least-squares per-species self energies E0 from molecular energies (as
-        :meth:`HipnnTS.fit_self_energies <hipnnts_kernels.HipnnTS.fit_self_energies>`); sets :attr:`self_energies`.
-
-        Args:
-            counts: (M, n_species) species counts of the training molecules (see :meth:`species_counts`).
-            energies: (M,) their energies.
-
-        Returns:
-            (n_species,) the fitted E0 (float64).
-        """
-        e0 = least_squares_self_energies(counts, energies, len(self.species))
-        self.set_self_energies(e0)
-        return e0
-
-    @torch.no_grad()
-    def set_self_energies(self, e0: Tensor) -> None:
-        """Set the (n_species,) self energies E0 (kcal/mol)."""
-        self.self_energies.copy_(e0.to(self.self_energies))

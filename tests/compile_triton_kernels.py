@@ -92,7 +92,8 @@ def main(sm: int) -> None:
     family = dict(BLOCK_NU=block_nu, BLOCK_F=block_f, num_warps=warps_for(block_nu * block_f))
     jobs += [(fn, "fp32", family) for fn in (envsum._envsum_kernel, envsum._sensesum_kernel, envsum._featsum_kernel)]
     jobs += [(geometry._sensitivity_kernel, "fp32", dict(BLOCK_P=geometry._BLOCK_P, NU_PAD=pow2(NU))),
-             (geometry._factors_kernel, "fp32", dict(LMAX=2, BLOCK_P=geometry._BLOCK_P, C_PAD=16))]
+             (geometry._factors_kernel, "fp32", dict(LMAX=2, BLOCK_P=geometry._BLOCK_P, C_PAD=16)),
+             (geometry._chebyshev_kernel, "fp32", dict(N_BASIS=8, BLOCK_P=geometry._BLOCK_P))]
     over = []
     for fn, dtype, config in jobs:
         line = compile_kernel(fn, dtype, config, sm=sm)

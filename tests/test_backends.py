@@ -16,6 +16,7 @@ def test_auto_on_cpu_is_the_cpu_kernels_or_the_reference_with_one_warning(monkey
         warnings.simplefilter("error")
         assert backends.resolve("envsum", "auto", cpu) == "cpu"
         assert backends.resolve("sensitivity", "auto", cpu) == "reference"  # no C++ kernel: by design, silent
+        assert backends.resolve("chebyshev_radial", "auto", cpu) == "reference"
     monkeypatch.setattr(backends, "_WARNED", set())
     monkeypatch.setitem(backends._AVAILABILITY, "cpu", lambda device: "the CPU kernels are not built")
     with pytest.warns(RuntimeWarning, match=r"cpu: the CPU kernels are not built\); falling back"):
@@ -33,11 +34,13 @@ def test_auto_on_cuda_takes_the_first_available_backend_in_order(monkeypatch):
         warnings.simplefilter("error")
         assert backends.resolve("interaction", "auto", cuda) == "cuda"
         monkeypatch.setitem(backends._AVAILABILITY, "cuda", lambda device: "the extension is not built")
-        for op in ("envsum", "sensesum", "featsum", "sensitivity", "tensor_factors", "interaction"):
+        for op in ("envsum", "sensesum", "featsum", "sensitivity", "chebyshev_radial", "tensor_factors",
+                   "interaction"):
             assert backends.resolve(op, "auto", cuda) == "triton"
     # the cuda backend has no elementwise kernels: those ops go to triton even when the extension loads
     monkeypatch.setitem(backends._AVAILABILITY, "cuda", lambda device: None)
     assert backends.resolve("sensitivity", "auto", cuda) == "triton"
+    assert backends.resolve("chebyshev_radial", "auto", cuda) == "triton"
 
 
 def test_auto_on_cuda_falls_back_with_one_warning(monkeypatch):

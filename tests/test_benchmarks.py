@@ -138,13 +138,14 @@ def test_a_cut_run_keeps_what_it_measured(tmp_path, monkeypatch):
 
 # -- hipnnts bench models ----------------------------------------------------------------------
 def test_model_benchmark_compares_identical_weights_and_states_the_rules(tmp_path):
-    peers = ["hippynn"] + (["tensornet"] if importlib.util.find_spec("torchmdnet") else [])
+    peers = ["hippynn", "etn"] + (["tensornet"] if importlib.util.find_spec("torchmdnet") else [])
     saved = []
     results = models.run(["one"], [2], ["reference"], peers, torch.float32, torch.device("cpu"), warmup=0,
-                         repeats=2, tensornet_variants=((1, 4.5),), on_progress=lambda r: saved.append(len(r.records)))
+                         repeats=2, tensornet_variants=((1, 4.5),), etn_variants=((2, 4, 4, 4, 5.0),),
+                         on_progress=lambda r: saved.append(len(r.records)))
     names = {r.contender for r in results.records}
     assert saved == [2 * k for k in range(1, len(names) + 1)]  # after every contender, its two tasks
-    assert {"HIP-NN-TS l=2 [reference]"} < names and any("hippynn" in n for n in names)
+    assert {"HIP-NN-TS l=2 [reference]", "ETN D=2, b=4, M=4"} < names and any("hippynn" in n for n in names)
     assert max(results.parity["HIP-NN-TS l=2 [reference]"].values()) < 1e-4
     assert not [r for r in results.records if r.error]
     assert all(r.us_per_atom > 0 and r.molecules_per_s > 0 and r.atoms == results.meta["sizes"]["one"]["atoms"]

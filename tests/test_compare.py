@@ -78,6 +78,14 @@ def test_a_finished_run_with_other_settings_is_an_error_not_a_silent_reuse(files
     assert main(_argv(files, tmp_path, "--models", "hipnn", "--seeds", "0", "--set", "lr=0.01")) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "seed0 holds a finished run with other settings (lr)" in err
+    # a run saved before the package gained a setting holds it at its default: still the same run
+    path = tmp_path / "runs" / "hipnn" / "seed0" / "result.json"
+    saved = json.loads(path.read_text())
+    del saved["config"]["etn_degree"]
+    path.write_text(json.dumps(saved))
+    assert compare.finished_result(compare.run_config(compare.CONTENDERS["hipnn"], 0, compare.Budget(epochs=2),
+                                                      compare.parse_settings([f"data={files / 'toy.h5'}", *SMALL]),
+                                                      tmp_path / "runs"))["seed"] == 0
 
 
 def test_a_time_budget_ends_the_runs_not_early_stopping(files, tmp_path):

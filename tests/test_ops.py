@@ -9,7 +9,7 @@ import torch
 from hipnnts_kernels import ops, reference
 from hipnnts_kernels.ops._composite import composite_vjp
 from hipnnts_kernels.ops.envsum import _envsum, _featsum, _sensesum
-from hipnnts_kernels.ops.geometry import _sensitivity, _tensor_factors
+from hipnnts_kernels.ops.geometry import _chebyshev_radial, _sensitivity, _tensor_factors
 from hipnnts_kernels.ops.interaction import _interaction, _interaction_backward, _interaction_double_backward
 
 F64 = torch.float64
@@ -145,6 +145,32 @@ def test_sensitivity_formula_and_cutoff():
                                         (dist[:2].clone().requires_grad_(), mu, sigma))
 
 
+def test_chebyshev_radial_formula_cutoff_and_derivatives():
+    dist = torch.tensor([0.0, 0.4, 1.7, 3.2, CUTOFF, CUTOFF + 0.1, 1e4], dtype=F64)
+    q = ops.chebyshev_radial(dist, 6, CUTOFF)
+    x = (2 * dist[:4] / CUTOFF - 1).clamp(-1, 1)
+    k = torch.arange(6, dtype=F64)
+    expected = torch.cos(k * torch.acos(x).unsqueeze(1)) * ((1 - dist[:4] / CUTOFF) ** 2).unsqueeze(1)
+    torch.testing.assert_close(q[:4], expected, rtol=1e-12, atol=1e-14)
+    assert torch.equal(q[4:], torch.zeros(3, 6, dtype=F64))  # at and beyond r_c, however far
+    # value and first derivative vanish at r_c from below
+    r = torch.tensor([CUTOFF - 1e-7], dtype=F64, requires_grad=True)
+    (slope,) = torch.autograd.grad(ops.chebyshev_radial(r, 6, CUTOFF).sum(), r)
+    assert abs(float(slope)) < 1e-6
+    d = dist[1:4].clone().requires_grad_()
+    assert torch.autograd.gradcheck(lambda r: ops.chebyshev_radial(r, 6, CUTOFF), (d,))
+    assert torch.autograd.gradgradcheck(lambda r: ops.chebyshev_radial(r, 6, CUTOFF), (d,))
+    assert ops.chebyshev_radial(dist, 1, CUTOFF).shape == (7, 1)
+    assert ops.chebyshev_radial(dist[:0], 4, CUTOFF).shape == (0, 4)
+
+
+@pytest.mark.parametrize("n_basis, cutoff, match", [(0, CUTOFF, "n_basis"), (2.0, CUTOFF, "n_basis"),
+                                                    (True, CUTOFF, "n_basis"), (3, 0.0, "cutoff")])
+def test_chebyshev_radial_bad_arguments(n_basis, cutoff, match):
+    with pytest.raises(ValueError, match=match):
+        ops.chebyshev_radial(torch.ones(3, dtype=F64), n_basis, cutoff)
+
+
 def test_sensitivity_matches_hippynn_module():
     sensitivity = pytest.importorskip("hippynn.layers.hiplayers.sensitivity")
     module = sensitivity.InverseSensitivityModule(6, 0.85, 3.0, CUTOFF).double()
@@ -268,6 +294,7 @@ def test_opcheck_envsum_family_and_geometry():
     torch.library.opcheck(_sensitivity, (dist, mu, mu.detach().clone().requires_grad_(), CUTOFF, "reference"))
     unit = torch.nn.functional.normalize(torch.randn(9, 3, dtype=F64), dim=1).requires_grad_()
     torch.library.opcheck(_tensor_factors, (unit, 2, "reference"))
+    torch.library.opcheck(_chebyshev_radial, (dist, 6, CUTOFF, "reference"))
 
 
 @pytest.mark.parametrize("lmax", [0, 1, 2])

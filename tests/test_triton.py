@@ -14,7 +14,7 @@ from test_ops import CUTOFF, FLOAT_KEYS, envsum_inputs, interaction_fn, interact
 
 from hipnnts_kernels import backends, ops, reference
 from hipnnts_kernels.ops.envsum import _envsum, _featsum, _sensesum
-from hipnnts_kernels.ops.geometry import _sensitivity, _tensor_factors
+from hipnnts_kernels.ops.geometry import _chebyshev_radial, _sensitivity, _tensor_factors
 from hipnnts_kernels.ops.interaction import _interaction, _interaction_backward, _interaction_double_backward
 from hipnnts_kernels.pair_index import _CACHE
 from hipnnts_kernels.synthetic import random_molecules
@@ -238,6 +238,19 @@ def test_sensitivity_and_tensor_factors_match_reference():
     torch.testing.assert_close(grad, want)
 
 
+@pytest.mark.parametrize("n_basis", [1, 2, 7])
+def test_chebyshev_radial_matches_reference(n_basis):
+    dist = torch.cat([torch.linspace(0.0, CUTOFF + 0.5, 130, dtype=F64), torch.tensor([CUTOFF, 1e4], dtype=F64)])
+    dist = dist.to(DEVICE)
+    got = ops.chebyshev_radial(dist, n_basis, CUTOFF, backend="triton")
+    torch.testing.assert_close(got, reference.chebyshev_radial(dist, n_basis, CUTOFF), rtol=1e-14, atol=1e-15)
+    assert torch.equal(got[dist >= CUTOFF], torch.zeros_like(got[dist >= CUTOFF]))
+    assert ops.chebyshev_radial(dist[:0], n_basis, CUTOFF, backend="triton").shape == (0, n_basis)
+    d = dist[5:9].clone().requires_grad_()
+    fn = lambda r: ops.chebyshev_radial(r, n_basis, CUTOFF, backend="triton")  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (d,)) and torch.autograd.gradgradcheck(fn, (d,))
+
+
 def test_opcheck_on_triton():
     x = to_device(interaction_inputs(2, n_atoms=4, n_pairs=6, nu=2, features=3, seed=8))
     for k in FLOAT_KEYS:
@@ -259,6 +272,7 @@ def test_opcheck_on_triton():
     torch.library.opcheck(_sensitivity, (dist, mu, mu.detach().clone().requires_grad_(), CUTOFF, "triton"))
     unit = torch.nn.functional.normalize(torch.randn(9, 3, dtype=F64, device=DEVICE), dim=1).requires_grad_()
     torch.library.opcheck(_tensor_factors, (unit, 2, "triton"))
+    torch.library.opcheck(_chebyshev_radial, (dist, 6, CUTOFF, "triton"))
 
 
 def test_torch_compile_traces_the_triton_backend():

@@ -1,5 +1,6 @@
 """Model benchmark: HIP-NN and HIP-NN-TS of this package (each backend), the same models in
-hippynn 0.1.3 with identical weights, and torchmd-net's TensorNet, on the same molecules.
+hippynn 0.1.3 with identical weights, torchmd-net's TensorNet and this package's ETN, on the same
+molecules.
 
     hipnnts bench models [--size one 64 28k large] [--lmax 0 1 2] [--out DIR]
 
@@ -13,7 +14,10 @@ Contenders:
   hippynn's best custom kernels on the device (Triton on CUDA, numba on the CPU);
 - **TensorNet** (torchmd-net 3.0.2, wrapped by :class:`~hipnnts_kernels.tensornet.TensorNetModel`):
   128 channels, 32 RBFs, 1 and 2 layers at its default cutoff 4.5 Å, and 2 layers at the
-  HIP-NN-TS cutoff 6.5 Å.
+  HIP-NN-TS cutoff 6.5 Å;
+- **ETN** (:class:`~hipnnts_kernels.etn.ETN`, docs/etn.md) at two sizes (:data:`ETN_VARIANTS`), the
+  smaller near the parameter count of ``hipnnts train``'s default HIP-NN-TS, with the backend
+  ``auto`` picks on the device.
 
 Tasks: energy + forces inference (eval mode, forces by autograd; µs per atom), and a full
 training step (forward, forces with ``create_graph=True``, MSE of energies + MSE of forces,
@@ -49,6 +53,9 @@ HIPNN_CONFIG = dict(species=SPECIES, n_features=128, n_sensitivities=20, dist_so
                     cutoff=6.5, n_interaction_layers=2, n_atom_layers=3)
 #: (layers, cutoff Å) of the TensorNet contenders: torchmd-net's default cutoff, and the HIP-NN-TS one.
 TENSORNET_VARIANTS = ((1, 4.5), (2, 4.5), (2, 6.5))
+#: (degree, bond dim, moments, Chebyshev functions, cutoff Å) of the ETN contenders: 61k parameters
+#: (near ``hipnnts train``'s default HIP-NN-TS, 67k) and 240k.
+ETN_VARIANTS = ((6, 8, 16, 8, 5.0), (6, 16, 16, 8, 5.0))
 SIZES = ("one", "64", "28k", "large")
 TASKS = ("inference", "training")
 OUR_BACKENDS = ("cuda", "triton", "cpu", "reference")
@@ -77,7 +84,7 @@ class BenchBatch:
 @dataclass
 class Contender:
     name: str
-    family: str  #: "ours", "hippynn" or "tensornet"
+    family: str  #: "ours", "hippynn", "tensornet" or "etn"
     lmax: int | None
     module: nn.Module
     parameters: int
@@ -188,7 +195,8 @@ def our_contenders(lmax: int, device: torch.device, dtype: torch.dtype, backend_
     return out
 
 
-def _ours(model: HipnnTS):
+def _ours(model: nn.Module):
+    """HipnnTS or ETN: the package's pair list inside the timed call."""
     def energy_forces(b: BenchBatch, create_graph: bool):
         pf, ps = pairs_within_cutoff(b.positions, b.mol_index, model.cutoff)
         out = model(b.species, b.positions, b.mol_index, pf, ps, n_molecules=b.n_molecules, forces=True,
@@ -247,6 +255,20 @@ def tensornet_contenders(device: torch.device, dtype: torch.dtype, variants=TENS
         out.append(Contender(f"TensorNet {layers} layer{'s' if layers > 1 else ''}, {cutoff} Å", "tensornet", None,
                              model, _count(model), _tensornet(model),
                              notes="torchmd-net 3.0.2 TensorNet, 128 channels, 32 RBFs, own neighbour list"))
+    return out
+
+
+def etn_contenders(device: torch.device, dtype: torch.dtype, variants=ETN_VARIANTS) -> list[Contender]:
+    from ..etn import ETN
+
+    out = []
+    for degree, bond_dim, moments, radial, cutoff in variants:
+        torch.manual_seed(200 + degree + bond_dim)
+        model = ETN(SPECIES, n_radial=radial, n_moments=moments, bond_dim=bond_dim, degree=degree,
+                    cutoff=cutoff).to(device, dtype)
+        out.append(Contender(f"ETN D={degree}, b={bond_dim}, M={moments}", "etn", None, model, _count(model),
+                             _ours(model), notes=f"hipnnts_kernels ETN, {radial} Chebyshev functions, cutoff "
+                             f"{cutoff} Å, ops on the backend auto picks"))
     return out
 
 
@@ -360,7 +382,7 @@ def largest_batch(c: Contender, device: torch.device, dtype: torch.dtype, start:
 
 
 def run(sizes, lmax_values, backend_names, peers, dtype: torch.dtype, device: torch.device, warmup: int,
-        repeats: int, max_batch: bool = True, tensornet_variants=TENSORNET_VARIANTS,
+        repeats: int, max_batch: bool = True, tensornet_variants=TENSORNET_VARIANTS, etn_variants=ETN_VARIANTS,
         on_progress: Callable[[Results], None] | None = None) -> Results:
     """Measure every contender on every batch; ``on_progress(results)`` is called after each contender."""
     meta = dict(environment(device), dtype=str(dtype).replace("torch.", ""), warmup=warmup, repeats=repeats,
@@ -380,6 +402,8 @@ def run(sizes, lmax_values, backend_names, peers, dtype: torch.dtype, device: to
         groups.append(our_contenders(lmax, device, dtype, backend_names, hippynn="hippynn" in peers))
     if "tensornet" in peers:
         groups.append(tensornet_contenders(device, dtype, tensornet_variants))
+    if "etn" in peers:
+        groups.append(etn_contenders(device, dtype, etn_variants))
     meta["contenders"] = {c.name: dict(family=c.family, lmax=c.lmax, parameters=c.parameters, notes=c.notes)
                           for group in groups for c in group}
     for group in groups:
@@ -412,7 +436,8 @@ def fairness_lines(meta: dict, results: Results) -> list[str]:
         f"- Same device for every side ({meta['device']}), same molecules and batches (below), same dtype "
         f"({meta['dtype']}); TF32 {'on' if meta['tf32'] else 'off'} for every side.",
         "- Neighbour list **inside** the timed region on every side: HIP-NN / HIP-NN-TS and hippynn use "
-        "`pairs_within_cutoff` (dense search per molecule, on the device); TensorNet builds its own in its "
+        "`pairs_within_cutoff` (dense search per molecule, on the device), as does ETN at its cutoff; TensorNet builds "
+        "its own in its "
         "forward (`OptimizedDistance`; our wrapper runs it on detached positions and recomputes the found pairs' "
         f"vectors, so the backward skips the N x N search; same values). The HIP-NN list alone takes: {nl}.",
         "- Same tasks: energy + forces inference (eval mode, forces by autograd); a training step = forward, forces "
@@ -433,7 +458,8 @@ def markdown(results: Results) -> str:
     meta, records = results.meta, results.records
     sizes = list(meta["sizes"])
     names = list(meta["contenders"])
-    lines = [f"# Model benchmark: HIP-NN, HIP-NN-TS, hippynn, TensorNet ({meta['device']}, {meta['date'][:10]})", "",
+    title = f"# Model benchmark: HIP-NN, HIP-NN-TS, hippynn, TensorNet, ETN ({meta['device']}, {meta['date'][:10]})"
+    lines = [title, "",
              *report.partial_notice(meta), *report.provenance_lines(meta), "", "## Fairness rules", "",
              *fairness_lines(meta, results),
              "", "## Batches", "", "| size | molecules | atoms | what |", "|---|---:|---:|---|"]
@@ -502,12 +528,12 @@ def ratio_lines(results: Results) -> list[str]:
 
 def plots(results: Results, out: Path, stem: str) -> list[Path]:
     """``<stem>_time.png``: time vs atoms per contender (inference µs/atom and training ms/step, one
-    panel per lmax, TensorNet with lmax 2); ``<stem>_speedup.png``: other / ours at each size."""
+    panel per lmax, TensorNet and ETN with lmax 2); ``<stem>_speedup.png``: other / ours at each size."""
     ok = [r for r in results.records if r.median_ms is not None]
     series: dict[str, dict[str, list]] = {}
     for r in ok:
-        lmax = 2 if r.family == "tensornet" else r.lmax
-        panel = f"{r.task}, {'HIP-NN' if lmax == 0 else f'HIP-NN-TS l={lmax}'}" + (" & TensorNet" if lmax == 2 else "")
+        lmax = r.lmax if r.family in ("ours", "hippynn") else 2
+        panel = f"{r.task}, {'HIP-NN' if lmax == 0 else f'HIP-NN-TS l={lmax}'}" + (" & peers" if lmax == 2 else "")
         value = r.us_per_atom if r.task == "inference" else r.median_ms
         series.setdefault(panel, {}).setdefault(r.contender, []).append((r.atoms, value))
     labels = {panel: "µs per atom" if panel.startswith("inference") else "ms per step" for panel in series}
@@ -522,7 +548,7 @@ def plots(results: Results, out: Path, stem: str) -> list[Path]:
             bars.setdefault(f"{r.size} ({r.atoms} atoms)", {})[r.contender] = r.median_ms / mine.median_ms
     paths.append(report.speedup_bars(bars, out / f"{stem}_speedup.png",
                                      "Training step: time of each peer / time of our fastest backend (same lmax; "
-                                     "TensorNet vs l=2)"))
+                                     "TensorNet and ETN vs l=2)"))
     return paths
 
 
@@ -532,7 +558,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lmax", type=int, nargs="+", default=[0, 1, 2], choices=[0, 1, 2])
     parser.add_argument("--backend", nargs="+", default=list(OUR_BACKENDS), choices=OUR_BACKENDS,
                         help="our kernel backends (those that cannot run on the device are left out)")
-    parser.add_argument("--peers", nargs="*", default=["hippynn", "tensornet"], choices=["hippynn", "tensornet"])
+    parser.add_argument("--peers", nargs="*", default=["hippynn", "tensornet", "etn"],
+                        choices=["hippynn", "tensornet", "etn"])
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--device", default="auto", help="cuda, cuda:K or cpu (default: cuda if available)")
     parser.add_argument("--warmup", type=int, default=None,

@@ -1,4 +1,5 @@
-"""Sensitivity functions and angular tensor factors (SPEC sections 2 and 3) as custom ops.
+"""Sensitivity functions, the Chebyshev radial basis and angular tensor factors (SPEC sections 2 and 3;
+the radial basis is ETN's, :mod:`hipnnts_kernels.etn`) as custom ops.
 
 Their backward is the VJP of the reference composite (cheap elementwise work), differentiable to
 any order; a fast backend only needs to supply the forward.
@@ -13,8 +14,9 @@ from ..checks import check_choice, check_finite, check_tensor
 from ._composite import composite_vjp
 
 backends.register("sensitivity", "reference")(reference.sensitivity)
+backends.register("chebyshev_radial", "reference")(reference.chebyshev_radial)
 backends.register("tensor_factors", "reference")(reference.tensor_factors)
-for _op in ("sensitivity", "tensor_factors"):
+for _op in ("sensitivity", "chebyshev_radial", "tensor_factors"):
     backends.register_lazy(_op, "triton", "hipnnts_kernels.triton_kernels.geometry")
 
 
@@ -40,6 +42,30 @@ def _sensitivity_backward(ctx, grad):
 
 
 _sensitivity.register_autograd(_sensitivity_backward, setup_context=_sensitivity_setup)
+
+
+@torch.library.custom_op("hipnnts::chebyshev_radial", mutates_args=())
+def _chebyshev_radial(dist: Tensor, n_basis: int, cutoff: float, backend: str) -> Tensor:
+    return backends.implementation("chebyshev_radial", backend)(dist, n_basis, cutoff)
+
+
+@_chebyshev_radial.register_fake
+def _(dist, n_basis, cutoff, backend):
+    return dist.new_empty(dist.shape[0], n_basis)
+
+
+def _chebyshev_setup(ctx, inputs, output):
+    dist, n_basis, cutoff, _ = inputs
+    ctx.save_for_backward(dist)
+    ctx.n_basis, ctx.cutoff = n_basis, cutoff
+
+
+def _chebyshev_backward(ctx, grad):
+    (dist,) = ctx.saved_tensors
+    return (*composite_vjp(reference.chebyshev_radial, (dist, ctx.n_basis, ctx.cutoff), (grad,)), None)
+
+
+_chebyshev_radial.register_autograd(_chebyshev_backward, setup_context=_chebyshev_setup)
 
 
 @torch.library.custom_op("hipnnts::tensor_factors", mutates_args=())
@@ -83,6 +109,27 @@ def sensitivity(dist: Tensor, mu: Tensor, sigma: Tensor, cutoff: float, *, backe
     _check_cutoff(cutoff)
     check_finite("dist", dist)
     return _sensitivity(dist, mu, sigma, float(cutoff), backends.resolve("sensitivity", backend, dist.device))
+
+
+def chebyshev_radial(dist: Tensor, n_basis: int, cutoff: float, *, backend: str = "auto") -> Tensor:
+    """ETN's radial basis Q_k(r) = T_k(2 r / r_c - 1) (1 - r / r_c)^2 [r < r_c], T_k the Chebyshev
+    polynomials of the first kind (Shapeev's MTP radial basis).
+
+    Args:
+        dist: (P,) pair distances (Å), non-negative.
+        n_basis: K, the number of basis functions (k = 0 .. K - 1), at least 1.
+        cutoff: r_c (Å), positive.
+
+    Returns:
+        (P, K) basis values, zero at and beyond the cutoff (with their first derivative at r_c).
+    """
+    check_tensor("dist", dist, (None,))
+    if isinstance(n_basis, bool) or not isinstance(n_basis, int) or n_basis < 1:
+        raise ValueError(f"n_basis must be a positive integer, got {n_basis!r}")
+    _check_cutoff(cutoff)
+    check_finite("dist", dist)
+    return _chebyshev_radial(dist, n_basis, float(cutoff), backends.resolve("chebyshev_radial", backend,
+                                                                           dist.device))
 
 
 def tensor_factors(unit: Tensor, lmax: int, *, backend: str = "auto") -> Tensor:

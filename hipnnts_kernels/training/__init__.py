@@ -4,7 +4,7 @@
 - :class:`Trainer`: one run (single process, or one rank under ``torchrun``), resumable.
 - :func:`evaluate`: errors of a model on a set of conformers.
 - :func:`load_model`: the trained model of a checkpoint.
-- :func:`build_model`: a model of an architecture ("hipnnts", "tensornet") from its constructor arguments.
+- :func:`build_model`: a model of an architecture ("hipnnts", "tensornet", "etn") from its constructor arguments.
 """
 from .architectures import ARCHITECTURES, build_model
 from .checkpoint import load_model, read_checkpoint, save_checkpoint

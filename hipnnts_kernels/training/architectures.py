@@ -5,6 +5,8 @@ to a model's constructor arguments and rebuilds a model from saved ones.
 - ``"tensornet"``: :class:`~hipnnts_kernels.tensornet.TensorNetModel` (needs torchmd-net), with
   n_features -> hidden_channels, n_interaction_layers -> num_layers, n_sensitivities -> num_rbf and
   cutoff -> cutoff; the other model settings do not apply to it.
+- ``"etn"``: :class:`~hipnnts_kernels.etn.ETN`, with n_sensitivities -> n_radial, cutoff -> cutoff,
+  the etn_* settings and backend; the other model settings do not apply to it.
 
 Every architecture provides the interface the trainer, :func:`~hipnnts_kernels.training.evaluate`,
 checkpoints and the ASE calculator use: ``species``, ``cutoff``, ``hparams`` (``cls(**hparams)``
@@ -23,7 +25,7 @@ if TYPE_CHECKING:
     from .config import TrainConfig
 
 #: Architecture names, the first is the default.
-ARCHITECTURES = ("hipnnts", "tensornet")
+ARCHITECTURES = ("hipnnts", "tensornet", "etn")
 
 #: A checkpoint that names no architecture was written before there was a choice.
 LEGACY_ARCHITECTURE = "hipnnts"
@@ -31,6 +33,10 @@ LEGACY_ARCHITECTURE = "hipnnts"
 #: TensorNet's constructor argument for each config setting it takes.
 TENSORNET_SETTINGS = dict(n_features="hidden_channels", n_interaction_layers="num_layers",
                           n_sensitivities="num_rbf", cutoff="cutoff")
+
+#: ETN's constructor argument for each config setting it takes.
+ETN_SETTINGS = dict(n_sensitivities="n_radial", cutoff="cutoff", etn_degree="degree", etn_bond_dim="bond_dim",
+                    etn_moments="n_moments", etn_message_passing="message_passing", backend="backend")
 
 #: TensorNet's bound on the neighbour list (pairs per atom of a batch, self pairs included).
 TENSORNET_MIN_NEIGHBORS = 64
@@ -48,6 +54,10 @@ def model_class(architecture: str) -> type[nn.Module]:
         from ..tensornet import TensorNetModel
 
         return TensorNetModel
+    if architecture == "etn":
+        from ..etn import ETN
+
+        return ETN
     from ..model import HipnnTS
 
     return HipnnTS
@@ -66,8 +76,10 @@ def model_kwargs(config: TrainConfig, species: list[int], max_atoms: int | None 
         kwargs = {arg: getattr(config, name) for name, arg in TENSORNET_SETTINGS.items()}
         kwargs["max_num_neighbors"] = max(TENSORNET_MIN_NEIGHBORS, int(max_atoms or 0))
         return dict(species=species, **kwargs)
-    names = [f.name for f in dataclasses.fields(config)
-             if f.metadata["section"] == "model" and f.name != "architecture"]
+    if config.architecture == "etn":
+        return dict(species=species, **{arg: getattr(config, name) for name, arg in ETN_SETTINGS.items()})
+    names = [f.name for f in dataclasses.fields(config) if f.metadata["section"] == "model"
+             and f.name != "architecture" and not f.name.startswith("etn_")]
     return dict(species=species, **{n: getattr(config, n) for n in names})
 
 

@@ -68,8 +68,9 @@ def _why_unreadable(path: Path, err: Exception) -> str:
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", backend: str | None = None) -> nn.Module:
-    """The trained model of a checkpoint (:class:`~hipnnts_kernels.HipnnTS` or
-    :class:`~hipnnts_kernels.tensornet.TensorNetModel`, as the checkpoint's ``architecture`` says;
+    """The trained model of a checkpoint (:class:`~hipnnts_kernels.HipnnTS`,
+    :class:`~hipnnts_kernels.tensornet.TensorNetModel` or :class:`~hipnnts_kernels.etn.ETN`, as the
+    checkpoint's ``architecture`` says;
     checkpoints that name none are HipnnTS), in evaluation mode, with its dtype.
 
     Args:

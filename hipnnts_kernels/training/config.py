@@ -65,10 +65,12 @@ class TrainConfig:
     max_conformers: int | None = _field(None, "use at most this many conformers (a seeded random subset)", "data")
 
     # -- model (named as in the HIP-NN-TS paper) -----------------------------------------------
-    architecture: str = _field("hipnnts", "model: 'hipnnts' (HIP-NN / HIP-NN-TS) or 'tensornet' (torchmd-net's "
-                               "TensorNet, needs `pip install --no-deps torchmd-net==3.0.2`); for tensornet "
-                               "n_features -> hidden channels, n_interaction_layers -> layers, n_sensitivities -> "
-                               "radial basis functions, cutoff -> cutoff, and the other model settings are ignored",
+    architecture: str = _field("hipnnts", "model: 'hipnnts' (HIP-NN / HIP-NN-TS), 'tensornet' (torchmd-net's "
+                               "TensorNet, needs `pip install --no-deps torchmd-net==3.0.2`) or 'etn' (equivariant "
+                               "tensor network, docs/etn.md); for tensornet n_features -> hidden channels, "
+                               "n_interaction_layers -> layers, n_sensitivities -> radial basis functions, cutoff -> "
+                               "cutoff; for etn n_sensitivities -> Chebyshev radial functions, cutoff -> cutoff, "
+                               "and the etn_* settings; other model settings are ignored",
                                "model", choices=ARCHITECTURES)
     lmax: int = _field(2, "0 = HIP-NN, 1 or 2 = HIP-NN-TS", "model", choices=(0, 1, 2))
     n_features: int = _field(48, "width of every layer (the paper: 128)", "model")
@@ -79,7 +81,12 @@ class TrainConfig:
     n_interaction_layers: int = _field(2, "interaction blocks", "model")
     n_atom_layers: int = _field(2, "atom layers after each interaction layer (the paper: 3)", "model")
     cusp_reg: float = _field(1e-6, "eps inside the invariants' square roots", "model")
-    backend: str = _field("auto", "kernel backend of the interaction op", "model")
+    etn_degree: int = _field(4, "etn: cores of the tensor train (the polynomial degree in the moments)", "model")
+    etn_bond_dim: int = _field(8, "etn: bond dimension of the tensor train, per rank", "model")
+    etn_moments: int = _field(16, "etn: moment channels per rank", "model")
+    etn_message_passing: bool = _field(False, "etn: a second round whose moments carry the neighbours' scalars",
+                                       "model")
+    backend: str = _field("auto", "kernel backend of the model's ops", "model")
 
     # -- optimisation ------------------------------------------------------------------------
     epochs: int = _field(20, "maximum number of epochs", "optimisation")
@@ -126,7 +133,8 @@ class TrainConfig:
             expected = _type_problem(getattr(self, f.name), f.type)
             if expected is not None:
                 raise TypeError(f"{f.name} must be {expected}, got {getattr(self, f.name)!r}")
-        positive = ("n_features", "n_sensitivities", "n_interaction_layers", "epochs", "batch_size",
+        positive = ("n_features", "n_sensitivities", "n_interaction_layers", "etn_degree", "etn_bond_dim",
+                    "etn_moments", "epochs", "batch_size",
                     "eval_batch_size", "checkpoint_every", "lr", "cutoff", "early_stopping")
         for name in positive:
             if not getattr(self, name) > 0:

@@ -1,4 +1,4 @@
-"""Sensitivities and angular tensor factors in Triton (elementwise over pairs).
+"""Sensitivities, the Chebyshev radial basis and angular tensor factors in Triton (elementwise over pairs).
 
 The backward of these ops is the reference composite (see :mod:`hipnnts_kernels.ops.geometry`);
 inside the fused interaction the same device functions run in registers instead.
@@ -37,6 +37,25 @@ def _sensitivity_kernel(dist, mu, sigma, consts, out, P, NU, BLOCK_P: tl.constex
 
 
 @triton.jit
+def _chebyshev_kernel(dist, consts, out, P, N_BASIS: tl.constexpr, BLOCK_P: tl.constexpr):
+    p = tl.program_id(0).to(tl.int64) * BLOCK_P + tl.arange(0, BLOCK_P)
+    p_mask = p < P
+    k, rc, eps, third = load_constants(consts)
+    d = tl.load(dist + p, mask=p_mask, other=0.0)
+    inside = d < rc
+    r = tl.where(inside, d, 0.0)
+    x = r * (2.0 / rc) - 1.0
+    u = 1.0 - r / rc
+    envelope = tl.where(inside, u * u, 0.0)
+    previous = tl.full([BLOCK_P], 1.0, x.dtype)
+    current = x
+    tl.store(out + p * N_BASIS, envelope, mask=p_mask)
+    for n in tl.static_range(1, N_BASIS):
+        tl.store(out + p * N_BASIS + n, current * envelope, mask=p_mask)
+        current, previous = 2.0 * x * current - previous, current
+
+
+@triton.jit
 def _factors_kernel(unit, consts, out, P, C, LMAX: tl.constexpr, BLOCK_P: tl.constexpr, C_PAD: tl.constexpr):
     p = tl.program_id(0).to(tl.int64) * BLOCK_P + tl.arange(0, BLOCK_P)
     p_mask = p < P
@@ -59,6 +78,17 @@ def sensitivity(dist: Tensor, mu: Tensor, sigma: Tensor, cutoff: float) -> Tenso
     _sensitivity_kernel[(triton.cdiv(n_pairs, _BLOCK_P),)](
         dist.contiguous(), mu.contiguous(), sigma.contiguous(), constants(cutoff, 0.0, dist), out, n_pairs, nu,
         BLOCK_P=_BLOCK_P, NU_PAD=pow2(nu))
+    return out
+
+
+@launches_on("dist")
+def chebyshev_radial(dist: Tensor, n_basis: int, cutoff: float) -> Tensor:
+    """(P,) -> (P, n_basis); see :func:`hipnnts_kernels.reference.chebyshev_radial`."""
+    out = dist.new_empty(dist.shape[0], n_basis)
+    if out.numel() == 0:
+        return out
+    _chebyshev_kernel[(triton.cdiv(dist.shape[0], _BLOCK_P),)](
+        dist.contiguous(), constants(cutoff, 0.0, dist), out, dist.shape[0], N_BASIS=n_basis, BLOCK_P=_BLOCK_P)
     return out
 
 
