@@ -90,42 +90,66 @@ class EquivariantCore(nn.Module):
     """One core of the tensor train: (s, v, t) + every O(3)-equivariant bilinear product of the bond
     state (s (N, b), v (N, 3, b), t (N, 3, 3, b)) with the moments (a0 (N, M), a1 (N, 3, M), a2 (N, 3, 3, M)).
 
-    Paths, by output: scalar s a0, v . a1, t : a2; vector s a1, v a0, t a1, a2 v; rank 2 s a2, t a0,
+    Paths, by output: scalar s a0, v . a1, t : a2; vector v a0, s a1, t a1, a2 v; rank 2 s a2, t a0,
     {v a1^T}, {t a2} ({.}: symmetric traceless part). Products with the Levi-Civita symbol (cross
-    products) are left out: they are pseudo-tensors, which reflections would tell apart. Each output
-    is sum_{b, m} W[(path, b, m), b'] (product)[b, m]: one matrix per output rank. The last core of
-    the train (``scalar_only``) has the scalar paths alone: only its scalars reach the energy.
+    products) are left out: they are pseudo-tensors, which reflections would tell apart. Path p of an
+    output is sum_{b, m} W[p, b, m, b'] (product)[b, m]; the weights of one output rank are one
+    parameter (paths, b, M, b). The last core of the train (``scalar_only``) has the scalar paths alone:
+    only its scalars reach the energy.
+
+    The contraction order is chosen per path (docs/etn.md, "Cost"): the scalar paths sum the product over
+    its Cartesian components first (b M numbers per atom), a path whose moment has the lower rank contracts
+    the moment with W first (rank(a) x b x b per atom), one whose state has the lower rank contracts the
+    state with W first (rank(h) x M x b). Rank 2 paths use that both factors are symmetric: {v a1^T} and
+    {t a2} are built transposed, which the symmetric traceless part does not see.
     """
+
+    #: Paths per output rank.
+    PATHS = (3, 4, 4)
 
     def __init__(self, bond_dim: int, n_moments: int, scalar_only: bool = False):
         super().__init__()
-        pairs = bond_dim * n_moments
 
         def weight(paths: int) -> nn.Parameter:
-            return nn.Parameter(torch.randn(paths * pairs, bond_dim) / math.sqrt(paths * pairs))
+            scale = math.sqrt(paths * bond_dim * n_moments)
+            return nn.Parameter(torch.randn(paths, bond_dim, n_moments, bond_dim) / scale)
 
-        self.scalar = weight(3)
-        self.vector, self.rank2 = (None, None) if scalar_only else (weight(4), weight(4))
+        self.scalar = weight(self.PATHS[0])
+        self.vector, self.rank2 = (None, None) if scalar_only else (weight(self.PATHS[1]), weight(self.PATHS[2]))
 
     def weights(self) -> list[Tensor]:
-        """The core's weight matrices (scalar, and unless scalar-only vector and rank 2)."""
+        """The core's weights (paths, b, M, b) per output rank (scalar, and unless scalar-only vector, rank 2)."""
         return [w for w in (self.scalar, self.vector, self.rank2) if w is not None]
 
     def forward(self, state: tuple[Tensor, Tensor, Tensor], moments: tuple[Tensor, Tensor, Tensor]
                 ) -> tuple[Tensor, Tensor, Tensor]:
         s, v, t = state
         a0, a1, a2 = moments
-        scalar = torch.cat((torch.einsum("nb,nm->nbm", s, a0), torch.einsum("nxb,nxm->nbm", v, a1),
-                            torch.einsum("nxyb,nxym->nbm", t, a2)), 1).flatten(1)
+        n, b = s.shape
+        m = a0.shape[1]
+
+        def moment_first(a: Tensor, w: Tensor) -> Tensor:
+            """(N, ..., M) moments -> (N, ..., b, b) with W (b, M, b) contracted over M."""
+            return (a.reshape(-1, m) @ w.transpose(0, 1).reshape(m, b * b)).view(*a.shape[:-1], b, b)
+
+        def state_first(h: Tensor, w: Tensor) -> Tensor:
+            """(N, ..., b) state -> (N, ..., M, b) with W (b, M, b) contracted over b."""
+            return (h.reshape(-1, b) @ w.reshape(b, m * b)).view(*h.shape[:-1], m, b)
+
+        products = torch.cat((s.unsqueeze(2) * a0.unsqueeze(1), torch.bmm(v.transpose(1, 2), a1),
+                              torch.bmm(t.reshape(n, 9, b).transpose(1, 2), a2.reshape(n, 9, m))), 1)
+        scalar = s + products.view(n, 3 * b * m) @ self.scalar.reshape(3 * b * m, b)
         if self.vector is None:
-            return s + scalar @ self.scalar, v, t
-        vector = torch.cat((torch.einsum("nb,nxm->nxbm", s, a1), torch.einsum("nxb,nm->nxbm", v, a0),
-                            torch.einsum("nxyb,nym->nxbm", t, a1), torch.einsum("nxym,nyb->nxbm", a2, v)),
-                           2).flatten(2)
-        rank2 = torch.cat((torch.einsum("nb,nxym->nxybm", s, a2), torch.einsum("nxyb,nm->nxybm", t, a0),
-                           torch.einsum("nxb,nym->nxybm", v, a1), torch.einsum("nxzb,nzym->nxybm", t, a2)),
-                          3).flatten(3)
-        return s + scalar @ self.scalar, v + vector @ self.vector, t + sym_traceless(rank2 @ self.rank2)
+            return scalar, v, t
+        w = self.vector
+        vector = (torch.bmm(v, moment_first(a0, w[0])) + torch.bmm(a1, state_first(s, w[1]))
+                  + torch.bmm(t.reshape(n, 3, 3 * b), moment_first(a1, w[2]).view(n, 3 * b, b))
+                  + torch.bmm(a2.reshape(n, 3, 3 * m), state_first(v, w[3]).view(n, 3 * m, b)))
+        w = self.rank2
+        rank2 = (torch.bmm(a2.reshape(n, 9, m), state_first(s, w[0])) + torch.bmm(t.reshape(n, 9, b), moment_first(a0, w[1]))
+                 + torch.matmul(v.unsqueeze(1), moment_first(a1, w[2])).view(n, 9, b)  # [y, x]: v_x a1_y
+                 + torch.matmul(t.reshape(n, 1, 3, 3 * b), moment_first(a2, w[3]).view(n, 3, 3 * b, b)).view(n, 9, b))
+        return scalar, v + vector, t + sym_traceless(rank2.view(n, 3, 3, b))
 
 
 class ETN(FixedSelfEnergies, nn.Module):

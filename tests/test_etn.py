@@ -76,6 +76,35 @@ def test_core_is_equivariant(reflect):
                                rtol=0, atol=1e-13)
 
 
+def einsum_core(core: EquivariantCore, state, moments):
+    """The core's bilinear paths written out plainly: product tensors, then the weights."""
+    s, v, t = state
+    a0, a1, a2 = moments
+    ws = core.scalar
+    scalar = s + (torch.einsum("nb,nm,bmo->no", s, a0, ws[0]) + torch.einsum("nxb,nxm,bmo->no", v, a1, ws[1])
+                  + torch.einsum("nxyb,nxym,bmo->no", t, a2, ws[2]))
+    if core.vector is None:
+        return scalar, v, t
+    wv, wt = core.vector, core.rank2
+    vector = (torch.einsum("nxb,nm,bmo->nxo", v, a0, wv[0]) + torch.einsum("nb,nxm,bmo->nxo", s, a1, wv[1])
+              + torch.einsum("nxyb,nym,bmo->nxo", t, a1, wv[2]) + torch.einsum("nxym,nyb,bmo->nxo", a2, v, wv[3]))
+    rank2 = (torch.einsum("nb,nxym,bmo->nxyo", s, a2, wt[0]) + torch.einsum("nxyb,nm,bmo->nxyo", t, a0, wt[1])
+             + torch.einsum("nxb,nym,bmo->nxyo", v, a1, wt[2]) + torch.einsum("nxzb,nzym,bmo->nxyo", t, a2, wt[3]))
+    return scalar, v + vector, t + sym_traceless(rank2)
+
+
+@pytest.mark.parametrize("scalar_only", [False, True])
+def test_core_matches_its_einsum_form(scalar_only):
+    """The core contracts each path in its cheapest order; the result is the plainly written product."""
+    torch.manual_seed(0)
+    core = EquivariantCore(bond_dim=3, n_moments=4, scalar_only=scalar_only).double()
+    state, moments = random_tensors(6, 3, seed=3), random_tensors(6, 4, seed=4)
+    for got, want in zip(core(state, moments), einsum_core(core, state, moments)):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    empty = tuple(x[:0] for x in state), tuple(x[:0] for x in moments)
+    assert [x.shape for x in core(*empty)] == [x.shape for x in empty[0]]
+
+
 def test_core_drops_pseudotensor_products():
     """A cross product of two vectors is a pseudovector (a reflection tells them apart), so the core
     has none: with the state's vectors along x and the moments' along y, no output vector has a z
