@@ -146,9 +146,11 @@ class EquivariantCore(nn.Module):
                   + torch.bmm(t.reshape(n, 3, 3 * b), moment_first(a1, w[2]).view(n, 3 * b, b))
                   + torch.bmm(a2.reshape(n, 3, 3 * m), state_first(v, w[3]).view(n, 3 * m, b)))
         w = self.rank2
-        rank2 = (torch.bmm(a2.reshape(n, 9, m), state_first(s, w[0])) + torch.bmm(t.reshape(n, 9, b), moment_first(a0, w[1]))
+        rank2 = (torch.bmm(a2.reshape(n, 9, m), state_first(s, w[0]))
+                 + torch.bmm(t.reshape(n, 9, b), moment_first(a0, w[1]))
                  + torch.matmul(v.unsqueeze(1), moment_first(a1, w[2])).view(n, 9, b)  # [y, x]: v_x a1_y
-                 + torch.matmul(t.reshape(n, 1, 3, 3 * b), moment_first(a2, w[3]).view(n, 3, 3 * b, b)).view(n, 9, b))
+                 + torch.matmul(t.reshape(n, 1, 3, 3 * b),  # [x, y]: (a2 t)_xy, the transpose of t a2
+                                moment_first(a2, w[3]).view(n, 3, 3 * b, b)).view(n, 9, b))
         return scalar, v + vector, t + sym_traceless(rank2.view(n, 3, 3, b))
 
 
