@@ -2,7 +2,7 @@
 wall-clock budget (or the same number of epochs), over several seeds, and compare them the way a
 user chooses: accuracy on held-out molecules and on larger ones, against training and inference speed.
 
-    hipnnts compare                                   # HIP-NN, HIP-NN-TS l=1, l=2, TensorNet: 10 min each, seeds 0 1 2
+    hipnnts compare                                   # HIP-NN, HIP-NN-TS l=1, 2, TensorNet, 2 ETNs: 10 min, seeds 0-2
     hipnnts compare --models hipnn hipnnts-l2 --minutes 2 --seeds 0
     hipnnts compare --epochs 20                       # equal epochs instead of equal time
     hipnnts compare --set batch_size=64 lr=1e-3       # a setting for every model (over its recipe)
