@@ -15,7 +15,8 @@ below ``min_lr``); the budget counts everything the trainer does, per-epoch eval
 
 Each (model, seed) run lives in ``OUT/<model>/seed<k>/``: the trainer's files, and ``result.json``
 once it is finished. Running the command again skips the finished runs and continues an interrupted
-one from its ``last.pt``, so a long comparison can be spread over several sittings. After every
+one from its ``last.pt``, so a long comparison can be spread over several sittings; ``--reuse REPORT``
+takes the finished runs of an earlier report instead (a fresh checkout of the same machine). After every
 finished run the report is rewritten from all finished runs: ``RESULTS/compare_<tag>.md`` and
 ``.json``, ``compare_<tag>_time.png`` (validation force MAE against wall-clock time) and
 ``compare_<tag>_frontier.png`` (test force MAE against training throughput).
@@ -142,6 +143,14 @@ def _comparable(config: dict) -> dict:
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in config.items() if k not in UNCOMPARED}
 
 
+def _differing_settings(saved: dict, config: TrainConfig) -> list[str]:
+    """The settings in which a saved run's config differs from ``config`` (a setting the package
+    gained after the run was saved counts as its default there)."""
+    old = _comparable({**TrainConfig().to_dict(), **saved})
+    new = _comparable(config.to_dict())
+    return sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+
+
 def finished_result(config: TrainConfig) -> dict | None:
     """The saved result of the run of ``config``, or None when it has not finished; an error when
     its folder holds a run with other settings."""
@@ -149,14 +158,39 @@ def finished_result(config: TrainConfig) -> dict | None:
     if not path.is_file():
         return None
     result = json.loads(path.read_text())
-    # a setting the package gained after the run was saved counts as its default there
-    defaults = TrainConfig().to_dict()
-    old, new = _comparable({**defaults, **result["config"]}), _comparable(config.to_dict())
-    differ = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    differ = _differing_settings(result["config"], config)
     if differ:
         raise ValueError(f"{config.out} holds a finished run with other settings ({', '.join(differ)}); "
                          "choose another --out, or delete that folder to train it again")
     return result
+
+
+def _machine(meta: dict) -> str:
+    """The machine of a report, as far as it decides speed: device and torch threads."""
+    return f"{meta['device']} with {meta['threads']} torch threads"
+
+
+def reported_runs(paths: list[Path]) -> list[dict]:
+    """The runs of earlier reports (``compare_<tag>.json`` files), in the order given."""
+    runs = []
+    for path in paths:
+        try:
+            report = json.loads(Path(path).read_text())
+            machine = _machine(report["meta"])
+            for run in report["runs"]:
+                if not isinstance(run["config"], dict):
+                    raise TypeError(f"run {run.get('model')} seed {run.get('seed')} has no settings")
+                runs.append(dict(run, reported_in=str(path), reported_on=machine))
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise ValueError(f"--reuse {path}: not a report of hipnnts compare ({type(error).__name__}: {error})") \
+                from None
+    return runs
+
+
+def reported_result(model: str, config: TrainConfig, reported: list[dict]) -> dict | None:
+    """The first of the ``reported`` runs made by ``model`` with the settings of ``config``, or None."""
+    return next((run for run in reported if run.get("model") == model and run.get("seed") == config.seed
+                 and not _differing_settings(run["config"], config)), None)
 
 
 def train_one(contender: Contender, config: TrainConfig, conformers, transfer) -> dict:
@@ -330,10 +364,11 @@ def write_report(meta: dict, results: list[dict], results_dir: Path) -> Path:
 
 
 def compare(models: list[str], seeds: list[int], budget: Budget, common: dict, out: Path, results_dir: Path,
-            tag: str, transfer: str | None = "default") -> Path:
+            tag: str, transfer: str | None = "default", reuse: list[Path] = ()) -> Path:
     """Train every (model, seed) run not finished yet, and write the report after each; returns
     the markdown report's path. ``transfer``: a dataset file, None (no transfer set), or "default"
-    (the shipped set, when the training data are the embedded set)."""
+    (the shipped set, when the training data are the embedded set). ``reuse``: earlier reports whose
+    runs count as finished where their model, seed and settings match (:func:`reported_result`)."""
     from . import data as datasets
     from .benchmarks.timing import environment
     from .data.embedded import load_transfer
@@ -352,6 +387,7 @@ def compare(models: list[str], seeds: list[int], budget: Budget, common: dict, o
     # seed by seed, so that a comparison stopped part-way holds every model on its first seeds
     configs = {(m, s): run_config(CONTENDERS[m], s, budget, common, out) for s in seeds for m in models}
     results = {key: finished_result(config) for key, config in configs.items()}  # checked before training
+    reported = reported_runs(list(reuse))
 
     base = next(iter(configs.values()))
     conformers = read_dataset(base)
@@ -370,6 +406,15 @@ def compare(models: list[str], seeds: list[int], budget: Budget, common: dict, o
                 transfer=("none" if transfer_set is None else
                           f"{len(transfer_set)} conformers of {len(transfer_set.molecule.unique())} molecules, "
                           f"{int(transfer_set.n_atoms.min())} to {int(transfer_set.n_atoms.max())} atoms"))
+    for report, machine in dict.fromkeys((r["reported_in"], r["reported_on"]) for r in reported):
+        if machine != _machine(meta):
+            raise ValueError(f"--reuse {report}: its runs ran on {machine}, this comparison runs on {_machine(meta)}")
+    for (model, seed), config in configs.items():
+        if results[model, seed] is None:
+            results[model, seed] = reported_result(model, config, reported)
+            if results[model, seed] is not None:
+                print(f"{CONTENDERS[model].label}, seed {seed}: finished in {results[model, seed]['reported_in']}",
+                      flush=True)
     for key, config in configs.items():
         if results[key] is None:
             print(f"training {CONTENDERS[key[0]].label}, seed {key[1]} ({budget.describe()}) in {config.out}",
@@ -399,13 +444,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--results", type=Path, default=Path("bench/results"),
                         help="folder of the report (default: %(default)s)")
     parser.add_argument("--tag", default="cpu", help="report name: compare_<tag>.md (default: %(default)s)")
+    parser.add_argument("--reuse", nargs="+", type=Path, default=[], metavar="REPORT",
+                        help="earlier reports (compare_<tag>.json) whose runs count as finished where model, seed and "
+                             "settings match: a comparison spread over machines or fresh checkouts")
 
 
 def run_from_arguments(args: argparse.Namespace) -> Path:
     budget = Budget(epochs=args.epochs) if args.epochs is not None else Budget(minutes=args.minutes or 10.0)
     transfer = None if args.transfer.lower() == "none" else args.transfer
     return compare(args.models, args.seeds, budget, parse_settings(args.set), args.out, args.results, args.tag,
-                   transfer)
+                   transfer, args.reuse)
 
 
-__all__ = ["Budget", "CONTENDERS", "Contender", "compare", "parse_settings", "run_config", "train_one"]
+__all__ = ["Budget", "CONTENDERS", "Contender", "compare", "parse_settings", "reported_result", "reported_runs",
+           "run_config", "train_one"]

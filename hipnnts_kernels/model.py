@@ -95,7 +95,45 @@ class ModelOutput:
     forces: Tensor | None = None  #: (N, 3) -dE/dR, when requested
 
 
-class HipnnTS(nn.Module):
+class SelfEnergyFit:
+    """Mixin of every model: per-species counts and the least-squares fit of the per-species self
+    energies E0, which the model stores through its ``set_self_energies``; needs ``species`` and
+    ``species_map`` (:func:`species_table`)."""
+
+    species: tuple[int, ...]
+    species_map: Tensor
+
+    def species_index(self, species: Tensor) -> Tensor:
+        """(N,) atomic numbers -> (N,) int64 indices into :attr:`species`; unknown elements raise."""
+        return species_indices(self.species_map, species, self.species)
+
+    def species_counts(self, species: Tensor, mol_index: Tensor, n_molecules: int) -> Tensor:
+        """(B, n_species) float64 count of each species in each molecule."""
+        onehot = nn.functional.one_hot(self.species_index(species), len(self.species)).double()
+        return onehot.new_zeros(n_molecules, onehot.shape[1]).index_add(0, mol_index, onehot)
+
+    @torch.no_grad()
+    def fit_self_energies(self, counts: Tensor, energies: Tensor) -> Tensor:
+        """Least-squares per-species self energies E0 from molecular energies; sets them (and keeps
+        them out of training) through the model's ``set_self_energies``.
+
+        Args:
+            counts: (M, n_species) species counts of the training molecules (see :meth:`species_counts`).
+            energies: (M,) their energies.
+
+        Returns:
+            (n_species,) the fitted E0 (float64).
+        """
+        e0 = least_squares_self_energies(counts, energies, len(self.species))
+        self.set_self_energies(e0)
+        return e0
+
+    def set_self_energies(self, e0: Tensor) -> None:
+        """Store the (n_species,) self energies E0 (kcal/mol), out of training: each model's own."""
+        raise NotImplementedError
+
+
+class HipnnTS(SelfEnergyFit, nn.Module):
     """HIP-NN-TS (Chigaev et al. 2023); ``lmax=0`` is plain HIP-NN (Lubbers et al. 2018).
 
     Args:
@@ -179,8 +217,7 @@ class HipnnTS(nn.Module):
     # -- inputs ---------------------------------------------------------------------------
     def one_hot(self, species: Tensor, dtype: torch.dtype) -> Tensor:
         """(N,) atomic numbers -> (N, n_species) one-hot features."""
-        return nn.functional.one_hot(species_indices(self.species_map, species, self.species),
-                                     len(self.species)).to(dtype)
+        return nn.functional.one_hot(self.species_index(species), len(self.species)).to(dtype)
 
     # -- forward --------------------------------------------------------------------------
     def _activate(self, z: Tensor) -> Tensor:
@@ -255,27 +292,7 @@ class HipnnTS(nn.Module):
             out.forces = batch.unflatten(out.forces)
         return out
 
-    # -- self energies ----------------------------------------------------------------------
-    def species_counts(self, species: Tensor, mol_index: Tensor, n_molecules: int) -> Tensor:
-        """(B, n_species) float64 count of each species in each molecule."""
-        onehot = self.one_hot(species, torch.float64)
-        return onehot.new_zeros(n_molecules, onehot.shape[1]).index_add(0, mol_index, onehot)
-
-    @torch.no_grad()
-    def fit_self_energies(self, counts: Tensor, energies: Tensor) -> Tensor:
-        """Least-squares per-species self energies E0 from molecular energies; sets and freezes head 0.
-
-        Args:
-            counts: (M, n_species) species counts of the training molecules (see :meth:`species_counts`).
-            energies: (M,) their energies.
-
-        Returns:
-            (n_species,) the fitted E0 (float64).
-        """
-        e0 = least_squares_self_energies(counts, energies, len(self.species))
-        self.set_self_energies(e0)
-        return e0
-
+    # -- self energies (species_counts and fit_self_energies: SelfEnergyFit) ---------------
     @torch.no_grad()
     def set_self_energies(self, e0: Tensor) -> None:
         """Set the (n_species,) self energies E0 (kcal/mol) and freeze them."""
@@ -345,38 +362,11 @@ def with_forces(energy: Callable[[Tensor], ModelOutput], positions: Tensor, forc
     return result
 
 
-class FixedSelfEnergies:
+class FixedSelfEnergies(SelfEnergyFit):
     """Mixin of the models whose per-species self energies E0 are a buffer ``self_energies``
-    (n_species,), fitted by least squares and never trained; needs ``species`` and ``species_map``."""
+    (n_species,), fitted by least squares and never trained."""
 
-    species: tuple[int, ...]
-    species_map: Tensor
     self_energies: Tensor
-
-    def species_index(self, species: Tensor) -> Tensor:
-        """(N,) atomic numbers -> (N,) int64 indices into :attr:`species`; unknown elements raise."""
-        return species_indices(self.species_map, species, self.species)
-
-    def species_counts(self, species: Tensor, mol_index: Tensor, n_molecules: int) -> Tensor:
-        """(B, n_species) float64 count of each species in each molecule."""
-        onehot = nn.functional.one_hot(self.species_index(species), len(self.species)).double()
-        return onehot.new_zeros(n_molecules, onehot.shape[1]).index_add(0, mol_index, onehot)
-
-    @torch.no_grad()
-    def fit_self_energies(self, counts: Tensor, energies: Tensor) -> Tensor:
-        """Least-squares per-species self energies E0 from molecular energies (as
-        :meth:`HipnnTS.fit_self_energies`); sets :attr:`self_energies`.
-
-        Args:
-            counts: (M, n_species) species counts of the training molecules (see :meth:`species_counts`).
-            energies: (M,) their energies.
-
-        Returns:
-            (n_species,) the fitted E0 (float64).
-        """
-        e0 = least_squares_self_energies(counts, energies, len(self.species))
-        self.set_self_energies(e0)
-        return e0
 
     @torch.no_grad()
     def set_self_energies(self, e0: Tensor) -> None:

@@ -88,6 +88,47 @@ def test_a_finished_run_with_other_settings_is_an_error_not_a_silent_reuse(files
                                                       tmp_path / "runs"))["seed"] == 0
 
 
+def test_an_earlier_report_carries_finished_runs_to_a_fresh_checkout(files, tmp_path, monkeypatch, capsys):
+    """--reuse: the runs of a committed report count as finished where model, seed and settings match
+    (the run folders are gone); a run with other settings is trained again."""
+    assert main(_argv(files, tmp_path, "--models", "hipnn")) == 0
+    earlier = tmp_path / "earlier.json"
+    (tmp_path / "results" / "compare_toy.json").rename(earlier)
+    fresh = tmp_path / "fresh"
+    trained = []
+    real = compare.train_one
+    monkeypatch.setattr(compare, "train_one", lambda *a: trained.append((a[0].name, a[1].seed)) or real(*a))
+    assert main(_argv(files, fresh, "--reuse", str(earlier))) == 0
+    assert trained == [("hipnnts-l2", 0), ("hipnnts-l2", 1)]  # HIP-NN's two seeds came from the report
+    assert "HIP-NN, seed 1: finished in" in capsys.readouterr().out
+    def runs_of(path):
+        return {(r["model"], r["seed"]): r for r in json.loads(path.read_text())["runs"]}
+
+    runs, old = runs_of(fresh / "results" / "compare_toy.json"), runs_of(earlier)
+    assert runs["hipnn", 1]["test"] == old["hipnn", 1]["test"] and runs["hipnn", 1]["reported_in"] == str(earlier)
+    trained.clear()
+    assert main(_argv(files, tmp_path / "other", "--models", "hipnn", "--seeds", "0", "--set", "lr=0.01",
+                      "--reuse", str(earlier))) == 0
+    assert trained == [("hipnn", 0)]
+    # runs timed on another machine are not this machine's runs
+    report = json.loads(earlier.read_text())
+    report["meta"]["device"] = "NVIDIA H200"
+    earlier.write_text(json.dumps(report))
+    capsys.readouterr()
+    assert main(_argv(files, tmp_path / "gpu", "--models", "hipnn", "--reuse", str(earlier))) == 2
+    assert "its runs ran on NVIDIA H200 with" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content", ["not json", '{"meta": {}}', '{"meta": {"device": "cpu", "threads": 2}, '
+                                     '"runs": [{"model": "hipnn", "config": 3}]}'])
+def test_a_file_that_is_not_a_report_cannot_be_reused(files, tmp_path, capsys, content):
+    bad = tmp_path / "bad.json"
+    bad.write_text(content)
+    assert main(_argv(files, tmp_path, "--reuse", str(bad))) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"--reuse {bad}: not a report of hipnnts compare" in err
+
+
 def test_a_time_budget_ends_the_runs_not_early_stopping(files, tmp_path):
     """A tiny budget stops each run at its first look at the clock (the end of epoch 1 here)."""
     config = compare.run_config(compare.CONTENDERS["hipnn"], 0, compare.Budget(minutes=1e-6), {}, tmp_path)
