@@ -60,20 +60,23 @@ class Contender:
 
 
 CONTENDERS = {c.name: c for c in (
+    # The recipes after tuning rounds 1 to 4 on seed 0 (docs/compare.md, Recipes); rounds 2 and 4 set
+    # hipnnts train's defaults (lr 4e-3, force weight 4), round 3 chose batch 16 for HIP-NN-TS l=2 and TensorNet
     Contender("hipnn", "HIP-NN", dict(lmax=0)),
     Contender("hipnnts-l1", "HIP-NN-TS l=1", dict(lmax=1)),
-    Contender("hipnnts-l2", "HIP-NN-TS l=2", dict(lmax=2)),
-    # TensorNet evaluates in batches of 32 molecules, as it trains: on a CPU its neighbour search covers
-    # all N x N atom pairs of a batch, 0.46 ms per atom at 128 molecules against 0.11 at 32 (TensorNetModel)
-    # TensorNet at 64 channels and 1 layer: chosen on validation within the 10-minute CPU budget over
-    # torchmd-net's default 128 channels and 2 layers (docs/compare.md, Recipes)
+    Contender("hipnnts-l2", "HIP-NN-TS l=2", dict(lmax=2, batch_size=16)),
+    # TensorNet evaluates in batches of 32 molecules: on a CPU its neighbour search covers all N x N atom
+    # pairs of a batch, 0.46 ms per atom at 128 molecules against 0.11 at 32 (TensorNetModel).
+    # 64 channels and 1 layer: chosen on validation within the 10-minute CPU budget over torchmd-net's
+    # default 128 channels and 2 layers
     Contender("tensornet", "TensorNet", dict(architecture="tensornet", n_features=64, n_interaction_layers=1,
-                                             n_sensitivities=32, cutoff=5.0, eval_batch_size=32)),
-    # ETN at two sizes: 61k parameters (near the HIP-NN-TS recipes' 67k) and 240k (bond dimension 16)
+                                             n_sensitivities=32, cutoff=5.0, batch_size=16, eval_batch_size=32)),
+    # ETN at two sizes: 61k parameters (near the HIP-NN-TS recipes' 67k) and 240k (bond dimension 16);
+    # force weight 1: 4 lowered its force error 9 % but raised its energy error 12 % (round 4)
     Contender("etn", "ETN", dict(architecture="etn", n_sensitivities=8, cutoff=5.0, etn_degree=6, etn_bond_dim=8,
-                                 etn_moments=16)),
+                                 etn_moments=16, force_weight=1.0)),
     Contender("etn-b16", "ETN b=16", dict(architecture="etn", n_sensitivities=8, cutoff=5.0, etn_degree=6,
-                                          etn_bond_dim=16, etn_moments=16)),
+                                          etn_bond_dim=16, etn_moments=16, force_weight=1.0)),
 )}
 DEFAULT_CONTENDERS = ("hipnn", "hipnnts-l1", "hipnnts-l2", "tensornet", "etn", "etn-b16")
 

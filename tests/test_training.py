@@ -164,7 +164,7 @@ def test_an_existing_run_needs_resume_and_the_same_settings(toy, tmp_path):
     Trainer(TrainConfig(out=str(tmp_path), epochs=1, **SMALL), toy).run()
     with pytest.raises(FileExistsError, match="--resume"):
         Trainer(TrainConfig(out=str(tmp_path), epochs=1, **SMALL), toy)
-    with pytest.raises(ValueError, match="lr 0.002 -> 0.1"):
+    with pytest.raises(ValueError, match="lr 0.004 -> 0.1"):
         Trainer(TrainConfig(out=str(tmp_path), epochs=2, lr=0.1, **SMALL), toy, resume=True)
     with pytest.raises(FileNotFoundError, match="no such checkpoint"):
         Trainer(TrainConfig(out=str(tmp_path / "nothing"), **SMALL), toy, resume=True)

@@ -93,10 +93,10 @@ class TrainConfig:
     batch_size: int = _field(32, "molecules per batch (per process under torchrun)", "optimisation")
     eval_batch_size: int = _field(128, "molecules per batch when evaluating", "optimisation")
     optimizer: str = _field("adam", "optimiser", "optimisation", choices=("adam", "adamw"))
-    lr: float = _field(2e-3, "initial learning rate", "optimisation")
+    lr: float = _field(4e-3, "initial learning rate", "optimisation")
     weight_decay: float = _field(0.0, "decoupled weight decay (adamw)", "optimisation")
     energy_weight: float = _field(1.0, "weight of the energy MSE, (kcal/mol)^-2", "optimisation")
-    force_weight: float = _field(1.0, "weight of the force MSE, (kcal/mol/Å)^-2", "optimisation")
+    force_weight: float = _field(4.0, "weight of the force MSE, (kcal/mol/Å)^-2", "optimisation")
     hierarchicality_weight: float = _field(1.0, "weight of the mean hierarchicality (see the README, Training)",
                                            "optimisation")
     l2_weight: float = _field(1e-6, "weight of the L2 penalty on weight matrices", "optimisation")
