@@ -60,8 +60,9 @@ class Contender:
 
 
 CONTENDERS = {c.name: c for c in (
-    # The recipes after tuning rounds 1 to 4 on seed 0 (docs/compare.md, Recipes); rounds 2 and 4 set
-    # hipnnts train's defaults (lr 4e-3, force weight 4), round 3 chose batch 16 for HIP-NN-TS l=2 and TensorNet
+    # The recipes after tuning rounds 1 to 5 on seed 0 (docs/compare.md, Recipes); rounds 2 and 4 set
+    # hipnnts train's defaults (lr 4e-3, force weight 4), round 3 chose batch 16 for HIP-NN-TS l=2 and TensorNet,
+    # round 5 (force weight 16) changed nothing
     Contender("hipnn", "HIP-NN", dict(lmax=0)),
     Contender("hipnnts-l1", "HIP-NN-TS l=1", dict(lmax=1)),
     Contender("hipnnts-l2", "HIP-NN-TS l=2", dict(lmax=2, batch_size=16)),
@@ -173,7 +174,7 @@ def _machine(meta: dict) -> str:
     return f"{meta['device']} with {meta['threads']} torch threads"
 
 
-def reported_runs(paths: list[Path]) -> list[dict]:
+def reported_runs(paths: typing.Iterable[Path]) -> list[dict]:
     """The runs of earlier reports (``compare_<tag>.json`` files), in the order given."""
     runs = []
     for path in paths:
@@ -390,7 +391,7 @@ def compare(models: list[str], seeds: list[int], budget: Budget, common: dict, o
     # seed by seed, so that a comparison stopped part-way holds every model on its first seeds
     configs = {(m, s): run_config(CONTENDERS[m], s, budget, common, out) for s in seeds for m in models}
     results = {key: finished_result(config) for key, config in configs.items()}  # checked before training
-    reported = reported_runs(list(reuse))
+    reported = reported_runs(reuse)
 
     base = next(iter(configs.values()))
     conformers = read_dataset(base)

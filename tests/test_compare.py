@@ -101,6 +101,7 @@ def test_an_earlier_report_carries_finished_runs_to_a_fresh_checkout(files, tmp_
     assert main(_argv(files, fresh, "--reuse", str(earlier))) == 0
     assert trained == [("hipnnts-l2", 0), ("hipnnts-l2", 1)]  # HIP-NN's two seeds came from the report
     assert "HIP-NN, seed 1: finished in" in capsys.readouterr().out
+
     def runs_of(path):
         return {(r["model"], r["seed"]): r for r in json.loads(path.read_text())["runs"]}
 
