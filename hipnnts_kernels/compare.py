@@ -59,6 +59,8 @@ class Contender:
     recipe: dict
 
 
+_ETN = dict(architecture="etn", n_sensitivities=8, cutoff=5.0, etn_degree=6, etn_bond_dim=8, etn_moments=16,
+            force_weight=1.0)
 CONTENDERS = {c.name: c for c in (
     # The recipes after tuning rounds 1 to 5 on seed 0 (docs/compare.md, Recipes); rounds 2 and 4 set
     # hipnnts train's defaults (lr 4e-3, force weight 4), round 3 chose batch 16 for HIP-NN-TS l=2 and TensorNet,
@@ -74,10 +76,8 @@ CONTENDERS = {c.name: c for c in (
                                              n_sensitivities=32, cutoff=5.0, batch_size=16, eval_batch_size=32)),
     # ETN at two sizes: 61k parameters (near the HIP-NN-TS recipes' 67k) and 240k (bond dimension 16);
     # force weight 1: 4 lowered its force error 9 % but raised its energy error 12 % (round 4)
-    Contender("etn", "ETN", dict(architecture="etn", n_sensitivities=8, cutoff=5.0, etn_degree=6, etn_bond_dim=8,
-                                 etn_moments=16, force_weight=1.0)),
-    Contender("etn-b16", "ETN b=16", dict(architecture="etn", n_sensitivities=8, cutoff=5.0, etn_degree=6,
-                                          etn_bond_dim=16, etn_moments=16, force_weight=1.0)),
+    Contender("etn", "ETN", _ETN),
+    Contender("etn-b16", "ETN b=16", dict(_ETN, etn_bond_dim=16)),
 )}
 DEFAULT_CONTENDERS = ("hipnn", "hipnnts-l1", "hipnnts-l2", "tensornet", "etn", "etn-b16")
 
