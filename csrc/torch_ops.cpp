@@ -48,15 +48,26 @@ struct Inputs {
     const OptionalTensor &lam1, &lam2;
     double cutoff, cusp_reg;
     int64_t lmax;
+    // The molecule path's arguments (MOLECULE_SCHEMA), or null.
+    const at::Tensor* molecule_ptr = nullptr;
+    const at::Tensor* receiver_rank = nullptr;
+    int64_t max_atoms = 0, max_pairs = 0;
 
     template <class T>
     hipnnts::InteractionInputs<T> pointers() const {
-        return {Y.data_ptr<T>(), coord.data_ptr<T>(),
+        hipnnts::InteractionInputs<T> in{Y.data_ptr<T>(), coord.data_ptr<T>(),
                 hipnnts::Segments{order.data_ptr<index_t>(), ptr.data_ptr<index_t>()},
                 hipnnts::Segments{sender_order.data_ptr<index_t>(), sender_ptr.data_ptr<index_t>()},
                 mu.data_ptr<T>(), sigma.data_ptr<T>(), optional_ptr<T>(lam1), optional_ptr<T>(lam2), Y.size(0),
                 coord.size(0), int(Y.size(1)), int(Y.size(2)), int(lmax), cutoff, cusp_reg};
+        if (molecule_ptr != nullptr)
+            in.molecules = {molecule_ptr->data_ptr<index_t>(), receiver_rank->data_ptr<index_t>(),
+                            molecule_ptr->numel() - 1, int(max_atoms), int(max_pairs)};
+        return in;
     }
+
+    // These inputs with the molecule path's arguments, checked.
+    Inputs with_molecules(const at::Tensor& molecules, const at::Tensor& rank, int64_t atoms, int64_t pairs) const;
 };
 
 #define INTERACTION_ARGS                                                                                          \
@@ -70,10 +81,16 @@ struct Inputs {
     "Tensor Y, Tensor pair_coord, Tensor receiver_order, Tensor receiver_ptr, "            \
     "Tensor sender_order, Tensor sender_ptr, Tensor mu, Tensor sigma, Tensor? vecscales, Tensor? quadscales, " \
     "float cutoff, float cusp_reg, int lmax"
+// The molecule path's arguments (pair_index.PairIndex.molecules and receiver_rank).
+#define MOLECULE_ARGS \
+    const at::Tensor &molecule_ptr, const at::Tensor &receiver_rank, int64_t max_atoms, int64_t max_pairs
+#define MOLECULE_SCHEMA "Tensor molecule_ptr, Tensor receiver_rank, int max_atoms, int max_pairs"
 
 void check_interaction(const Inputs& in) {
-    const auto& [Y, coord, order, ptr, sender_order, sender_ptr, mu, sigma, lam1, lam2, cutoff, cusp_reg,
-                 lmax] = in;
+    const at::Tensor &Y = in.Y, &coord = in.coord, &order = in.order, &ptr = in.ptr, &mu = in.mu, &sigma = in.sigma;
+    const at::Tensor &sender_order = in.sender_order, &sender_ptr = in.sender_ptr;
+    const OptionalTensor &lam1 = in.lam1, &lam2 = in.lam2;
+    const int64_t lmax = in.lmax;
     TORCH_CHECK(Y.dim() == 3, "hipnnts_cuda: Y must be (N, nu, F), got ", Y.sizes());
     TORCH_CHECK(Y.scalar_type() == at::kFloat || Y.scalar_type() == at::kDouble,
                 "hipnnts_cuda: Y must be float32 or float64, got ", Y.scalar_type());
@@ -114,12 +131,18 @@ hipnnts::Gradients<T> gradient_pointers(at::TensorList gradients) {
 }
 
 at::Tensor workspace(hipnnts::Level level, const Inputs& in) {
-    const size_t size = hipnnts::interaction_workspace(level, in.coord.size(0), int(in.Y.size(2)), int(in.lmax));
+    const size_t size = hipnnts::interaction_workspace(level, in.Y.size(0), in.coord.size(0), int(in.Y.size(1)),
+                                                       int(in.Y.size(2)), int(in.lmax));
     return at::empty({int64_t(size)}, in.Y.options());
 }
 
-void interaction_forward(INTERACTION_ARGS, at::Tensor& out) {
-    const Inputs in = INTERACTION_INPUTS;
+void check_molecules(const at::Tensor& molecule_ptr, const at::Tensor& Y) {
+    check_index(molecule_ptr, "molecule_ptr", Y);
+    TORCH_CHECK(molecule_ptr.dim() == 1 && molecule_ptr.numel() >= 1, "hipnnts_cuda: molecule_ptr must be (M + 1,)");
+}
+
+void forward(const Inputs& in, at::Tensor& out) {
+    const at::Tensor& Y = in.Y;
     check_interaction(in);
     check_float(out, "out", Y);
     const c10::cuda::CUDAGuard guard(Y.device());
@@ -131,8 +154,8 @@ void interaction_forward(INTERACTION_ARGS, at::Tensor& out) {
     });
 }
 
-void interaction_backward(INTERACTION_ARGS, const at::Tensor& grad_out, at::TensorList gradients) {
-    const Inputs in = INTERACTION_INPUTS;
+void backward(const Inputs& in, const at::Tensor& grad_out, at::TensorList gradients) {
+    const at::Tensor& Y = in.Y;
     check_interaction(in);
     check_float(grad_out, "grad_out", Y);
     check_gradients(gradients, hipnnts::Gradients<float>::count - 1, Y);
@@ -146,10 +169,14 @@ void interaction_backward(INTERACTION_ARGS, const at::Tensor& grad_out, at::Tens
     });
 }
 
-void interaction_double_backward(INTERACTION_ARGS, const OptionalTensor& v_Y, const at::Tensor& v_coord,
-                                 const at::Tensor& v_mu, const at::Tensor& v_sigma, const OptionalTensor& v_lam1,
-                                 const OptionalTensor& v_lam2, const at::Tensor& grad_out, at::TensorList gradients) {
-    const Inputs in = INTERACTION_INPUTS;
+#define COTANGENT_ARGS                                                                                          \
+    const OptionalTensor &v_Y, const at::Tensor &v_coord, const at::Tensor &v_mu, const at::Tensor &v_sigma, \
+        const OptionalTensor &v_lam1, const OptionalTensor &v_lam2
+#define COTANGENT_SCHEMA \
+    "Tensor? v_Y, Tensor v_coord, Tensor v_mu, Tensor v_sigma, Tensor? v_vecscales, Tensor? v_quadscales"
+
+void double_backward(const Inputs& in, COTANGENT_ARGS, const at::Tensor& grad_out, at::TensorList gradients) {
+    const at::Tensor& Y = in.Y;
     check_interaction(in);
     for (const auto& [t, name] :
          {std::pair{&v_coord, "v_coord"}, {&v_mu, "v_mu"}, {&v_sigma, "v_sigma"}, {&grad_out, "grad_out"}})
@@ -171,10 +198,47 @@ void interaction_double_backward(INTERACTION_ARGS, const OptionalTensor& v_Y, co
     });
 }
 
-void check_molecules(const at::Tensor& molecule_ptr, const at::Tensor& Y) {
-    check_index(molecule_ptr, "molecule_ptr", Y);
-    TORCH_CHECK(molecule_ptr.dim() == 1 && molecule_ptr.numel() >= 1, "hipnnts_cuda: molecule_ptr must be (M + 1,)");
+void interaction_forward(INTERACTION_ARGS, at::Tensor& out) { forward(INTERACTION_INPUTS, out); }
+
+void interaction_backward(INTERACTION_ARGS, const at::Tensor& grad_out, at::TensorList gradients) {
+    backward(INTERACTION_INPUTS, grad_out, gradients);
 }
+
+void interaction_double_backward(INTERACTION_ARGS, COTANGENT_ARGS, const at::Tensor& grad_out,
+                                 at::TensorList gradients) {
+    double_backward(INTERACTION_INPUTS, v_Y, v_coord, v_mu, v_sigma, v_lam1, v_lam2, grad_out, gradients);
+}
+
+Inputs Inputs::with_molecules(const at::Tensor& molecules, const at::Tensor& rank, int64_t atoms,
+                              int64_t pairs) const {
+    check_molecules(molecules, Y);
+    check_index(rank, "receiver_rank", Y);
+    TORCH_CHECK(rank.numel() == coord.size(0), "hipnnts_cuda: receiver_rank must have one entry per pair");
+    TORCH_CHECK(atoms >= 0 && pairs >= 0, "hipnnts_cuda: max_atoms and max_pairs must not be negative");
+    Inputs in = *this;
+    in.molecule_ptr = &molecules;
+    in.receiver_rank = &rank;
+    in.max_atoms = atoms;
+    in.max_pairs = pairs;
+    return in;
+}
+
+void interaction_forward_molecules(INTERACTION_ARGS, MOLECULE_ARGS, at::Tensor& out) {
+    forward(INTERACTION_INPUTS.with_molecules(molecule_ptr, receiver_rank, max_atoms, max_pairs), out);
+}
+
+void interaction_backward_molecules(INTERACTION_ARGS, MOLECULE_ARGS, const at::Tensor& grad_out,
+                                    at::TensorList gradients) {
+    backward(INTERACTION_INPUTS.with_molecules(molecule_ptr, receiver_rank, max_atoms, max_pairs), grad_out,
+             gradients);
+}
+
+void interaction_double_backward_molecules(INTERACTION_ARGS, MOLECULE_ARGS, COTANGENT_ARGS, const at::Tensor& grad_out,
+                                           at::TensorList gradients) {
+    double_backward(INTERACTION_INPUTS.with_molecules(molecule_ptr, receiver_rank, max_atoms, max_pairs), v_Y,
+                    v_coord, v_mu, v_sigma, v_lam1, v_lam2, grad_out, gradients);
+}
+
 
 template <class T>
 const char* launch_featsum_molecules(const at::Tensor& molecule_ptr, const T* env, const T* sens, const index_t* second,
@@ -238,8 +302,14 @@ TORCH_LIBRARY(hipnnts_cuda, m) {
     // gradients: grad_Y, grad_coord, mu_part, sigma_part, lam1_part, lam2_part (and grad_grad_out), as
     // hipnnts::Gradients orders them
     m.def("interaction_backward(" INTERACTION_SCHEMA ", Tensor grad_out, Tensor(a!)[] gradients) -> ()");
-    m.def("interaction_double_backward(" INTERACTION_SCHEMA ", Tensor? v_Y, Tensor v_coord, Tensor v_mu, "
-          "Tensor v_sigma, Tensor? v_vecscales, Tensor? v_quadscales, Tensor grad_out, Tensor(a!)[] gradients) -> ()");
+    m.def("interaction_double_backward(" INTERACTION_SCHEMA ", " COTANGENT_SCHEMA
+          ", Tensor grad_out, Tensor(a!)[] gradients) -> ()");
+    // the same on the molecule path where it applies (the launcher falls back to the split kernels)
+    m.def("interaction_forward_molecules(" INTERACTION_SCHEMA ", " MOLECULE_SCHEMA ", Tensor(a!) out) -> ()");
+    m.def("interaction_backward_molecules(" INTERACTION_SCHEMA ", " MOLECULE_SCHEMA
+          ", Tensor grad_out, Tensor(a!)[] gradients) -> ()");
+    m.def("interaction_double_backward_molecules(" INTERACTION_SCHEMA ", " MOLECULE_SCHEMA ", " COTANGENT_SCHEMA
+          ", Tensor grad_out, Tensor(a!)[] gradients) -> ()");
     m.def("envsum(Tensor sens, Tensor feat, Tensor pair_second, Tensor order, Tensor ptr, Tensor(a!) out) -> ()");
     m.def("sensesum(Tensor env, Tensor feat, Tensor pair_second, Tensor order, Tensor ptr, Tensor(a!) out) -> ()");
     m.def("featsum(Tensor env, Tensor sens, Tensor pair_first, Tensor order, Tensor ptr, Tensor(a!) out) -> ()");
@@ -251,6 +321,9 @@ TORCH_LIBRARY_IMPL(hipnnts_cuda, CUDA, m) {
     m.impl("interaction_forward", &interaction_forward);
     m.impl("interaction_backward", &interaction_backward);
     m.impl("interaction_double_backward", &interaction_double_backward);
+    m.impl("interaction_forward_molecules", &interaction_forward_molecules);
+    m.impl("interaction_backward_molecules", &interaction_backward_molecules);
+    m.impl("interaction_double_backward_molecules", &interaction_double_backward_molecules);
     m.impl("envsum", &envsum);
     m.impl("sensesum", &sensesum);
     m.impl("featsum", &featsum);

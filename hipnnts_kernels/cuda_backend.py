@@ -29,8 +29,9 @@ import torch
 
 from .segment_kernels import SegmentKernels
 
-_PRIMITIVES = ("interaction_forward", "interaction_backward", "interaction_double_backward", "envsum", "sensesum",
-               "featsum", "featsum_molecules")
+_PRIMITIVES = ("interaction_forward", "interaction_backward", "interaction_double_backward",
+               "interaction_forward_molecules", "interaction_backward_molecules",
+               "interaction_double_backward_molecules", "envsum", "sensesum", "featsum", "featsum_molecules")
 
 _REBUILD = ("rebuild it with this torch: pip install --no-build-isolation -e . (see the README), "
             "or remove hipnnts_kernels/_C*.so to use the other backends")

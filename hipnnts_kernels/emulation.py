@@ -64,18 +64,26 @@ class EmulatedLaunchers:
     #: Length of the interaction's argument pack (see segment_kernels.Launchers).
     N_INPUTS = 13
 
+    #: Length of the molecule path's arguments (molecule_ptr, receiver_rank, max_atoms, max_pairs).
+    N_MOLECULES = 4
+
     @staticmethod
-    def _inputs(Y, coord, order, ptr, sender_order, sender_ptr, mu, sigma, lam1, lam2, cutoff, cusp_reg, lmax):
+    def _inputs(Y, coord, order, ptr, sender_order, sender_ptr, mu, sigma, lam1, lam2, cutoff, cusp_reg, lmax,
+                molecule_ptr=None, receiver_rank=None, max_atoms=0, max_pairs=0):
         n_atoms, nu, features = Y.shape
+        n_molecules = 0 if molecule_ptr is None else molecule_ptr.shape[0] - 1
         return (ctypes.c_int(Y.dtype == torch.float64), _ptr(Y), _ptr(coord), _ptr(order), _ptr(ptr),
                 _ptr(sender_order), _ptr(sender_ptr), _ptr(mu), _ptr(sigma), _ptr(lam1), _ptr(lam2),
                 ctypes.c_int64(n_atoms), ctypes.c_int64(coord.shape[0]), ctypes.c_int(nu), ctypes.c_int(features),
-                ctypes.c_int(lmax), ctypes.c_double(cutoff), ctypes.c_double(cusp_reg))
+                ctypes.c_int(lmax), ctypes.c_double(cutoff), ctypes.c_double(cusp_reg), _ptr(molecule_ptr),
+                _ptr(receiver_rank), ctypes.c_int64(n_molecules), ctypes.c_int(max_atoms), ctypes.c_int(max_pairs))
 
-    def _interaction(self, name: str, args):
-        """``args``: the argument pack, then tensors (or None), and last, for the derivative levels,
-        the list of gradient tensors (passed as an array of pointers and its length)."""
-        inputs, rest = args[:self.N_INPUTS], args[self.N_INPUTS:]
+    def _interaction(self, name: str, args, molecules: bool = False):
+        """``args``: the argument pack (with ``molecules``, followed by the molecule path's
+        arguments), then tensors (or None), and last, for the derivative levels, the list of gradient
+        tensors (passed as an array of pointers and its length)."""
+        n_inputs = self.N_INPUTS + (self.N_MOLECULES if molecules else 0)
+        inputs, rest = args[:n_inputs], args[n_inputs:]
         tail = ()
         if rest and isinstance(rest[-1], list):
             *rest, gradients = rest
@@ -91,6 +99,15 @@ class EmulatedLaunchers:
 
     def interaction_double_backward(self, *args):
         self._interaction("interaction_double_backward", args)
+
+    def interaction_forward_molecules(self, *args):
+        self._interaction("interaction_forward", args, molecules=True)
+
+    def interaction_backward_molecules(self, *args):
+        self._interaction("interaction_backward", args, molecules=True)
+
+    def interaction_double_backward_molecules(self, *args):
+        self._interaction("interaction_double_backward", args, molecules=True)
 
     def _family(self, name, a, b, atom, order, ptr, out, n_atoms, nu, features):
         self._call(name, ctypes.c_int(out.dtype == torch.float64), _ptr(a), _ptr(b), _ptr(atom), _ptr(order),

@@ -30,13 +30,26 @@ class PairIndex:
     sender_ptr: Tensor
     _derived: dict = field(default_factory=dict, repr=False, compare=False)
 
-    def molecules(self, pair_first: Tensor, pair_second: Tensor) -> tuple[Tensor, int]:
-        """:func:`molecule_ranges` of this index's pair list and the size of the largest range,
-        computed on first use (one host synchronisation) and kept with the index."""
+    def molecules(self, pair_first: Tensor, pair_second: Tensor) -> tuple[Tensor, int, int]:
+        """:func:`molecule_ranges` of this index's pair list, and the atoms and the pairs of the
+        largest range, computed on first use (one host synchronisation) and kept with the index."""
         if "molecules" not in self._derived:
             ptr = molecule_ranges(pair_first, pair_second, self.receiver_ptr.shape[0] - 1)
-            self._derived["molecules"] = (ptr, int((ptr[1:] - ptr[:-1]).max()) if ptr.numel() > 1 else 0)
+            atoms, pairs = 0, 0
+            if ptr.numel() > 1:
+                pair_counts = self.receiver_ptr[ptr[1:]] - self.receiver_ptr[ptr[:-1]]
+                atoms, pairs = torch.stack([(ptr[1:] - ptr[:-1]).max(), pair_counts.max()]).tolist()
+            self._derived["molecules"] = (ptr, atoms, pairs)
         return self._derived["molecules"]
+
+    def receiver_rank(self) -> Tensor:
+        """(P,) int64: the position of each pair in ``receiver_order`` (its inverse), kept with the index."""
+        if "receiver_rank" not in self._derived:
+            order = self.receiver_order
+            rank = torch.empty_like(order)
+            rank[order] = torch.arange(order.numel(), dtype=order.dtype, device=order.device)
+            self._derived["receiver_rank"] = rank
+        return self._derived["receiver_rank"]
 
 
 def _csr(atom: Tensor, n_atoms: int) -> tuple[Tensor, Tensor]:

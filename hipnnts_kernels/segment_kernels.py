@@ -41,7 +41,11 @@ class Launchers(Protocol):
     #     grad_grad_out (the order of hipnnts::Gradients, csrc/kernels/launch.h)
     def interaction_double_backward(self, *inputs_then_outputs) -> None: ...
 
-    # optional, the molecule path (see SegmentKernels):
+    # optional, the molecule path (see SegmentKernels), with <molecules> = molecule_ptr, receiver_rank,
+    # max_atoms, max_pairs (PairIndex.molecules, PairIndex.receiver_rank):
+    # interaction_forward_molecules(<inputs>, <molecules>, out)
+    # interaction_backward_molecules(<inputs>, <molecules>, grad_out, gradients)
+    # interaction_double_backward_molecules(<inputs>, <molecules>, <cotangents>, grad_out, gradients)
     # featsum_molecules(env, sens, second, receiver_order, receiver_ptr, molecule_ptr, out)
 
     def envsum(self, sens, feat, second, order, ptr, out) -> None: ...
@@ -55,10 +59,11 @@ class SegmentKernels:
     """Registry implementations (same signatures as :mod:`hipnnts_kernels.reference`) over a set of
     :class:`Launchers`.
 
-    ``molecule_max_atoms`` > 0 turns on the molecule path of featsum (an op that scatters by
-    sender) for launchers that have it (``featsum_molecules``):
-    used when no atom range that pairs never cross (see
-    :func:`~hipnnts_kernels.pair_index.molecule_ranges`) has more atoms than that.
+    ``molecule_max_atoms`` > 0 turns on the molecule path of the interaction's forward and backward
+    and of featsum (an op that scatters by sender) for launchers that have it (the ``*_molecules``
+    primitives): used when no atom range that pairs never cross (see
+    :func:`~hipnnts_kernels.pair_index.molecule_ranges`) has more atoms than that. (The CUDA
+    launchers may still run the split kernels where the largest range does not fit one block.)
     """
 
     def __init__(self, launch: Launchers, molecule_max_atoms: int = 0):
@@ -69,8 +74,18 @@ class SegmentKernels:
         """The molecule boundaries when the molecule path applies, else None."""
         if self.molecule_max_atoms <= 0 or not hasattr(self.launch, method):
             return None
-        molecule_ptr, largest = index.molecules(pair_first, pair_second)
-        return molecule_ptr if largest <= self.molecule_max_atoms else None
+        molecule_ptr, atoms, _ = index.molecules(pair_first, pair_second)
+        return molecule_ptr if atoms <= self.molecule_max_atoms else None
+
+    def _molecule_args(self, pair_first, pair_second, n_atoms: int, method: str) -> tuple | None:
+        """The molecule path's arguments (molecule_ptr, receiver_rank, max_atoms, max_pairs) when it
+        applies to ``method``, else None."""
+        index = pair_index(pair_first, pair_second, n_atoms)
+        molecule_ptr = self._molecules(index, pair_first, pair_second, method)
+        if molecule_ptr is None:
+            return None
+        _, atoms, pairs = index.molecules(pair_first, pair_second)
+        return molecule_ptr, index.receiver_rank(), atoms, pairs
 
     @staticmethod
     def _inputs(Y, pair_coord, pair_first, pair_second, mu, sigma, vecscales, quadscales, cutoff, cusp_reg, lmax):
@@ -90,7 +105,11 @@ class SegmentKernels:
         inputs = self._inputs(Y, pair_coord, pair_first, pair_second, mu, sigma, vecscales, quadscales, cutoff,
                               cusp_reg, lmax)
         out = Y.new_empty(Y.shape[0], Y.shape[2])
-        self.launch.interaction_forward(*inputs, out)
+        molecules = self._molecule_args(pair_first, pair_second, Y.shape[0], "interaction_forward_molecules")
+        if molecules is not None:
+            self.launch.interaction_forward_molecules(*inputs, *molecules, out)
+        else:
+            self.launch.interaction_forward(*inputs, out)
         return out
 
     def interaction_backward(self, grad_out, Y, pair_coord, pair_first, pair_second, mu, sigma, vecscales, quadscales,
@@ -101,7 +120,11 @@ class SegmentKernels:
         inputs = self._inputs(Y, pair_coord, pair_first, pair_second, mu, sigma, vecscales, quadscales, cutoff,
                               cusp_reg, lmax)
         gradients = self._gradients(Y, pair_coord.shape[0], double=False)
-        self.launch.interaction_backward(*inputs, grad_out.contiguous(), gradients)
+        molecules = self._molecule_args(pair_first, pair_second, Y.shape[0], "interaction_backward_molecules")
+        if molecules is not None:
+            self.launch.interaction_backward_molecules(*inputs, *molecules, grad_out.contiguous(), gradients)
+        else:
+            self.launch.interaction_backward(*inputs, grad_out.contiguous(), gradients)
         return self._summed(gradients, lmax)
 
     def _gradients(self, Y: Tensor, n_pairs: int, double: bool) -> list[Tensor]:
@@ -138,7 +161,12 @@ class SegmentKernels:
         cotangents = (optional(v_Y), given(v_coord, n_pairs, 3), given(v_mu, nu), given(v_sigma, nu),
                       optional(v_vecscales), optional(v_quadscales))
         gradients = self._gradients(Y, n_pairs, double=True)
-        self.launch.interaction_double_backward(*inputs, *cotangents, grad_out.contiguous(), gradients)
+        molecules = self._molecule_args(pair_first, pair_second, Y.shape[0], "interaction_double_backward_molecules")
+        if molecules is not None:
+            self.launch.interaction_double_backward_molecules(*inputs, *molecules, *cotangents, grad_out.contiguous(),
+                                                              gradients)
+        else:
+            self.launch.interaction_double_backward(*inputs, *cotangents, grad_out.contiguous(), gradients)
         return (gradients[6], *self._summed(gradients, lmax))
 
     def envsum(self, sens, feat, pair_first, pair_second) -> Tensor:

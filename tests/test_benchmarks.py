@@ -187,7 +187,9 @@ def test_traffic_model_covers_every_launch_and_is_labelled_a_model(tmp_path):
             ("per-atom", "backward", "receiver_backward"), ("per-atom", "backward", "sender_backward"),
             ("per-atom", "double", "sender_contract_double"), ("per-atom", "double", "receiver_double_backward"),
             ("per-atom", "double", "sender_double_backward"),
-            ("molecule", "forward", "featsum_molecules")} <= kernels_seen
+            ("molecule", "forward", "featsum_molecules"), ("molecule", "forward", "molecule_forward"),
+            ("molecule", "backward", "molecule_backward"), ("molecule", "double", "molecule_double_backward"),
+            ("molecule", "double", "tile_sum")} <= kernels_seen
     for r in rows:
         assert r["dram_lower_bound"] <= r["l2_bytes"] and r["flops"] > 0
         if r["kernel"] == "total":  # every input read once and every output written once, at least

@@ -20,7 +20,7 @@ from test_ops import CUTOFF, FLOAT_KEYS, envsum_inputs, interaction_fn, interact
 from test_triton import all_levels, assert_close_f64, case_inputs, op_args, strided
 
 from hipnnts_kernels import backends, ops, reference
-from hipnnts_kernels.emulation import EmulatedLaunchers, build, hazards, racecheck
+from hipnnts_kernels.emulation import EmulatedLaunchers, build, hazards, racecheck, record_traffic, recorded_launches
 from hipnnts_kernels.ops.interaction import _interaction, _interaction_backward, _interaction_double_backward
 from hipnnts_kernels.segment_kernels import OPS, SegmentKernels
 
@@ -197,16 +197,18 @@ def test_the_documented_widths_hold_on_this_gpu(target, kernels, dtype):
 
 
 @_EMULATOR
+@pytest.mark.parametrize("molecule_max_atoms", [0, 64], ids=["split", "molecules"])
 @pytest.mark.parametrize("case", ["random", "many_molecules", "chunks_and_tiles"])
-def test_emulated_kernels_have_no_thread_races(emulated_launchers, case):
+def test_emulated_kernels_have_no_thread_races(emulated_launchers, case, molecule_max_atoms):
     """The hazard check (csrc/emulation/racecheck.h) over every level of the interaction and the
-    envsum family: no two threads touch an element without a barrier between them, and no two
-    blocks write one element (or one reads what another writes)."""
+    envsum family, on the split kernels and the molecule kernels: no two threads touch an element
+    without a barrier between them, and no two blocks write one element (or one reads what another
+    writes)."""
     if case == "chunks_and_tiles":
         x = interaction_inputs(2, n_atoms=4, n_pairs=70, nu=3, features=140, seed=9)
     else:
         x = case_inputs(case, 2, seed=3)
-    kernels, lib = SegmentKernels(emulated_launchers, 64), emulated_launchers.lib
+    kernels, lib = SegmentKernels(emulated_launchers, molecule_max_atoms), emulated_launchers.lib
     g = torch.Generator().manual_seed(0)
     grad_out = torch.randn(x["Y"].shape[0], x["Y"].shape[2], generator=g, dtype=F64)
     cotangents = [torch.randn(x[k].shape, generator=g, dtype=F64) for k in FLOAT_KEYS]
@@ -224,25 +226,55 @@ def test_emulated_kernels_have_no_thread_races(emulated_launchers, case):
         racecheck(lib, False)
 
 
+def _spec9_levels(impl, x: dict, shape) -> list[torch.Tensor]:
+    """Forward, backward and the double backward as force training calls it (v_Y and v_coord)."""
+    args = (x["Y"], x["coord"], x["first"], x["second"], x["mu"], x["sigma"], x["vec"], x["quad"])
+    constants = (shape.cutoff, 1e-6, 2)
+    out = [impl.interaction(*args, *constants)]
+    out += impl.interaction_backward(x["grad_out"], *args, *constants)
+    out += impl.interaction_double_backward(x["grad_out"], *args, x["v_Y"], x["v_coord"], None, None, None, None,
+                                            *constants)
+    return out
+
+
 @_EMULATOR
 def test_emulated_every_level_at_the_spec9_batch(emulated_launchers):
     """The SPEC section 9 batch (256 molecules x 20 atoms, 77,560 pairs, nu = 20, F = 128, lmax 2) in
-    float64: forward, backward and the double backward as force training calls it (v_Y and v_coord),
-    against the reference."""
+    float64 on the split kernels: every level against the reference."""
     from hipnnts_kernels.benchmarks.traffic import SHAPES, problem
 
     shape = SHAPES["spec9"]
     x = problem(shape, 2, F64)
-    args = (x["Y"], x["coord"], x["first"], x["second"], x["mu"], x["sigma"], x["vec"], x["quad"])
-    constants = (shape.cutoff, 1e-6, 2)
-    got, want = [], []
-    for impl, out in ((SegmentKernels(emulated_launchers), got), (reference, want)):
-        out.append(impl.interaction(*args, *constants))
-        out += impl.interaction_backward(x["grad_out"], *args, *constants)
-        out += impl.interaction_double_backward(x["grad_out"], *args, x["v_Y"], x["v_coord"], None, None, None, None,
-                                                *constants)
     assert x["pairs"] == 77560
-    assert_close_f64(got, want)
+    assert_close_f64(_spec9_levels(SegmentKernels(emulated_launchers), x, shape), _spec9_levels(reference, x, shape))
+
+
+@_EMULATOR
+def test_emulated_molecule_kernels_at_the_spec9_shape(emulated_launchers):
+    """32 of the SPEC section 9 batch's molecules (20 atoms, nu = 20, F = 128, lmax 2; the whole batch
+    takes the emulator about 5 minutes on this path) in float32 on the molecule kernels (in float64
+    their derivative levels exceed an H100/H200 block, which the emulator applies, and the split
+    kernels run): every level, the launches those of the molecule path, within the float32 rule of
+    the float64 reference."""
+    import dataclasses
+
+    from hipnnts_kernels.benchmarks.traffic import SHAPES, problem
+
+    shape = dataclasses.replace(SHAPES["spec9"], molecules=32)
+    x64 = problem(shape, 2, F64)
+    x32 = {k: v.float() if isinstance(v, torch.Tensor) and v.is_floating_point() else v for k, v in x64.items()}
+    record_traffic(emulated_launchers.lib, True)
+    try:
+        got = _spec9_levels(SegmentKernels(emulated_launchers, 64), x32, shape)
+        kernels = {name.split()[0] for name, _ in recorded_launches(emulated_launchers.lib)}
+    finally:
+        record_traffic(emulated_launchers.lib, False)
+    assert kernels == {"molecule_forward", "molecule_backward", "molecule_double_backward", "tile_sum"}
+    exact, ref32 = _spec9_levels(reference, x64, shape), _spec9_levels(reference, x32, shape)
+    for a, b, e in zip(got, ref32, exact):
+        if e.numel():
+            err_fast, err_ref = (a.double() - e).abs().max(), (b.double() - e).abs().max()
+            assert err_fast <= 4 * err_ref + 2 * torch.finfo(F32).eps * e.abs().max()
 
 
 def test_cutoff_is_respected(target, cuda_backend):

@@ -49,8 +49,10 @@ def test_molecule_ranges_are_the_smallest_closed_atom_ranges():
     pf = torch.tensor([2, 0, 5, 1, 4, 0, 2])
     ps = torch.tensor([0, 2, 4, 2, 5, 1, 1])
     assert torch.equal(molecule_ranges(pf, ps, 7), torch.tensor([0, 3, 4, 6, 7]))
-    ptr, largest = build_pair_index(pf, ps, 7).molecules(pf, ps)
-    assert torch.equal(ptr, torch.tensor([0, 3, 4, 6, 7])) and largest == 3
+    index = build_pair_index(pf, ps, 7)
+    ptr, atoms, pairs = index.molecules(pf, ps)
+    assert torch.equal(ptr, torch.tensor([0, 3, 4, 6, 7])) and (atoms, pairs) == (3, 5)
+    assert torch.equal(index.receiver_order[index.receiver_rank()], torch.arange(7))
     # a pair from the first to the last atom makes one range
     assert torch.equal(molecule_ranges(torch.tensor([0]), torch.tensor([6]), 7), torch.tensor([0, 7]))
     empty = torch.zeros(0, dtype=torch.long)

@@ -17,16 +17,17 @@ template <class T>
 InteractionInputs<T> inputs(const void* Y, const void* coord, const index_t* order,
                             const index_t* ptr, const index_t* sender_order, const index_t* sender_ptr,
                             const void* mu, const void* sigma, const void* lam1, const void* lam2, index_t n_atoms,
-                            index_t n_pairs, int nu, int features, int lmax, double cutoff, double cusp_reg) {
+                            index_t n_pairs, int nu, int features, int lmax, double cutoff, double cusp_reg,
+                            hipnnts::Molecules molecules) {
     return {static_cast<const T*>(Y), static_cast<const T*>(coord), Segments{order, ptr},
             Segments{sender_order, sender_ptr}, static_cast<const T*>(mu), static_cast<const T*>(sigma),
             static_cast<const T*>(lam1), static_cast<const T*>(lam2), n_atoms, n_pairs, nu, features, lmax, cutoff,
-            cusp_reg};
+            cusp_reg, molecules};
 }
 
 template <class T>
-std::vector<T> workspace(hipnnts::Level level, index_t n_pairs, int features, int lmax) {
-    return std::vector<T>(hipnnts::interaction_workspace(level, n_pairs, features, lmax));
+std::vector<T> workspace(hipnnts::Level level, index_t n_atoms, index_t n_pairs, int nu, int features, int lmax) {
+    return std::vector<T>(hipnnts::interaction_workspace(level, n_atoms, n_pairs, nu, features, lmax));
 }
 
 }  // namespace
@@ -35,10 +36,13 @@ std::vector<T> workspace(hipnnts::Level level, index_t n_pairs, int features, in
     const void *Y, const void *coord, const index_t *order, const index_t *ptr,                            \
         const index_t *sender_order, const index_t *sender_ptr, const void *mu, const void *sigma,          \
         const void *lam1, const void *lam2, index_t n_atoms, index_t n_pairs, int nu, int features, int lmax, \
-        double cutoff, double cusp_reg
+        double cutoff, double cusp_reg, const index_t *molecule_ptr, const index_t *receiver_rank,            \
+        index_t n_molecules, int max_atoms, int max_pairs
+// (molecule_ptr null: no molecule path.)
 #define HIPNNTS_INPUTS(T)                                                                                   \
     inputs<T>(Y, coord, order, ptr, sender_order, sender_ptr, mu, sigma, lam1, lam2, n_atoms, n_pairs, \
-              nu, features, lmax, cutoff, cusp_reg)
+              nu, features, lmax, cutoff, cusp_reg,                                                     \
+              hipnnts::Molecules{molecule_ptr, receiver_rank, n_molecules, max_atoms, max_pairs})
 #define HIPNNTS_DISPATCH(call_float, call_double) (is_double ? (call_double) : (call_float))
 #define P(T, x) static_cast<T*>(x)
 #define CP(T, x) static_cast<const T*>(x)
@@ -48,7 +52,7 @@ extern "C" {
 const char* hipnnts_emu_interaction_forward(int is_double, HIPNNTS_INPUT_ARGS, void* out) {
 #define HIPNNTS_FORWARD(T)                                                                                      \
     hipnnts::interaction_forward(HIPNNTS_INPUTS(T), P(T, out),                                                 \
-                                 workspace<T>(hipnnts::Level::forward, n_pairs, features, lmax).data(), nullptr)
+                                 workspace<T>(hipnnts::Level::forward, n_atoms, n_pairs, nu, features, lmax).data(), nullptr)
     return HIPNNTS_DISPATCH(HIPNNTS_FORWARD(float), HIPNNTS_FORWARD(double));
 }
 
@@ -59,7 +63,7 @@ const char* hipnnts_emu_interaction_backward(int is_double, HIPNNTS_INPUT_ARGS, 
                                              void* const* gradients, int n_gradients) {
 #define HIPNNTS_BACKWARD(T)                                                                                    \
     hipnnts::interaction_backward(HIPNNTS_INPUTS(T), CP(T, grad_out), HIPNNTS_GRADIENTS(T),                    \
-                                  workspace<T>(hipnnts::Level::backward, n_pairs, features, lmax).data(), nullptr)
+                                  workspace<T>(hipnnts::Level::backward, n_atoms, n_pairs, nu, features, lmax).data(), nullptr)
     return HIPNNTS_DISPATCH(HIPNNTS_BACKWARD(float), HIPNNTS_BACKWARD(double));
 }
 
@@ -73,7 +77,7 @@ const char* hipnnts_emu_interaction_double_backward(int is_double, HIPNNTS_INPUT
         hipnnts::Cotangents<T>{CP(T, v_Y), CP(T, v_coord), CP(T, v_mu), CP(T, v_sigma), CP(T, v_lam1),         \
                                CP(T, v_lam2)},                                                                   \
         CP(T, grad_out), HIPNNTS_GRADIENTS(T),                                                                   \
-        workspace<T>(hipnnts::Level::double_backward, n_pairs, features, lmax).data(), nullptr)
+        workspace<T>(hipnnts::Level::double_backward, n_atoms, n_pairs, nu, features, lmax).data(), nullptr)
     return HIPNNTS_DISPATCH(HIPNNTS_DOUBLE_BACKWARD(float), HIPNNTS_DOUBLE_BACKWARD(double));
 }
 

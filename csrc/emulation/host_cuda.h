@@ -26,6 +26,7 @@
 #include "traffic.h"
 
 #define __global__
+#define __launch_bounds__(...)
 #define __device__
 #define __host__
 #define __forceinline__ inline

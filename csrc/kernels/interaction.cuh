@@ -21,13 +21,14 @@ struct InteractionView {
     gptr<const T> sigma;          // (nu,)
     gptr<const T> lam1;           // (F,) or null
     gptr<const T> lam2;           // (F,) or null
+    index_t n_atoms, n_pairs;
     int nu, features;
     T k, rc, eps;            // pi / (2 r_c), r_c, cusp_reg
 
     static InteractionView from(const InteractionInputs<T>& in) {
         const double pi = 3.14159265358979323846;
         return {in.Y, in.coord, in.receivers.order, in.receivers.ptr, in.senders.order, in.senders.ptr,
-                in.mu, in.sigma, in.lam1, in.lam2,
+                in.mu, in.sigma, in.lam1, in.lam2, in.n_atoms, in.n_pairs,
                 in.nu, in.features, T(pi / (2.0 * in.cutoff)), T(in.cutoff), T(in.cusp_reg)};
     }
 };
@@ -47,6 +48,8 @@ HIPNNTS_HD index_t min_index(index_t a, index_t b) { return a < b ? a : b; }
 // FLOPs the traffic model counts for one sensitivity with its partials (exp, cos, sin and about
 // twenty products) and for its second partials; the feature loops count theirs where they run.
 constexpr int kSensitivityFlops = 25;
+// ... and for a pair's geometry (sqrt, division, cos, sin, products).
+constexpr int kGeometryFlops = 20;
 constexpr int kSecondPartialFlops = 60;
 
 // Carves typed arrays out of the dynamic shared buffer; with a null base it only sums sizes, so
@@ -124,6 +127,37 @@ HIPNNTS_HD void invariants_reverse(const T* m, const T* bar_dm, T g, T l1, T l2,
         const T coef = -g * l2 * proj / (a2 * a2 * a2) + v2 * g / a2;
         for (int c = 4; c < 9; ++c) bar_m[c] = g * l2 / a2 * kbar[c] + coef * km[c];
     }
+}
+
+// The pair-vector gradient of one pair from the gradients of its angular factors (d_factors) and of
+// its length (d_dist); DOUBLE (the gradient of <v, backward outputs>) also from bar_factors, the
+// radial part of bar_dist, the pair's cotangent vc and v_radial = vc . u. Linear in d_factors,
+// d_dist, bar_factors and bar_dist, so parts of them give parts of the gradient.
+template <class T, int LMAX, bool DOUBLE>
+HIPNNTS_HD void pair_vector_gradient(const Pair<T>& pr, const T* d_factors, T d_dist, const T* bar_factors,
+                                     T bar_dist, const T* vc, T v_radial, T* out) {
+    T d_unit[3];
+    unit_gradient<T, LMAX>(pr.ux, pr.uy, pr.uz, d_factors, d_unit);
+    if (!DOUBLE) {
+        chain_to_coord(pr, d_unit, d_dist, out);
+        return;
+    }
+    const T u[3] = {pr.ux, pr.uy, pr.uz};
+    const T u_dot_du = u[0] * d_unit[0] + u[1] * d_unit[1] + u[2] * d_unit[2];
+    T bar_unit[3], bdu[3], gu[3];
+    for (int x = 0; x < 3; ++x) {
+        bdu[x] = (vc[x] - v_radial * u[x]) * pr.inv_r;
+        bar_unit[x] = (-u_dot_du * vc[x] - v_radial * d_unit[x]) * pr.inv_r + d_dist * vc[x];
+        bar_dist -= vc[x] * (d_unit[x] - u_dot_du * u[x]) * pr.inv_r * pr.inv_r;
+    }
+    if (LMAX >= 2) {  // Hessian of the factors along bar_d_unit, contracted with d_factors
+        T q[3];
+        quad_transpose(bdu[0], bdu[1], bdu[2], d_factors, q);
+        for (int x = 0; x < 3; ++x) bar_unit[x] += q[x];
+    }
+    unit_gradient<T, LMAX>(pr.ux, pr.uy, pr.uz, bar_factors, gu);
+    for (int x = 0; x < 3; ++x) bar_unit[x] += gu[x];
+    chain_to_coord(pr, bar_unit, bar_dist, out);
 }
 
 }  // namespace hipnnts

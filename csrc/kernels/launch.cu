@@ -9,6 +9,7 @@
 #endif
 
 #include "envsum.cuh"
+#include "molecule.cuh"
 #include "split.cuh"
 
 namespace hipnnts {
@@ -17,6 +18,7 @@ namespace {
 constexpr int kChunkSender = 16;    // pairs staged per shared-memory round, envsum family
 constexpr int kBlockNu = 16;        // sensitivities per block in the envsum kernel
 constexpr int kSensesumThreads = 128;
+constexpr int kTileSumThreads = 256;
 
 unsigned threads_for(int features) {
     const int n = std::max(features, 1);
@@ -46,7 +48,9 @@ const char* launch_status() {
 #ifdef HIPNNTS_EMULATE
 template <class Kernel>
 const char* kernel_limits(Kernel, KernelLimits& limits) {
-    limits = {kMaxThreads, 0, size_t(-1)};  // the emulator has no registers or shared-memory limit
+    // No register limit; the shared memory of an H100 / H200 block (227 KiB), so that the emulator
+    // takes the molecule path (and the traffic model counts it) where those GPUs would.
+    limits = {kMaxThreads, 0, size_t(227) * 1024};
     return nullptr;
 }
 #else
@@ -105,13 +109,14 @@ const char* check_launch(Kernel kernel, KernelKind kind, int lmax, int nu, int f
 const char* kernel_name(KernelKind kind) {
     static const char* const names[kKernelKinds] = {
         "sender_contract", "receiver_forward", "receiver_backward", "sender_backward", "sender_contract_double",
-        "receiver_double_backward", "sender_double_backward", "envsum", "sensesum", "featsum", "featsum_molecules"};
+        "receiver_double_backward", "sender_double_backward", "envsum", "sensesum", "featsum", "featsum_molecules",
+        "molecule_forward", "molecule_backward", "molecule_double_backward", "tile_sum"};
     const int k = static_cast<int>(kind);
     return k >= 0 && k < kKernelKinds ? names[k] : "unknown kernel";
 }
 
 template <class T>
-Block launch_block(KernelKind kind, int lmax, int nu, int features) {
+Block launch_block(KernelKind kind, int lmax, int nu, int features, int max_atoms, int max_pairs) {
     const int C = n_components(lmax);
     SharedCarver carver{nullptr};
     const unsigned tile = SplitTraits::threads(features);
@@ -137,6 +142,14 @@ Block launch_block(KernelKind kind, int lmax, int nu, int features) {
             return {threads_for(features), carver.offset};
         case KernelKind::sensesum:
             return {unsigned(kSensesumThreads), 0};
+        case KernelKind::molecule_forward:
+        case KernelKind::molecule_backward:
+        case KernelKind::molecule_double_backward:
+            MoleculeShared<T>::carve(carver, max_atoms, max_pairs, nu, kind != KernelKind::molecule_forward,
+                                     kind == KernelKind::molecule_double_backward);
+            return {unsigned(MoleculeTraits::threads), carver.offset};
+        case KernelKind::tile_sum:
+            return {unsigned(kTileSumThreads), 0};
         case KernelKind::envsum:
         case KernelKind::featsum_molecules:
             break;
@@ -188,6 +201,66 @@ const char* launch_split(Kernel kernel, KernelKind kind, const InteractionInputs
     return launch_status();
 }
 
+// Whether the molecule kernel `kernel` (of `kind`) takes this call: molecules given, nu <= 32, and the
+// largest molecule's block fits this device. Otherwise the split kernels run.
+template <class T, class Kernel>
+bool molecules_fit(Kernel kernel, KernelKind kind, const InteractionInputs<T>& in) {
+    const Molecules& mol = in.molecules;
+    if (mol.ptr == nullptr || in.nu > MoleculeTraits::max_nu) return false;
+    const Block block = launch_block<T>(kind, in.lmax, in.nu, in.features, mol.max_atoms, mol.max_pairs);
+    KernelLimits limits;
+    if (kernel_limits(kernel, limits) != nullptr) return false;  // the split kernels report it
+    return int(block.threads) <= limits.max_threads && block.shared_bytes <= limits.max_dynamic_shared;
+}
+
+// Launches molecule kernel `kernel` with one block per (molecule, tile of 32 features).
+template <class T, class Kernel, class... Args>
+const char* launch_molecules(Kernel kernel, KernelKind kind, const InteractionInputs<T>& in, cudaStream_t stream,
+                             Args... args) {
+    const Molecules& mol = in.molecules;
+    const Block block = launch_block<T>(kind, in.lmax, in.nu, in.features, mol.max_atoms, mol.max_pairs);
+    if (const char* err = check_launch<T>(kernel, kind, in.lmax, in.nu, in.features, block)) return err;
+    HIPNNTS_LAUNCH(kernel, dim3(unsigned(mol.count), MoleculeTraits::tiles(in.features)), dim3(block.threads),
+                   block.shared_bytes, stream, InteractionView<T>::from(in),
+                   MoleculeView{mol.ptr, mol.receiver_rank}, args...);
+    return launch_status();
+}
+
+// out[x] = sum over the tiles of parts[tile * n + x].
+template <class T>
+const char* tile_sum(const T* parts, index_t n, int tiles, T* out, cudaStream_t stream) {
+    if (n == 0) return nullptr;
+    auto kernel = tile_sum_kernel<T>;
+    const Block block = launch_block<T>(KernelKind::tile_sum, 0, 0, 0);
+    if (const char* err = check_launch<T>(kernel, KernelKind::tile_sum, 0, 0, 0, block)) return err;
+    HIPNNTS_LAUNCH(kernel, dim3(unsigned((n + block.threads - 1) / block.threads)), dim3(block.threads), 0, stream,
+                   gptr<const T>(parts), n, tiles, gptr<T>(out));
+    return launch_status();
+}
+
+// The backward (DOUBLE: the double backward) on the molecule path, if it takes this call (else
+// `taken` is false and nothing runs): the molecule kernel, then the tile parts summed.
+template <class T, int LMAX, bool DOUBLE>
+const char* molecule_derivative(const InteractionInputs<T>& in, const Cotangents<T>& cotangents, const T* grad_out,
+                                const Gradients<T>& out, T* workspace, cudaStream_t stream, bool& taken) {
+    const auto kernel = molecule_backward_kernel<T, LMAX, DOUBLE>;
+    const KernelKind kind = DOUBLE ? KernelKind::molecule_double_backward : KernelKind::molecule_backward;
+    taken = molecules_fit<T>(kernel, kind, in);
+    if (!taken) return nullptr;
+    const int tiles = int(MoleculeTraits::tiles(in.features));
+    const index_t coord_n = 3 * in.n_pairs, nu_n = in.n_atoms * in.nu;
+    T* coord_parts = workspace;
+    T* mu_parts = coord_parts + 2 * tiles * coord_n;
+    T* sigma_parts = mu_parts + tiles * nu_n;
+    const MoleculeBackwardArgs<T> args{grad_out,          out.grad_Y,  out.lam1_part, out.lam2_part,
+                                       out.grad_grad_out, coord_parts, mu_parts,      sigma_parts};
+    const CotangentView<T> cot = DOUBLE ? CotangentView<T>::from(cotangents) : CotangentView<T>{};
+    if (const char* err = launch_molecules<T>(kernel, kind, in, stream, cot, args)) return err;
+    if (const char* err = tile_sum(coord_parts, coord_n, 2 * tiles, out.grad_coord, stream)) return err;
+    if (const char* err = tile_sum(mu_parts, nu_n, tiles, out.mu_part, stream)) return err;
+    return tile_sum(sigma_parts, nu_n, tiles, out.sigma_part, stream);
+}
+
 // The workspace of one level, carved in the order interaction_workspace sizes it.
 template <class T>
 struct Workspace {
@@ -210,6 +283,9 @@ struct Workspace {
 
 template <class T, int LMAX>
 const char* forward_lmax(const InteractionInputs<T>& in, T* out, T* workspace, cudaStream_t stream) {
+    if (molecules_fit<T>(molecule_forward_kernel<T, LMAX>, KernelKind::molecule_forward, in))
+        return launch_molecules<T>(molecule_forward_kernel<T, LMAX>, KernelKind::molecule_forward, in, stream,
+                                   gptr<T>(out));
     const Workspace<T> w = Workspace<T>::carve(workspace, Level::forward, in.n_pairs, in.features, LMAX);
     if (const char* err = launch_split<T>(sender_contract_kernel<T, false>, KernelKind::sender_contract, in, 1, stream,
                                           CotangentView<T>{}, ContractArgs<T>{w.t, nullptr}))
@@ -246,12 +322,13 @@ const char* derivative_lmax(const InteractionInputs<T>& in, const Cotangents<T>&
 
 }  // namespace
 
-size_t interaction_workspace(Level level, index_t n_pairs, int features, int lmax) {
+size_t interaction_workspace(Level level, index_t n_atoms, index_t n_pairs, int nu, int features, int lmax) {
     const size_t pf = size_t(n_pairs) * size_t(features), pc = size_t(n_pairs) * n_components(lmax);
+    const size_t parts = MoleculeTraits::tiles(features) * (6 * size_t(n_pairs) + 2 * size_t(n_atoms) * nu);
     switch (level) {
         case Level::forward: return pf;
-        case Level::backward: return 2 * pf + pc;
-        case Level::double_backward: return 4 * pf + 2 * pc;
+        case Level::backward: return std::max(2 * pf + pc, parts);
+        case Level::double_backward: return std::max(4 * pf + 2 * pc, parts);
     }
     return 0;
 }
@@ -267,7 +344,11 @@ const char* interaction_backward(const InteractionInputs<T>& in, const T* grad_o
                                  T* workspace, cudaStream_t stream) {
     if (in.n_atoms == 0 || in.features == 0) return nullptr;
     return with_lmax(in.lmax, [&](auto L) {
-        return derivative_lmax<T, decltype(L)::value, false>(in, Cotangents<T>{}, grad_out, out, workspace, stream);
+        constexpr int LMAX = decltype(L)::value;
+        bool taken;
+        const char* err = molecule_derivative<T, LMAX, false>(in, Cotangents<T>{}, grad_out, out, workspace, stream,
+                                                             taken);
+        return taken ? err : derivative_lmax<T, LMAX, false>(in, Cotangents<T>{}, grad_out, out, workspace, stream);
     });
 }
 
@@ -276,7 +357,10 @@ const char* interaction_double_backward(const InteractionInputs<T>& in, const Co
                                         const Gradients<T>& out, T* workspace, cudaStream_t stream) {
     if (in.n_atoms == 0 || in.features == 0) return nullptr;
     return with_lmax(in.lmax, [&](auto L) {
-        return derivative_lmax<T, decltype(L)::value, true>(in, cot, grad_out, out, workspace, stream);
+        constexpr int LMAX = decltype(L)::value;
+        bool taken;
+        const char* err = molecule_derivative<T, LMAX, true>(in, cot, grad_out, out, workspace, stream, taken);
+        return taken ? err : derivative_lmax<T, LMAX, true>(in, cot, grad_out, out, workspace, stream);
     });
 }
 
@@ -342,7 +426,7 @@ const char* featsum_molecules(const T* env, const T* sens, const index_t* second
     template const char* featsum<T>(const T*, const T*, const index_t*, Segments, index_t, int, int, T*, cudaStream_t); \
     template const char* featsum_molecules<T>(const T*, const T*, const index_t*, Segments, const index_t*, index_t,  \
                                               int, int, T*, cudaStream_t);                                       \
-    template Block launch_block<T>(KernelKind, int, int, int);
+    template Block launch_block<T>(KernelKind, int, int, int, int, int);
 
 HIPNNTS_INSTANTIATE(float)
 HIPNNTS_INSTANTIATE(double)

@@ -22,6 +22,15 @@ struct Segments {
     const index_t* ptr;
 };
 
+// The molecule path (molecule.cuh): atom ranges no pair crosses and the largest range's size. With
+// ptr null, or a range too large for one block's shared memory, or nu > 32, the split kernels run.
+struct Molecules {
+    const index_t* ptr = nullptr;            // (M + 1,) atom ranges
+    const index_t* receiver_rank = nullptr;  // (P,) position of each pair in receivers.order
+    index_t count = 0;                       // M
+    int max_atoms = 0, max_pairs = 0;        // of the largest range
+};
+
 // Inputs of one interaction call (device pointers; lam1 / lam2 are null when lmax is lower).
 template <class T>
 struct InteractionInputs {
@@ -36,6 +45,7 @@ struct InteractionInputs {
     index_t n_atoms, n_pairs;
     int nu, features, lmax;
     double cutoff, cusp_reg;
+    Molecules molecules = {};
 };
 
 // Largest thread block (the envsum-family kernels run one thread per feature).
@@ -54,8 +64,12 @@ enum class KernelKind : int {
     sensesum,
     featsum,
     featsum_molecules,
+    molecule_forward,
+    molecule_backward,
+    molecule_double_backward,
+    tile_sum,
 };
-constexpr int kKernelKinds = 11;
+constexpr int kKernelKinds = 15;
 const char* kernel_name(KernelKind kind);
 
 // The thread block one launch of a kernel takes: threads (one per feature of a tile) and dynamic
@@ -64,8 +78,9 @@ struct Block {
     unsigned threads;
     size_t shared_bytes;
 };
+// (The molecule kernels' shared memory depends on the largest molecule: max_atoms, max_pairs.)
 template <class T>
-Block launch_block(KernelKind kind, int lmax, int nu, int features);
+Block launch_block(KernelKind kind, int lmax, int nu, int features, int max_atoms = 0, int max_pairs = 0);
 
 // What a compiled kernel may launch with on a device: threads per block as its registers allow,
 // and dynamic shared memory (the device's opt-in limit less the kernel's static shared memory).
@@ -83,10 +98,10 @@ const char* check_block(KernelKind kind, bool is_double, int lmax, int nu, int f
 // The interaction's derivative levels.
 enum class Level : int { forward, backward, double_backward };
 
-// Scratch of one level's launcher, in elements of T, which the caller allocates: t (P, F); the
-// backward adds dt (P, F) and d_factors (P, C); the double backward bar_dt, bar_t (P, F) and
-// bar_factors (P, C) on top.
-size_t interaction_workspace(Level level, index_t n_pairs, int features, int lmax);
+// Scratch of one level's launcher, in elements of T, which the caller allocates: the split kernels'
+// t (P, F), the backward's dt (P, F) and d_factors (P, C), the double backward's bar_dt, bar_t (P, F)
+// and bar_factors (P, C) on top; or the molecule kernels' per-tile parts, if larger.
+size_t interaction_workspace(Level level, index_t n_atoms, index_t n_pairs, int nu, int features, int lmax);
 
 // out (N, F).
 template <class T>

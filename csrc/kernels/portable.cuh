@@ -20,6 +20,13 @@
 
 #define HIPNNTS_HD __host__ __device__ __forceinline__
 
+// Unroll the next loop (nvcc; the host compiler of the emulator decides itself).
+#ifdef HIPNNTS_EMULATE
+#define HIPNNTS_UNROLL
+#else
+#define HIPNNTS_UNROLL _Pragma("unroll")
+#endif
+
 // Kernels reach global memory through gptr<T> and shared memory through sptr<T>: plain pointers on
 // the GPU; in the emulator, pointer wrappers whose loads and stores feed the traffic model
 // (emulation/traffic.h). HIPNNTS_FLOPS(n) counts n floating-point operations there (nothing on the GPU).

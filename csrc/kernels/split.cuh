@@ -46,9 +46,6 @@ struct SplitTraits {
     HIPNNTS_HD static int nu_stride(int nu) { return nu | 1; }
 };
 
-// FLOPs the traffic model counts for a pair's geometry (sqrt, division, cos, sin, products).
-constexpr int kGeometryFlops = 20;
-
 // What the sender kernels stage: `backward` the reductions and dt rows of sender_kernel, `dbl` the
 // double backward's cotangent terms.
 template <class T>
@@ -287,8 +284,7 @@ struct SenderArgs {
 };
 
 // The pair-vector gradient of pair kk of the chunk (after sender_finish_terms): backward from
-// d(loss)/dr and d_factors; DOUBLE (the gradient of <v, backward outputs>) also from the radial
-// part of bar_dist, bar_factors and v_coord.
+// d(loss)/dr and d_factors; DOUBLE also from the radial part of bar_dist, bar_factors and v_coord.
 template <class T, int LMAX, bool DOUBLE>
 __device__ void pair_gradient(const SenderShared<T>& sh, const SenderArgs<T>& a, const CotangentView<T>& cot, int kk,
                               int nu, T* out) {
@@ -297,35 +293,17 @@ __device__ void pair_gradient(const SenderShared<T>& sh, const SenderArgs<T>& a,
     const index_t p = sh.pair[kk];
     const sptr<T> geo = sh.geometry + kk * G;
     const Pair<T> pr{geo[0], geo[1], geo[2], geo[3], geo[4]};
-    T d_factors[C], d_unit[3], d_dist = T(0);
+    T d_factors[C], bar_factors[C], vc[3] = {}, d_dist = T(0), bar_dist = T(0);
     for (int c = 0; c < C; ++c) d_factors[c] = a.d_factors[p * C + c];
-    unit_gradient<T, LMAX>(pr.ux, pr.uy, pr.uz, d_factors, d_unit);
     for (int n = 0; n < nu; ++n) d_dist += sh.ds[kk * NS + n];
     HIPNNTS_FLOPS(nu + 40);
-    if (!DOUBLE) {
-        chain_to_coord(pr, d_unit, d_dist, out);
-        return;
+    if (DOUBLE) {
+        for (int c = 0; c < C; ++c) bar_factors[c] = a.bar_factors[p * C + c];
+        for (int x = 0; x < 3; ++x) vc[x] = cot.v_coord[3 * p + x];
+        for (int n = 0; n < nu; ++n) bar_dist += sh.bar_s[kk * NS + n];
+        HIPNNTS_FLOPS(nu + 80);
     }
-    const T u[3] = {pr.ux, pr.uy, pr.uz};
-    const T vc[3] = {cot.v_coord[3 * p], cot.v_coord[3 * p + 1], cot.v_coord[3 * p + 2]};
-    const T v_radial = geo[8], u_dot_du = u[0] * d_unit[0] + u[1] * d_unit[1] + u[2] * d_unit[2];
-    T bar_dist = T(0), bar_unit[3], bdu[3], bar_factors[C], gu[3];
-    for (int n = 0; n < nu; ++n) bar_dist += sh.bar_s[kk * NS + n];
-    for (int x = 0; x < 3; ++x) {
-        bdu[x] = (vc[x] - v_radial * u[x]) * pr.inv_r;
-        bar_unit[x] = (-u_dot_du * vc[x] - v_radial * d_unit[x]) * pr.inv_r + d_dist * vc[x];
-        bar_dist -= vc[x] * (d_unit[x] - u_dot_du * u[x]) * pr.inv_r * pr.inv_r;
-    }
-    if (LMAX >= 2) {  // Hessian of the factors along bar_d_unit, contracted with d_factors
-        T q[3];
-        quad_transpose(bdu[0], bdu[1], bdu[2], d_factors, q);
-        for (int x = 0; x < 3; ++x) bar_unit[x] += q[x];
-    }
-    for (int c = 0; c < C; ++c) bar_factors[c] = a.bar_factors[p * C + c];
-    unit_gradient<T, LMAX>(pr.ux, pr.uy, pr.uz, bar_factors, gu);
-    for (int x = 0; x < 3; ++x) bar_unit[x] += gu[x];
-    HIPNNTS_FLOPS(nu + 80);
-    chain_to_coord(pr, bar_unit, bar_dist, out);
+    pair_vector_gradient<T, LMAX, DOUBLE>(pr, d_factors, d_dist, bar_factors, bar_dist, vc, geo[8], out);
 }
 
 // Sender side of the backward (DOUBLE: of the double backward), one block per sender j: grad_Y_j

@@ -117,7 +117,7 @@ int main() {
                                                 to_device(mu), to_device(sigma), to_device(lam1), to_device(lam2), N, P,
                                                 nu, F, 2, cutoff, eps};
     double* d_workspace = nullptr;
-    CHECK_CUDA(cudaMalloc(&d_workspace, hipnnts::interaction_workspace(hipnnts::Level::forward, P, F, 2) * sizeof(double)));
+    CHECK_CUDA(cudaMalloc(&d_workspace, hipnnts::interaction_workspace(hipnnts::Level::forward, N, P, nu, F, 2) * sizeof(double)));
     if (const char* err = hipnnts::interaction_forward(in, d_out, d_workspace, nullptr)) {
         std::fprintf(stderr, "interaction_forward: %s\n", err);
         return 1;

@@ -7,7 +7,7 @@ Each op runs through its public autograd op (value checks off, as in training) a
 ``training`` (the same with ``create_graph=True``, then the gradient of those gradients with
 respect to the inputs and the output gradient: the double backward force training needs).
 Backends: ``cuda``, ``cuda-molecules`` (the cuda backend with its molecule path, which changes
-featsum only), ``triton`` (CPU: through its interpreter, correctness
+the interaction and featsum), ``triton`` (CPU: through its interpreter, correctness
 only), ``cpu`` (the C++ kernels, CPU tensors), ``reference``,
 ``reference-compile`` (the reference under ``torch.compile``) and, for the envsum family,
 ``hippynn`` 0.1.3's custom kernels (Triton on CUDA, numba on the CPU). Every case's forward is
@@ -45,7 +45,7 @@ from .timing import copy_bandwidth, device_name, environment, matmul_flops, time
 OPS = ("envsum", "sensesum", "featsum", "sensitivity", "tensor_factors", "interaction")
 BACKENDS = ("cuda", "cuda-molecules", "triton", "cpu", "reference", "reference-compile", "hippynn")
 #: The ops whose kernels the CUDA molecule path changes.
-MOLECULE_PATH_OPS = ("featsum",)
+MOLECULE_PATH_OPS = ("interaction", "featsum")
 #: Ops whose cost depends on lmax; the others run once.
 LMAX_OPS = ("tensor_factors", "interaction")
 HIPPYNN_OPS = ("envsum", "sensesum", "featsum")
@@ -255,7 +255,7 @@ def skip_reason(backend: str, op: str, device: torch.device, level: str | None =
         return "hippynn has no kernel for this op"
     if backend == "cuda-molecules":
         if op not in MOLECULE_PATH_OPS:
-            return "the molecule path changes only featsum"
+            return "the molecule path changes only the interaction and featsum"
         backend = "cuda"
     if backend in ("cuda", "triton", "cpu"):
         if not backends.has_implementation(op, backend):

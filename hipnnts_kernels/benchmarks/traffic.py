@@ -5,8 +5,9 @@ system, counted in the host emulator, without a GPU.
 
 This is a MODEL, and every report says so: GPU measurements (Nsight Compute, the benchmarks)
 overrule it. The emulator runs each kernel launch of the interaction's three passes (forward,
-backward, double backward as force training calls it) and of the envsum family (featsum on both
-CUDA paths: per-atom CSR and molecule blocks), recording every global and shared-memory access
+backward, double backward as force training calls it) and of the envsum family, the interaction
+and featsum on both CUDA paths (per-atom CSR or split kernels, and molecule blocks), recording
+every global and shared-memory access
 (csrc/emulation/traffic.h). Per launch it reports, with Nsight Compute's names:
 
 - global load requests (``l1tex__t_requests_pipe_lsu_mem_global_op_ld``) and sectors per request
@@ -156,8 +157,8 @@ def run(shape_names, lmax: int, dtype: torch.dtype, progress: bool = True) -> tu
             for path, max_atoms in PATHS.items():
                 kernels = SegmentKernels(launchers, molecule_max_atoms=max_atoms)
                 for (op, passname), call in _passes(kernels, x, shape, lmax).items():
-                    if path == "molecule" and op != "featsum":
-                        continue  # the molecule path changes featsum only
+                    if path == "molecule" and op in ("envsum", "sensesum"):
+                        continue  # the molecule path changes the interaction and featsum only
                     started = time.perf_counter()
                     record_traffic(lib, True)
                     call()
