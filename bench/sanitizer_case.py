@@ -5,7 +5,8 @@ bench/gpu_verify.sh runs under compute-sanitizer (memcheck, racecheck).
 
 The interaction runs forward, backward and double backward (through autograd, as force training
 does) at lmax 0, 1, 2 in float32 and at lmax 2 in float64; envsum, sensesum and featsum run forward
-and backward, on both featsum paths (per-atom CSR and molecule blocks, the only op with two). The
+and backward; everything on both CUDA paths (per-atom: the split kernels and CSR; molecule blocks,
+which change the interaction and featsum). The
 molecules include single atoms (no neighbours) and the pairs are shuffled. Each result is compared
 with the reference, so a kernel that writes nothing fails too. Exit status 1 on any mismatch.
 """

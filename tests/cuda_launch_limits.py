@@ -1,6 +1,6 @@
 """The widest layer each CUDA kernel of csrc/ launches at, from its compiled resource usage.
 
-The interaction's kernels (split.cuh) tile the features and launch at any width ("any"); the
+The interaction's kernels (split.cuh, molecule.cuh) tile the features and launch at any width ("any"); the
 envsum family's run one thread per feature, so their widest F is set by their registers (they bound
 the threads per block) and by their shared memory (which grows with F). This module compiles
 csrc/kernels/launch.cu with nvcc for sm_90 and sm_80, reads ptxas's register and static shared
@@ -32,16 +32,19 @@ ANY_WIDTH = 1 << 16
 ARCHS = {90: ("sm_90", 227 * 1024), 80: ("sm_80", 163 * 1024)}
 #: hipnnts::KernelKind, in order, by kernel (see KERNEL_OF for the templates that implement them).
 KINDS = ("sender_contract", "receiver_forward", "receiver_backward", "sender_backward", "sender_contract_double",
-         "receiver_double_backward", "sender_double_backward", "envsum", "sensesum", "featsum", "featsum_molecule")
+         "receiver_double_backward", "sender_double_backward", "envsum", "sensesum", "featsum", "featsum_molecule",
+         "molecule_forward", "molecule_backward", "molecule_double_backward", "tile_sum")
 #: (kernel template, its DOUBLE argument) -> the kind, where the name differs.
 KERNEL_OF = {("sender_contract", "true"): "sender_contract_double", ("receiver", "false"): "receiver_backward",
              ("receiver", "true"): "receiver_double_backward", ("sender", "false"): "sender_backward",
-             ("sender", "true"): "sender_double_backward"}
+             ("sender", "true"): "sender_double_backward", ("molecule_backward", "true"): "molecule_double_backward"}
 #: Kernels whose template arguments include lmax (the others take any lmax).
 WITH_LMAX = {"receiver_forward", "receiver_backward", "sender_backward", "receiver_double_backward",
-             "sender_double_backward"}
-#: The interaction's kernels (csrc/kernels/split.cuh): feature tiles, any width.
+             "sender_double_backward", "molecule_forward", "molecule_backward", "molecule_double_backward"}
+#: The interaction's kernels: the split kernels (csrc/kernels/split.cuh) and the molecule kernels
+#: (molecule.cuh, whose shared memory grows with the molecule, not F); both tile the features.
 SPLIT = KINDS[:7]
+MOLECULE = KINDS[11:14]
 DTYPES = ("float", "double")
 
 
@@ -90,11 +93,13 @@ def _emulator(workdir: Path) -> ctypes.CDLL:
     return lib
 
 
-def launch_block(lib: ctypes.CDLL, kernel: str, dtype: str, lmax: int, nu: int, features: int) -> tuple[int, int]:
-    """(threads, dynamic shared bytes) of one launch, from the launchers' code."""
+def launch_block(lib: ctypes.CDLL, kernel: str, dtype: str, lmax: int, nu: int, features: int, atoms: int = 0,
+                 pairs: int = 0) -> tuple[int, int]:
+    """(threads, dynamic shared bytes) of one launch, from the launchers' code (the molecule kernels'
+    for a largest molecule of ``atoms`` atoms and ``pairs`` pairs)."""
     threads = ctypes.c_uint(0)
-    shared = lib.hipnnts_emu_launch_block(KINDS.index(kernel), int(dtype == "double"), lmax, nu, features,
-                                          ctypes.byref(threads))
+    shared = lib.hipnnts_emu_launch_block(KINDS.index(kernel), int(dtype == "double"), lmax, nu, features, atoms,
+                                          pairs, ctypes.byref(threads))
     return threads.value, shared
 
 
@@ -135,10 +140,38 @@ def limits_table() -> str:
         return "\n".join(rows)
 
 
-def documented_table() -> str:
-    """The table between the launch-limit markers of docs/kernels.md."""
+#: The SPEC section 9 batch's largest molecule (20 atoms, 350 pairs in bench traffic's batch).
+SPEC9_MOLECULE = (20, 350)
+MOLECULE_BEGIN, MOLECULE_END = "<!-- molecule-limits:begin -->", "<!-- molecule-limits:end -->"
+
+
+def molecule_table(lib: ctypes.CDLL) -> str:
+    """The molecule kernels' shared memory at nu = 20 (any F: they tile it by 32) and the largest
+    molecule that fits a block, whose every atom pairs with every other (N (N - 1) pairs)."""
+    rows = ["| kernel | dtype | bytes per atom / per pair | at 20 atoms, 350 pairs | largest molecule sm_90 / sm_80 |",
+            "|---|---|---:|---:|---:|"]
+    for kernel in MOLECULE:
+        for dtype in DTYPES:
+            def shared(atoms: int, pairs: int, kernel=kernel, dtype=dtype) -> int:
+                return launch_block(lib, kernel, dtype, 2, NU, 128, atoms, pairs)[1]
+
+            base = shared(0, 0)
+            per_atom, per_pair = shared(64, 0) - base, shared(0, 64) - base
+            largest = []
+            for _, limit in ARCHS.values():
+                n = 1
+                while shared(n + 1, (n + 1) * n) <= limit:
+                    n += 1
+                largest.append(str(n))
+            rows.append(f"| {kernel} | {dtype} | {per_atom / 64:.0f} / {per_pair / 64:.0f} | "
+                        f"{shared(*SPEC9_MOLECULE) / 1024:.1f} KiB | {' / '.join(largest)} atoms |")
+    return "\n".join(rows)
+
+
+def documented_table(begin: str = BEGIN, end: str = END) -> str:
+    """The table between the launch-limit markers (or ``begin``, ``end``) of docs/kernels.md."""
     text = DOCS.read_text()
-    return text[text.index(BEGIN) + len(BEGIN):text.index(END)].strip()
+    return text[text.index(begin) + len(begin):text.index(end)].strip()
 
 
 def documented_widest(kernel: str, lmax: int, dtype: str, sm: int) -> int:
@@ -154,3 +187,5 @@ def documented_widest(kernel: str, lmax: int, dtype: str, sm: int) -> int:
 
 if __name__ == "__main__":
     print(limits_table())
+    with tempfile.TemporaryDirectory() as tmp:
+        print(molecule_table(_emulator(Path(tmp))))

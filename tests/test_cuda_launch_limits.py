@@ -7,7 +7,18 @@ import ctypes
 import shutil
 
 import pytest
-from cuda_launch_limits import KINDS, SPLIT, compiled_resources, documented_table, limits_table, max_threads
+from cuda_launch_limits import (
+    KINDS,
+    MOLECULE,
+    MOLECULE_BEGIN,
+    MOLECULE_END,
+    SPLIT,
+    compiled_resources,
+    documented_table,
+    limits_table,
+    max_threads,
+    molecule_table,
+)
 
 from hipnnts_kernels.emulation import build
 
@@ -39,14 +50,23 @@ def test_the_documented_widths_match_the_compiled_kernels():
         f"of `python tests/cuda_launch_limits.py` between its launch-limits markers:\n{table}")
 
 
+def test_the_documented_molecule_limits_match_the_launchers(library):
+    library.hipnnts_emu_launch_block.restype = ctypes.c_size_t
+    table = molecule_table(library)
+    assert table == documented_table(MOLECULE_BEGIN, MOLECULE_END), (
+        "docs/kernels.md's molecule limits differ from the launchers' shared memory; if the change is meant, paste "
+        f"the second table `python tests/cuda_launch_limits.py` prints between its molecule-limits markers:\n{table}")
+
+
 @pytest.mark.skipif(not HAVE_NVCC, reason="needs nvcc and c++filt")
 def test_the_interaction_kernels_fit_128_registers_without_spills(tmp_path):
-    """The issue-14 budget for the interaction's kernels on sm_90, every lmax: at most 128 registers
-    in float32, and no spills in either dtype."""
+    """The issue-14 budget for the interaction's kernels (split and molecule) on sm_90, every lmax: at
+    most 128 registers in float32, and no spills in either dtype."""
     resources = compiled_resources(90, tmp_path)
-    split = {key: r for key, r in resources.items() if key[0] in SPLIT}
-    assert len(split) == 2 * (2 + 3 * 5)
-    assert {key: r for key, r in split.items() if (key[1] == "float" and r.registers > 128) or r.spill_bytes} == {}
+    interaction = {key: r for key, r in resources.items() if key[0] in SPLIT + MOLECULE}
+    assert len(interaction) == 2 * (2 + 3 * 5) + 2 * 3 * 3
+    assert {key: r for key, r in interaction.items()
+            if (key[1] == "float" and r.registers > 128) or r.spill_bytes} == {}
 
 
 def test_threads_per_block_from_registers():

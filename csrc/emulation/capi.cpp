@@ -107,10 +107,13 @@ HIPNNTS_FAMILY(featsum)
 
 // The launch geometry, for the launch-limit tests: the block one launch of kernel `kind` takes
 // (threads, returned dynamic shared bytes), and the check of a block against given limits.
-size_t hipnnts_emu_launch_block(int kind, int is_double, int lmax, int nu, int features, unsigned* threads) {
+// (max_atoms, max_pairs: the largest molecule, for the molecule kernels.)
+size_t hipnnts_emu_launch_block(int kind, int is_double, int lmax, int nu, int features, int max_atoms,
+                                int max_pairs, unsigned* threads) {
     const auto k = static_cast<hipnnts::KernelKind>(kind);
-    const hipnnts::Block block = is_double ? hipnnts::launch_block<double>(k, lmax, nu, features)
-                                           : hipnnts::launch_block<float>(k, lmax, nu, features);
+    const hipnnts::Block block =
+        is_double ? hipnnts::launch_block<double>(k, lmax, nu, features, max_atoms, max_pairs)
+                  : hipnnts::launch_block<float>(k, lmax, nu, features, max_atoms, max_pairs);
     *threads = block.threads;
     return block.shared_bytes;
 }

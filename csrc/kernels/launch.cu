@@ -249,14 +249,15 @@ const char* molecule_derivative(const InteractionInputs<T>& in, const Cotangents
     if (!taken) return nullptr;
     const int tiles = int(MoleculeTraits::tiles(in.features));
     const index_t coord_n = 3 * in.n_pairs, nu_n = in.n_atoms * in.nu;
-    T* coord_parts = workspace;
-    T* mu_parts = coord_parts + 2 * tiles * coord_n;
-    T* sigma_parts = mu_parts + tiles * nu_n;
+    T* coord_parts = workspace;  // with one tile, mu and sigma's parts are their partials
+    T* mu_parts = tiles == 1 ? out.mu_part : coord_parts + 2 * tiles * coord_n;
+    T* sigma_parts = tiles == 1 ? out.sigma_part : mu_parts + tiles * nu_n;
     const MoleculeBackwardArgs<T> args{grad_out,          out.grad_Y,  out.lam1_part, out.lam2_part,
                                        out.grad_grad_out, coord_parts, mu_parts,      sigma_parts};
     const CotangentView<T> cot = DOUBLE ? CotangentView<T>::from(cotangents) : CotangentView<T>{};
     if (const char* err = launch_molecules<T>(kernel, kind, in, stream, cot, args)) return err;
     if (const char* err = tile_sum(coord_parts, coord_n, 2 * tiles, out.grad_coord, stream)) return err;
+    if (tiles == 1) return nullptr;
     if (const char* err = tile_sum(mu_parts, nu_n, tiles, out.mu_part, stream)) return err;
     return tile_sum(sigma_parts, nu_n, tiles, out.sigma_part, stream);
 }

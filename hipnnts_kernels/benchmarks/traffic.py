@@ -254,7 +254,7 @@ def comparison(before: list[dict], after: list[dict]) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", nargs="+", default=list(DEFAULT_SHAPES), choices=list(SHAPES),
-                        help="shapes (default: spec9, small, dense: about 5 minutes on 2 cores; tiny for a check)")
+                        help="shapes (default: spec9, small, dense: about 15 minutes on 2 cores; tiny for a check)")
     parser.add_argument("--lmax", type=int, default=2, choices=[0, 1, 2])
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--out", type=Path, default=Path("bench/results"),
