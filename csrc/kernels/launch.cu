@@ -252,8 +252,7 @@ const char* molecule_derivative(const InteractionInputs<T>& in, const Cotangents
     T* coord_parts = workspace;  // with one tile, mu and sigma's parts are their partials
     T* mu_parts = tiles == 1 ? out.mu_part : coord_parts + 2 * tiles * coord_n;
     T* sigma_parts = tiles == 1 ? out.sigma_part : mu_parts + tiles * nu_n;
-    const MoleculeBackwardArgs<T> args{grad_out,          out.grad_Y,  out.lam1_part, out.lam2_part,
-                                       out.grad_grad_out, coord_parts, mu_parts,      sigma_parts};
+    const MoleculeBackwardArgs<T> args{grad_out, out, coord_parts, mu_parts, sigma_parts};
     const CotangentView<T> cot = DOUBLE ? CotangentView<T>::from(cotangents) : CotangentView<T>{};
     if (const char* err = launch_molecules<T>(kernel, kind, in, stream, cot, args)) return err;
     if (const char* err = tile_sum(coord_parts, coord_n, 2 * tiles, out.grad_coord, stream)) return err;
@@ -308,14 +307,12 @@ const char* derivative_lmax(const InteractionInputs<T>& in, const Cotangents<T>&
                                           DOUBLE ? KernelKind::sender_contract_double : KernelKind::sender_contract,
                                           in, 1, stream, cot, ContractArgs<T>{w.t, w.bar_dt}))
         return err;
-    const ReceiverArgs<T> receiver{w.t,         w.bar_dt,          grad_out,      w.dt,          w.d_factors,
-                                   w.bar_t,     w.bar_factors,     out.grad_grad_out, out.lam1_part, out.lam2_part};
+    const ReceiverArgs<T> receiver{w.t, w.bar_dt, grad_out, w.dt, w.d_factors, w.bar_t, w.bar_factors, out};
     if (const char* err = launch_split<T>(receiver_kernel<T, LMAX, DOUBLE>,
                                           DOUBLE ? KernelKind::receiver_double_backward : KernelKind::receiver_backward,
                                           in, 1, stream, cot, receiver))
         return err;
-    const SenderArgs<T> sender{w.dt,       w.d_factors,    w.bar_t,       w.bar_factors,
-                               out.grad_Y, out.grad_coord, out.mu_part, out.sigma_part};
+    const SenderArgs<T> sender{w.dt, w.d_factors, w.bar_t, w.bar_factors, out};
     return launch_split<T>(sender_kernel<T, LMAX, DOUBLE>,
                            DOUBLE ? KernelKind::sender_double_backward : KernelKind::sender_backward, in, 1, stream,
                            cot, sender);

@@ -287,9 +287,8 @@ __global__ void __launch_bounds__(MoleculeTraits::threads)
 template <class T>
 struct MoleculeBackwardArgs {
     gptr<const T> grad_out;                      // (N, F)
-    gptr<T> grad_Y;                              // (N, nu, F)
-    gptr<T> lam1_part, lam2_part;                // (N, F), written at and above their lmax
-    gptr<T> grad_grad_out;                       // (N, F), double backward
+    Gradients<T> out;                            // writes grad_Y, lam1_part, lam2_part (at and above
+                                                 // their lmax) and the double backward's grad_grad_out
     gptr<T> coord_parts, mu_parts, sigma_parts;  // (2 tiles, P, 3), (tiles, N, nu) x 2
 };
 
@@ -356,10 +355,10 @@ __global__ void __launch_bounds__(MoleculeTraits::threads)
                 const T v2 = LMAX >= 2 && cot.v_lam2 != nullptr ? cot.v_lam2[f] : T(0);
                 T gg;
                 invariants_reverse<T, LMAX>(m, bar_dm, g, l1, l2, a1, a2, v1, v2, bar_m, gg, lam1_part, lam2_part);
-                a.grad_grad_out[i * F + f] = gg;
+                gptr<T>(a.out.grad_grad_out)[i * F + f] = gg;
             }
-            if (LMAX >= 1) a.lam1_part[i * F + f] = lam1_part;
-            if (LMAX >= 2) a.lam2_part[i * F + f] = lam2_part;
+            if (LMAX >= 1) gptr<T>(a.out.lam1_part)[i * F + f] = lam1_part;
+            if (LMAX >= 2) gptr<T>(a.out.lam2_part)[i * F + f] = lam2_part;
         }
         for (int r = q0; r < q1; ++r) {  // dt = A . dm; DOUBLE: bar_t = bar_A . dm + A . bar_m
             T A[C], bar_A[C], dt = T(0), bar_t = T(0), d_factors[C], bar_factors[C] = {};
@@ -462,7 +461,7 @@ __global__ void __launch_bounds__(MoleculeTraits::threads)
         }
         HIPNNTS_UNROLL
         for (int n = 0; n < NU; ++n)  // (unrolled, so that gY stays in registers)
-            if (active && n < nu) a.grad_Y[(j * nu + n) * F + f] = gY[n];
+            if (active && n < nu) gptr<T>(a.out.grad_Y)[(j * nu + n) * F + f] = gY[n];
         if (lane < nu) {
             const index_t out = (tile * v.n_atoms + j) * nu + lane;
             a.mu_parts[out] = mu_part;

@@ -279,8 +279,7 @@ template <class T>
 struct SenderArgs {
     gptr<const T> dt, d_factors;        // (P, F), (P, C)
     gptr<const T> bar_t, bar_factors;   // double backward: (P, F), (P, C)
-    gptr<T> grad_Y, grad_coord;         // (N, nu, F), (P, 3)
-    gptr<T> mu_part, sigma_part;        // (N, nu) per sender
+    Gradients<T> out;                   // writes grad_Y, grad_coord, mu_part and sigma_part (per sender)
 };
 
 // The pair-vector gradient of pair kk of the chunk (after sender_finish_terms): backward from
@@ -318,11 +317,12 @@ __global__ void sender_kernel(InteractionView<T> v, CotangentView<T> cot, Sender
     const int tid = threadIdx.x, F = v.features, nu = v.nu;
     const int W = SplitTraits::row_stride(blockDim.x), NS = SplitTraits::nu_stride(nu);
     const bool has_vy = DOUBLE && cot.v_Y != nullptr;
-    gptr<T> grad_Y = a.grad_Y + j * nu * F;
+    const gptr<T> grad_Y = gptr<T>(a.out.grad_Y) + j * nu * F, grad_coord = a.out.grad_coord;
+    const gptr<T> mu_part = a.out.mu_part, sigma_part = a.out.sigma_part;
     if (start == end) {  // no pairs: zero gradients
         for (int f = tid; f < F; f += blockDim.x)
             for (int n = 0; n < nu; ++n) grad_Y[index_t(n) * F + f] = T(0);
-        for (int n = tid; n < nu; n += blockDim.x) a.mu_part[j * nu + n] = a.sigma_part[j * nu + n] = T(0);
+        for (int n = tid; n < nu; n += blockDim.x) mu_part[j * nu + n] = sigma_part[j * nu + n] = T(0);
         return;
     }
     stage_constants<T, DOUBLE>(v, cot, sh);
@@ -377,7 +377,7 @@ __global__ void sender_kernel(InteractionView<T> v, CotangentView<T> cot, Sender
         for (int kk = tid; kk < count; kk += blockDim.x) {
             T g[3];
             pair_gradient<T, LMAX, DOUBLE>(sh, a, cot, kk, nu, g);
-            for (int x = 0; x < 3; ++x) a.grad_coord[3 * sh.pair[kk] + x] = g[x];
+            for (int x = 0; x < 3; ++x) grad_coord[3 * sh.pair[kk] + x] = g[x];
         }
         for (int n = tid; n < nu; n += blockDim.x) {
             T g_mu = sh.g_mu[n], g_sigma = sh.g_sigma[n];
@@ -393,8 +393,8 @@ __global__ void sender_kernel(InteractionView<T> v, CotangentView<T> cot, Sender
     }
     __syncthreads();
     for (int n = tid; n < nu; n += blockDim.x) {
-        a.mu_part[j * nu + n] = sh.g_mu[n];
-        a.sigma_part[j * nu + n] = sh.g_sigma[n];
+        mu_part[j * nu + n] = sh.g_mu[n];
+        sigma_part[j * nu + n] = sh.g_sigma[n];
     }
 }
 
@@ -460,8 +460,8 @@ struct ReceiverArgs {
     gptr<const T> t, bar_dt, grad_out;  // (P, F), double backward: (P, F), (N, F)
     gptr<T> dt, d_factors;              // (P, F), (P, C)
     gptr<T> bar_t, bar_factors;         // double backward: (P, F), (P, C)
-    gptr<T> grad_grad_out;              // double backward: (N, F)
-    gptr<T> lam1_part, lam2_part;       // (N, F), written below their lmax only
+    Gradients<T> out;                   // writes lam1_part, lam2_part (at and above their lmax) and
+                                        // the double backward's grad_grad_out
 };
 
 // Receiver side of the backward (DOUBLE: of the double backward), one block per receiver looping
@@ -473,6 +473,7 @@ __global__ void receiver_kernel(InteractionView<T> v, CotangentView<T> cot, Rece
     SharedCarver carver{smem};
     ReceiverShared<T> sh = ReceiverShared<T>::carve(carver, C, blockDim.x, true, DOUBLE);
     const index_t i = blockIdx.x, start = v.ptr[i], end = v.ptr[i + 1];
+    const gptr<T> lam1_out = a.out.lam1_part, lam2_out = a.out.lam2_part;
     const int tid = threadIdx.x, F = v.features, W = SplitTraits::row_stride(blockDim.x);
     index_t staged_c0 = -1;  // the chunk whose factors are in sh, and the tile of its rows
     int staged_f0 = -1;
@@ -515,8 +516,8 @@ __global__ void receiver_kernel(InteractionView<T> v, CotangentView<T> cot, Rece
             l1 = LMAX >= 1 ? v.lam1[f] : T(0);
             l2 = LMAX >= 2 ? v.lam2[f] : T(0);
             d_out_d_m<T, LMAX>(m, g, l1, l2, a1, a2, dm);
-            if (!DOUBLE && LMAX >= 1) a.lam1_part[i * F + f] = g * a1;
-            if (!DOUBLE && LMAX >= 2) a.lam2_part[i * F + f] = g * a2;
+            if (!DOUBLE && LMAX >= 1) lam1_out[i * F + f] = g * a1;
+            if (!DOUBLE && LMAX >= 2) lam2_out[i * F + f] = g * a2;
         }
         if (DOUBLE) {
             for (index_t c0 = start; c0 < end; c0 += K) {  // bar_dm = sum_p A_p bar_dt_p + bar_A_p t_p
@@ -534,9 +535,9 @@ __global__ void receiver_kernel(InteractionView<T> v, CotangentView<T> cot, Rece
                 const T v2 = LMAX >= 2 && cot.v_lam2 != nullptr ? cot.v_lam2[f] : T(0);
                 T gg, lam1_part, lam2_part;
                 invariants_reverse<T, LMAX>(m, bar_dm, g, l1, l2, a1, a2, v1, v2, bar_m, gg, lam1_part, lam2_part);
-                a.grad_grad_out[i * F + f] = gg;
-                if (LMAX >= 1) a.lam1_part[i * F + f] = lam1_part;
-                if (LMAX >= 2) a.lam2_part[i * F + f] = lam2_part;
+                gptr<T>(a.out.grad_grad_out)[i * F + f] = gg;
+                if (LMAX >= 1) lam1_out[i * F + f] = lam1_part;
+                if (LMAX >= 2) lam2_out[i * F + f] = lam2_part;
             }
         }
         __syncthreads();  // the previous tile's dm and bar_m are consumed
