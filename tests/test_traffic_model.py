@@ -1,5 +1,6 @@
 """The host emulator on kernels of known behaviour (tests/csrc/traffic_probe.cpp): its memory-traffic
-model (csrc/emulation/traffic.h: sectors per request, distinct bytes, bank conflicts, FLOPs), warp
+model (csrc/emulation/traffic.h: sectors per request, feature rows, distinct bytes, bank conflicts,
+FLOPs), warp
 shuffles, a missing barrier showing up as a read of unwritten (NaN) shared memory, and the hazard
 check (csrc/emulation/racecheck.h)."""
 from __future__ import annotations
@@ -47,6 +48,8 @@ def test_sectors_per_request_of_strided_loads(probe, stride, sectors_per_request
     # distinct sectors: each loaded element's own sector, shared by neighbours up to stride 8
     assert stats["global_load_distinct_bytes"] == 32 * 8 * sectors_per_request
     assert stats["global_store_distinct_bytes"] == 4 * n and stats["flops"] == n
+    # feature rows: the stores, and the loads at stride 1, each a row of 32 floats in 4 sectors
+    assert stats["global_row_requests"] == (16 if stride == 1 else 8) and stats["global_row_worst_sectors"] == 4
 
 
 @pytest.mark.parametrize("pitch, ways", [(32, 32), (33, 1)])

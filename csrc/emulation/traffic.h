@@ -8,6 +8,8 @@
 // one site is one warp-level request) and counted under Nsight Compute's names:
 //   - global: requests, bytes requested, 32-B sectors touched (l1tex__t_sectors_pipe_lsu_mem_global_op_ld/st),
 //     and the distinct sectors touched in the whole launch (a lower bound of dram__bytes_read/write);
+//   - global row requests: those whose lanes (16 or more) access consecutive elements in lane order,
+//     a feature row, and the most sectors one of them touches (4 for an aligned row of 32 floats);
 //   - shared: requests, wavefronts (l1tex__data_pipe_lsu_wavefronts_mem_shared) and the
 //     conflict-free wavefronts the same request would need (their ratio: bank-conflict ways);
 //   - FLOPs counted where the kernels say (HIPNNTS_FLOPS).
@@ -39,6 +41,7 @@ struct Stats {
     uint64_t distinct_bytes[2] = {};  // global loads / stores, 32-B sectors touched at least once x 32
     uint64_t wavefronts[2] = {}, ideal_wavefronts[2] = {};  // shared loads / stores
     uint64_t flops = 0;
+    uint64_t row_requests = 0, row_worst_sectors = 0;  // global feature-row requests, loads and stores
 };
 
 struct Event {
@@ -163,6 +166,18 @@ class Recorder {
     std::vector<uint64_t> scratch_;
     std::unordered_set<uint64_t> sectors_[2];
 
+    // Whether the request is a feature row: 16 or more lanes, each at the element its lane's
+    // distance from the first lane puts it (events come in lane order).
+    bool is_row() const {
+        if (request_.size() < 16) return false;
+        const Event& first = *request_.front();
+        for (const Event* e : request_)
+            if (e->bytes != first.bytes ||
+                e->address != first.address + uint64_t(e->lane - first.lane) * first.bytes)
+                return false;
+        return true;
+    }
+
     // One warp-level request: the k-th event of one (site, store) in every lane that has it.
     void request() {
         const Event& first = *request_.front();
@@ -179,6 +194,10 @@ class Recorder {
         if (space == kGlobal) {
             stats.sectors[store] += scratch_.size();
             sectors_[store].insert(scratch_.begin(), scratch_.end());
+            if (is_row()) {
+                stats.row_requests += 1;
+                stats.row_worst_sectors = std::max<uint64_t>(stats.row_worst_sectors, scratch_.size());
+            }
             return;
         }
         unsigned per_bank[32] = {};
