@@ -121,7 +121,7 @@ class _ExtensionLaunchers:
         return getattr(torch.ops.hipnnts_cuda, name)
 
 
-#: The implementations registered for the backend (see hipnnts_kernels.ops). The molecule path of
-#: featsum is off until a GPU benchmark shows where it wins; to use it, set
-#: ``KERNELS.molecule_max_atoms`` (e.g. 64).
+#: The implementations registered for the backend (see hipnnts_kernels.ops). The molecule path (the
+#: interaction's molecule kernels and featsum's molecule blocks) is off until a GPU benchmark shows
+#: where it wins; to use it, set ``KERNELS.molecule_max_atoms`` (e.g. 64).
 KERNELS = SegmentKernels(_ExtensionLaunchers())

@@ -94,12 +94,12 @@ def _emulator(workdir: Path) -> ctypes.CDLL:
 
 
 def launch_block(lib: ctypes.CDLL, kernel: str, dtype: str, lmax: int, nu: int, features: int, atoms: int = 0,
-                 pairs: int = 0) -> tuple[int, int]:
+                 pairs: int = 0, width: int = 32) -> tuple[int, int]:
     """(threads, dynamic shared bytes) of one launch, from the launchers' code (the molecule kernels'
-    for a largest molecule of ``atoms`` atoms and ``pairs`` pairs)."""
+    for a largest molecule of ``atoms`` atoms and ``pairs`` pairs, at tiles of ``width`` features)."""
     threads = ctypes.c_uint(0)
     shared = lib.hipnnts_emu_launch_block(KINDS.index(kernel), int(dtype == "double"), lmax, nu, features, atoms,
-                                          pairs, ctypes.byref(threads))
+                                          pairs, width, ctypes.byref(threads))
     return threads.value, shared
 
 
@@ -148,23 +148,24 @@ MOLECULE_BEGIN, MOLECULE_END = "<!-- molecule-limits:begin -->", "<!-- molecule-
 def molecule_table(lib: ctypes.CDLL) -> str:
     """The molecule kernels' shared memory at nu = 20 (any F: they tile it by 32) and the largest
     molecule that fits a block, whose every atom pairs with every other (N (N - 1) pairs)."""
-    rows = ["| kernel | dtype | bytes per atom / per pair | at 20 atoms, 350 pairs | largest molecule sm_90 / sm_80 |",
-            "|---|---|---:|---:|---:|"]
+    rows = ["| kernel | dtype | tile | bytes per atom / per pair | at 20 atoms, 350 pairs | "
+            "largest molecule sm_90 / sm_80 |", "|---|---|---:|---:|---:|---:|"]
     for kernel in MOLECULE:
         for dtype in DTYPES:
-            def shared(atoms: int, pairs: int, kernel=kernel, dtype=dtype) -> int:
-                return launch_block(lib, kernel, dtype, 2, NU, 128, atoms, pairs)[1]
+            for width in (32, 16):
+                def shared(atoms: int, pairs: int, kernel=kernel, dtype=dtype, width=width) -> int:
+                    return launch_block(lib, kernel, dtype, 2, NU, 128, atoms, pairs, width)[1]
 
-            base = shared(0, 0)
-            per_atom, per_pair = shared(64, 0) - base, shared(0, 64) - base
-            largest = []
-            for _, limit in ARCHS.values():
-                n = 1
-                while shared(n + 1, (n + 1) * n) <= limit:
-                    n += 1
-                largest.append(str(n))
-            rows.append(f"| {kernel} | {dtype} | {per_atom / 64:.0f} / {per_pair / 64:.0f} | "
-                        f"{shared(*SPEC9_MOLECULE) / 1024:.1f} KiB | {' / '.join(largest)} atoms |")
+                base = shared(0, 0)
+                per_atom, per_pair = shared(64, 0) - base, shared(0, 64) - base
+                largest = []
+                for _, limit in ARCHS.values():
+                    n = 1
+                    while shared(n + 1, (n + 1) * n) <= limit:
+                        n += 1
+                    largest.append(str(n))
+                rows.append(f"| {kernel} | {dtype} | {width} | {per_atom / 64:.0f} / {per_pair / 64:.0f} | "
+                            f"{shared(*SPEC9_MOLECULE) / 1024:.1f} KiB | {' / '.join(largest)} atoms |")
     return "\n".join(rows)
 
 

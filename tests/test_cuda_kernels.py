@@ -9,6 +9,7 @@ arithmetic without a GPU, though nothing about speed or the GPU memory model.
 """
 from __future__ import annotations
 
+import ctypes
 import importlib.util
 import shutil
 
@@ -275,6 +276,46 @@ def test_emulated_molecule_kernels_at_the_spec9_shape(emulated_launchers):
         if e.numel():
             err_fast, err_ref = (a.double() - e).abs().max(), (b.double() - e).abs().max()
             assert err_fast <= 4 * err_ref + 2 * torch.finfo(F32).eps * e.abs().max()
+
+
+@_EMULATOR
+def test_molecule_kernels_narrow_their_tiles_or_fall_back_where_a_molecule_does_not_fit(emulated_launchers):
+    """With less shared memory than a block needs at tiles of 32 features, the molecule kernels run
+    at 16 (more tiles: more blocks); with less than that, the split kernels run; the results stay
+    those of the reference, without hazards."""
+    import dataclasses
+
+    from cuda_launch_limits import launch_block
+
+    from hipnnts_kernels.benchmarks.traffic import SHAPES, problem
+    from hipnnts_kernels.pair_index import pair_index
+
+    shape = dataclasses.replace(SHAPES["tiny"], molecules=2, atoms=12, features=40)  # 12 atoms, all paired
+    x = problem(shape, 2, F64)
+    _, atoms, pairs = pair_index(x["first"], x["second"], x["atoms"]).molecules(x["first"], x["second"])
+    lib = emulated_launchers.lib
+    lib.hipnnts_emu_launch_block.restype = lib.hipnnts_emu_shared_limit.restype = ctypes.c_size_t
+    lib.hipnnts_emu_shared_limit.argtypes = [ctypes.c_size_t]
+    needs = {w: launch_block(lib, "molecule_double_backward", "double", 2, shape.nu, 40, atoms, pairs, w)[1]
+             for w in (32, 16)}
+    want = _spec9_levels(reference, x, shape)
+    blocks_per_molecule = {}
+    for limit in (needs[32], needs[32] - 1, needs[16] - 1):
+        default = lib.hipnnts_emu_shared_limit(limit)
+        record_traffic(lib, True)
+        racecheck(lib, True)
+        try:
+            got = _spec9_levels(SegmentKernels(emulated_launchers, 64), x, shape)
+            launches = recorded_launches(lib)
+            assert hazards(lib) == (0, "")
+        finally:
+            racecheck(lib, False)
+            record_traffic(lib, False)
+            lib.hipnnts_emu_shared_limit(default)
+        assert_close_f64(got, want)
+        blocks_per_molecule[limit] = [stats["blocks"] // shape.molecules for name, stats in launches
+                                      if name.startswith("molecule_double_backward")]
+    assert blocks_per_molecule == {needs[32]: [2], needs[32] - 1: [3], needs[16] - 1: []}
 
 
 def test_cutoff_is_respected(target, cuda_backend):

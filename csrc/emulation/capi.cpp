@@ -107,13 +107,20 @@ HIPNNTS_FAMILY(featsum)
 
 // The launch geometry, for the launch-limit tests: the block one launch of kernel `kind` takes
 // (threads, returned dynamic shared bytes), and the check of a block against given limits.
-// (max_atoms, max_pairs: the largest molecule, for the molecule kernels.)
+// The dynamic shared memory a block may take (hipnnts::emulated_shared_limit); returns the old value.
+size_t hipnnts_emu_shared_limit(size_t bytes) {
+    const size_t old = hipnnts::emulated_shared_limit;
+    hipnnts::emulated_shared_limit = bytes;
+    return old;
+}
+
+// (max_atoms, max_pairs: the largest molecule, width: the tile width, for the molecule kernels.)
 size_t hipnnts_emu_launch_block(int kind, int is_double, int lmax, int nu, int features, int max_atoms,
-                                int max_pairs, unsigned* threads) {
+                                int max_pairs, int width, unsigned* threads) {
     const auto k = static_cast<hipnnts::KernelKind>(kind);
     const hipnnts::Block block =
-        is_double ? hipnnts::launch_block<double>(k, lmax, nu, features, max_atoms, max_pairs)
-                  : hipnnts::launch_block<float>(k, lmax, nu, features, max_atoms, max_pairs);
+        is_double ? hipnnts::launch_block<double>(k, lmax, nu, features, max_atoms, max_pairs, width)
+                  : hipnnts::launch_block<float>(k, lmax, nu, features, max_atoms, max_pairs, width);
     *threads = block.threads;
     return block.shared_bytes;
 }

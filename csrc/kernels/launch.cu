@@ -13,6 +13,11 @@
 #include "split.cuh"
 
 namespace hipnnts {
+
+#ifdef HIPNNTS_EMULATE
+size_t emulated_shared_limit = size_t(227) * 1024;
+#endif
+
 namespace {
 
 constexpr int kChunkSender = 16;    // pairs staged per shared-memory round, envsum family
@@ -48,9 +53,10 @@ const char* launch_status() {
 #ifdef HIPNNTS_EMULATE
 template <class Kernel>
 const char* kernel_limits(Kernel, KernelLimits& limits) {
-    // No register limit; the shared memory of an H100 / H200 block (227 KiB), so that the emulator
-    // takes the molecule path (and the traffic model counts it) where those GPUs would.
-    limits = {kMaxThreads, 0, size_t(227) * 1024};
+    // No register limit; the shared memory of an H100 / H200 block (227 KiB; tests may set another,
+    // emulated_shared_limit), so that the emulator takes the molecule path (and the traffic model
+    // counts it) where those GPUs would.
+    limits = {kMaxThreads, 0, emulated_shared_limit};
     return nullptr;
 }
 #else
@@ -116,7 +122,7 @@ const char* kernel_name(KernelKind kind) {
 }
 
 template <class T>
-Block launch_block(KernelKind kind, int lmax, int nu, int features, int max_atoms, int max_pairs) {
+Block launch_block(KernelKind kind, int lmax, int nu, int features, int max_atoms, int max_pairs, int width) {
     const int C = n_components(lmax);
     SharedCarver carver{nullptr};
     const unsigned tile = SplitTraits::threads(features);
@@ -145,7 +151,7 @@ Block launch_block(KernelKind kind, int lmax, int nu, int features, int max_atom
         case KernelKind::molecule_forward:
         case KernelKind::molecule_backward:
         case KernelKind::molecule_double_backward:
-            MoleculeShared<T>::carve(carver, max_atoms, max_pairs, nu, kind != KernelKind::molecule_forward,
+            MoleculeShared<T>::carve(carver, max_atoms, max_pairs, nu, width, kind != KernelKind::molecule_forward,
                                      kind == KernelKind::molecule_double_backward);
             return {unsigned(MoleculeTraits::threads), carver.offset};
         case KernelKind::tile_sum:
@@ -201,28 +207,32 @@ const char* launch_split(Kernel kernel, KernelKind kind, const InteractionInputs
     return launch_status();
 }
 
-// Whether the molecule kernel `kernel` (of `kind`) takes this call: molecules given, nu <= 32, and the
-// largest molecule's block fits this device. Otherwise the split kernels run.
+// The tile width at which the molecule kernel `kernel` (of `kind`) takes this call: molecules given,
+// nu <= 32, and the largest molecule's block fits this device at that width (the widest that
+// does); 0 if none, and the split kernels run.
 template <class T, class Kernel>
-bool molecules_fit(Kernel kernel, KernelKind kind, const InteractionInputs<T>& in) {
+int molecule_width(Kernel kernel, KernelKind kind, const InteractionInputs<T>& in) {
     const Molecules& mol = in.molecules;
-    if (mol.ptr == nullptr || in.nu > MoleculeTraits::max_nu) return false;
-    const Block block = launch_block<T>(kind, in.lmax, in.nu, in.features, mol.max_atoms, mol.max_pairs);
+    if (mol.ptr == nullptr || in.nu > MoleculeTraits::max_nu) return 0;
     KernelLimits limits;
-    if (kernel_limits(kernel, limits) != nullptr) return false;  // the split kernels report it
-    return int(block.threads) <= limits.max_threads && block.shared_bytes <= limits.max_dynamic_shared;
+    if (kernel_limits(kernel, limits) != nullptr) return 0;  // the split kernels report it
+    for (const int width : MoleculeTraits::widths) {
+        const Block block = launch_block<T>(kind, in.lmax, in.nu, in.features, mol.max_atoms, mol.max_pairs, width);
+        if (int(block.threads) <= limits.max_threads && block.shared_bytes <= limits.max_dynamic_shared) return width;
+    }
+    return 0;
 }
 
-// Launches molecule kernel `kernel` with one block per (molecule, tile of 32 features).
+// Launches molecule kernel `kernel` with one block per (molecule, tile of `width` features).
 template <class T, class Kernel, class... Args>
-const char* launch_molecules(Kernel kernel, KernelKind kind, const InteractionInputs<T>& in, cudaStream_t stream,
-                             Args... args) {
+const char* launch_molecules(Kernel kernel, KernelKind kind, const InteractionInputs<T>& in, int width,
+                             cudaStream_t stream, Args... args) {
     const Molecules& mol = in.molecules;
-    const Block block = launch_block<T>(kind, in.lmax, in.nu, in.features, mol.max_atoms, mol.max_pairs);
+    const Block block = launch_block<T>(kind, in.lmax, in.nu, in.features, mol.max_atoms, mol.max_pairs, width);
     if (const char* err = check_launch<T>(kernel, kind, in.lmax, in.nu, in.features, block)) return err;
-    HIPNNTS_LAUNCH(kernel, dim3(unsigned(mol.count), MoleculeTraits::tiles(in.features)), dim3(block.threads),
+    HIPNNTS_LAUNCH(kernel, dim3(unsigned(mol.count), MoleculeTraits::tiles(in.features, width)), dim3(block.threads),
                    block.shared_bytes, stream, InteractionView<T>::from(in),
-                   MoleculeView{mol.ptr, mol.receiver_rank}, args...);
+                   MoleculeView{mol.ptr, mol.receiver_rank, width}, args...);
     return launch_status();
 }
 
@@ -245,16 +255,17 @@ const char* molecule_derivative(const InteractionInputs<T>& in, const Cotangents
                                 const Gradients<T>& out, T* workspace, cudaStream_t stream, bool& taken) {
     const auto kernel = molecule_backward_kernel<T, LMAX, DOUBLE>;
     const KernelKind kind = DOUBLE ? KernelKind::molecule_double_backward : KernelKind::molecule_backward;
-    taken = molecules_fit<T>(kernel, kind, in);
+    const int width = molecule_width<T>(kernel, kind, in);
+    taken = width != 0;
     if (!taken) return nullptr;
-    const int tiles = int(MoleculeTraits::tiles(in.features));
+    const int tiles = int(MoleculeTraits::tiles(in.features, width));
     const index_t coord_n = 3 * in.n_pairs, nu_n = in.n_atoms * in.nu;
     T* coord_parts = workspace;  // with one tile, mu and sigma's parts are their partials
     T* mu_parts = tiles == 1 ? out.mu_part : coord_parts + 2 * tiles * coord_n;
     T* sigma_parts = tiles == 1 ? out.sigma_part : mu_parts + tiles * nu_n;
     const MoleculeBackwardArgs<T> args{grad_out, out, coord_parts, mu_parts, sigma_parts};
     const CotangentView<T> cot = DOUBLE ? CotangentView<T>::from(cotangents) : CotangentView<T>{};
-    if (const char* err = launch_molecules<T>(kernel, kind, in, stream, cot, args)) return err;
+    if (const char* err = launch_molecules<T>(kernel, kind, in, width, stream, cot, args)) return err;
     if (const char* err = tile_sum(coord_parts, coord_n, 2 * tiles, out.grad_coord, stream)) return err;
     if (tiles == 1) return nullptr;
     if (const char* err = tile_sum(mu_parts, nu_n, tiles, out.mu_part, stream)) return err;
@@ -283,9 +294,9 @@ struct Workspace {
 
 template <class T, int LMAX>
 const char* forward_lmax(const InteractionInputs<T>& in, T* out, T* workspace, cudaStream_t stream) {
-    if (molecules_fit<T>(molecule_forward_kernel<T, LMAX>, KernelKind::molecule_forward, in))
-        return launch_molecules<T>(molecule_forward_kernel<T, LMAX>, KernelKind::molecule_forward, in, stream,
-                                   gptr<T>(out));
+    const auto molecule_kernel = molecule_forward_kernel<T, LMAX>;
+    if (const int width = molecule_width<T>(molecule_kernel, KernelKind::molecule_forward, in))
+        return launch_molecules<T>(molecule_kernel, KernelKind::molecule_forward, in, width, stream, gptr<T>(out));
     const Workspace<T> w = Workspace<T>::carve(workspace, Level::forward, in.n_pairs, in.features, LMAX);
     if (const char* err = launch_split<T>(sender_contract_kernel<T, false>, KernelKind::sender_contract, in, 1, stream,
                                           CotangentView<T>{}, ContractArgs<T>{w.t, nullptr}))
@@ -322,7 +333,8 @@ const char* derivative_lmax(const InteractionInputs<T>& in, const Cotangents<T>&
 
 size_t interaction_workspace(Level level, index_t n_atoms, index_t n_pairs, int nu, int features, int lmax) {
     const size_t pf = size_t(n_pairs) * size_t(features), pc = size_t(n_pairs) * n_components(lmax);
-    const size_t parts = MoleculeTraits::tiles(features) * (6 * size_t(n_pairs) + 2 * size_t(n_atoms) * nu);
+    const size_t parts =  // at the narrowest tile width, the most tiles
+        MoleculeTraits::tiles(features, MoleculeTraits::widths[1]) * (6 * size_t(n_pairs) + 2 * size_t(n_atoms) * nu);
     switch (level) {
         case Level::forward: return pf;
         case Level::backward: return std::max(2 * pf + pc, parts);
@@ -424,7 +436,7 @@ const char* featsum_molecules(const T* env, const T* sens, const index_t* second
     template const char* featsum<T>(const T*, const T*, const index_t*, Segments, index_t, int, int, T*, cudaStream_t); \
     template const char* featsum_molecules<T>(const T*, const T*, const index_t*, Segments, const index_t*, index_t,  \
                                               int, int, T*, cudaStream_t);                                       \
-    template Block launch_block<T>(KernelKind, int, int, int, int, int);
+    template Block launch_block<T>(KernelKind, int, int, int, int, int, int);
 
 HIPNNTS_INSTANTIATE(float)
 HIPNNTS_INSTANTIATE(double)

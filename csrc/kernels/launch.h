@@ -78,9 +78,16 @@ struct Block {
     unsigned threads;
     size_t shared_bytes;
 };
-// (The molecule kernels' shared memory depends on the largest molecule: max_atoms, max_pairs.)
+// (The molecule kernels' shared memory depends on the largest molecule, max_atoms and max_pairs, and
+// on the tile width.)
+#ifdef HIPNNTS_EMULATE
+// The dynamic shared memory a block may take in the emulator (an H100 / H200's 227 KiB by default).
+extern size_t emulated_shared_limit;
+#endif
+
 template <class T>
-Block launch_block(KernelKind kind, int lmax, int nu, int features, int max_atoms = 0, int max_pairs = 0);
+Block launch_block(KernelKind kind, int lmax, int nu, int features, int max_atoms = 0, int max_pairs = 0,
+                   int width = 32);
 
 // What a compiled kernel may launch with on a device: threads per block as its registers allow,
 // and dynamic shared memory (the device's opt-in limit less the kernel's static shared memory).

@@ -1,17 +1,17 @@
-// The interaction's molecule kernels: one block per (molecule, tile of 32 features) keeps every
-// per-pair row on chip, so a pass reads Y (and v_Y), the pair vectors and their cotangents from
-// global memory and writes its outputs, and nothing passes between kernels (docs/kernels.md,
+// The interaction's molecule kernels: one block per (molecule, tile of W = 32 or 16 features) keeps
+// every per-pair row on chip, so a pass reads Y (and v_Y), the pair vectors and their cotangents
+// from global memory and writes its outputs, and nothing passes between kernels (docs/kernels.md,
 // "Molecule kernels"). A molecule is an atom range that no pair crosses
-// (pair_index.molecule_ranges); the launcher takes this path when the largest one fits in shared
-// memory and nu <= 32, else the split kernels (split.cuh).
+// (pair_index.molecule_ranges); the launcher takes this path when nu <= 32 and the largest molecule
+// fits in shared memory at W = 32, else at 16, else it runs the split kernels (split.cuh).
 //
-//   stage     the molecule's Y tile (atoms x nu x 32; DOUBLE: v_Y's too), each pair's geometry (once
+//   stage     the molecule's Y tile (atoms x nu x W; DOUBLE: v_Y's too), each pair's geometry (once
 //             per block), each pair's sender in the molecule, and each sender's pairs as receiver slots
-//   receiver  warp per receiver i, lane per feature: per pair, lane nu computes s_p[nu] into the
-//             warp's scratch, then t_p = sum_nu s_p[nu] Y_j[nu]; m_i = sum_p A_p t_p, the invariants.
-//             Backward: dm_i, dt_p = A_p . dm_i (rows in shared memory) and the tile's part of
-//             d_factors_p = dm_i . t_p (lane c sums the warp's products for component c); DOUBLE
-//             also bar_dt_p, bar_dm_i, the invariants in reverse, bar_t_p and bar_factors_p
+//   receiver  warp per receiver i, lane per feature (lanes >= W idle): per pair, lane nu computes
+//             s_p[nu] into the warp's scratch, then t_p = sum_nu s_p[nu] Y_j[nu]; m_i = sum_p A_p t_p,
+//             the invariants. Backward: dm_i, dt_p = A_p . dm_i (rows in shared memory) and the tile's
+//             part of d_factors_p = dm_i . t_p (lane c sums the warp's products for component c);
+//             DOUBLE also bar_dt_p, bar_dm_i, the invariants in reverse, bar_t_p and bar_factors_p
 //   sender    warp per sender j (derivative levels): grad_Y_j = sum_p s_p (x) dt_p in registers
 //             (DOUBLE: s_p (x) bar_t_p + bar_ds_p (x) dt_p), the tile's part of ds_p = Y_j . dt_p
 //             (lane nu; DOUBLE: bar_s_p), and from them the tile's parts of each pair's
@@ -30,7 +30,9 @@ namespace hipnnts {
 
 // Tile shape and launch traits of the molecule kernels: the one place to change them.
 struct MoleculeTraits {
-    static constexpr int tile_features = 32;  // features per tile: the lanes of a warp (and a row's length)
+    // Features per tile (a row's length): 32, the lanes of a warp, or 16 where a molecule's block
+    // does not fit at 32 (half of each warp's lanes then idle in the feature loops).
+    static constexpr int widths[2] = {32, 16};
     static constexpr int warps = 8;           // warps per block; receivers and senders go round them
     static constexpr int threads = 32 * warps;
     static constexpr int max_nu = 32;         // one sensitivity per lane
@@ -41,35 +43,39 @@ struct MoleculeTraits {
     // A warp's scratch: s (32), bar_ds (32), then max_components rows of 32 products.
     static constexpr int scratch = 64 + 32 * max_components;
 
-    HIPNNTS_HD static unsigned tiles(int features) { return unsigned((features + tile_features - 1) / tile_features); }
+    HIPNNTS_HD static unsigned tiles(int features, int width) { return unsigned((features + width - 1) / width); }
 };
 
-// The molecules' view: atom ranges and, per pair, its position in the receiver order.
+// The molecules' view: atom ranges and, per pair, its position in the receiver order; the launch's
+// tile width.
 struct MoleculeView {
     gptr<const index_t> ptr;            // (M + 1,) atom ranges no pair crosses
     gptr<const index_t> receiver_rank;  // (P,) position of each pair in the receiver order
+    int width;                          // features per tile (MoleculeTraits::widths)
 };
 
 // What the molecule kernels stage, for a molecule of at most `atoms` atoms and `pairs` pairs.
-// (`backward`: the derivative levels' arrays; `dbl`: the double backward's.) Rows hold the 32
+// (`backward`: the derivative levels' arrays; `dbl`: the double backward's.) Rows hold the `width`
 // features of a tile; a lane that walks a row reads it rotated by its lane, so that lanes on
-// different rows read different banks.
+// different rows read different banks (two lanes per bank at width 16).
 template <class T>
 struct MoleculeShared {
-    sptr<T> y, v_y;                  // (atoms * nu, 32): the molecule's Y (and v_Y) tile
+    sptr<T> y, v_y;                  // (atoms * nu, width): the molecule's Y (and v_Y) tile
     sptr<T> geometry;                // (pairs, geometry stride) by receiver slot
-    int geometry_stride;
+    int geometry_stride, width;
     sptr<T> inv_mu, sigma;           // (nu,)
     sptr<T> v_mu, v_sigma;           // (nu,) double backward
     sptr<int> sender;                // (pairs,) the sender of each receiver slot, in the molecule
     sptr<int> slot;                  // (pairs,) the receiver slot of each sender position
     sptr<index_t> pair;              // (pairs,) the pair id of each receiver slot (derivative levels)
-    sptr<T> rows, rows2;             // (pairs, 32): t, then dt (DOUBLE: bar_dt, then bar_t)
+    sptr<T> rows, rows2;             // (pairs, width): t, then dt (DOUBLE: bar_dt, then bar_t)
     sptr<T> scratch;                 // (warps, MoleculeTraits::scratch)
 
-    HIPNNTS_HD static MoleculeShared carve(SharedCarver& c, int atoms, int pairs, int nu, bool backward, bool dbl) {
-        constexpr int W = MoleculeTraits::tile_features;
+    HIPNNTS_HD static MoleculeShared carve(SharedCarver& c, int atoms, int pairs, int nu, int width, bool backward,
+                                           bool dbl) {
+        const int W = width;
         MoleculeShared sh{};
+        sh.width = width;
         sh.geometry_stride = dbl ? MoleculeTraits::geometry_double : MoleculeTraits::geometry;
         sh.y = c.take<T>(size_t(atoms) * nu * W);
         sh.geometry = c.take<T>(size_t(pairs) * sh.geometry_stride);
@@ -97,12 +103,12 @@ struct MoleculeShared {
                                                bool backward, bool dbl) {
         SharedCarver carver{smem};
         const index_t a0 = mol.ptr[blockIdx.x], a1 = mol.ptr[blockIdx.x + 1];
-        return carve(carver, int(a1 - a0), int(v.ptr[a1] - v.ptr[a0]), v.nu, backward, dbl);
+        return carve(carver, int(a1 - a0), int(v.ptr[a1] - v.ptr[a0]), v.nu, mol.width, backward, dbl);
     }
 };
 
 // The block's molecule: atoms [a0, a0 + atoms), receiver slots [r0, r0 + pairs) of the receiver
-// order, sender positions from s0 in the sender order, features [f0, f0 + 32).
+// order, sender positions from s0 in the sender order, features [f0, f0 + width).
 struct MoleculeSpan {
     index_t a0, r0, s0;
     int atoms, pairs, f0;
@@ -136,8 +142,7 @@ struct WarpScratch {
 template <class T>
 __device__ __forceinline__ MoleculeSpan stage_molecule(const InteractionView<T>& v, const CotangentView<T>& cot,
                                                        const MoleculeView& mol, MoleculeShared<T>& sh) {
-    constexpr int W = MoleculeTraits::tile_features;
-    const int G = sh.geometry_stride;
+    const int G = sh.geometry_stride, W = sh.width;
     const bool dbl = G == MoleculeTraits::geometry_double;
     MoleculeSpan s;
     s.a0 = mol.ptr[blockIdx.x];
@@ -155,7 +160,7 @@ __device__ __forceinline__ MoleculeSpan stage_molecule(const InteractionView<T>&
             sh.v_sigma[n] = cot.v_sigma[n];
         }
     }
-    for (int item = tid; item < s.atoms * nu * W; item += blockDim.x) {  // rows of 32 features: 4 sectors
+    for (int item = tid; item < s.atoms * nu * W; item += blockDim.x) {  // 128-B rows of 32 floats: 4 sectors
         const int row = item / W, x = item - row * W, f = s.f0 + x;
         const index_t at = (s.a0 * nu + row) * F + f;
         sh.y[item] = f < F ? v.Y[at] : T(0);
@@ -234,14 +239,14 @@ __device__ void slot_factor_jvp(const MoleculeShared<T>& sh, int r, T* bar_A) {
 template <class T, bool DOUBLE>
 __device__ void contract(const MoleculeShared<T>& sh, const WarpScratch<T>& ws, int r, int nu, bool has_vy, T& t,
                          T& bar_dt) {
-    constexpr int W = MoleculeTraits::tile_features;
+    const int W = sh.width;
     const Sensitivity<T> st = lane_sensitivity(sh, r, nu);
     ws.s[lane_id()] = st.s;
     if (DOUBLE) ws.bar_ds[lane_id()] = lane_bar_ds(sh, r, st, nu);
     __syncwarp();
     const int row0 = sh.sender[r] * nu * W + lane_id();
     t = bar_dt = T(0);
-    for (int n = 0; n < nu; ++n) {
+    for (int n = 0; n < nu && lane_id() < W; ++n) {
         const T sn = ws.s[n], y = sh.y[row0 + n * W];
         t += sn * y;
         if (DOUBLE) bar_dt += ws.bar_ds[n] * y;
@@ -272,7 +277,7 @@ __global__ void __launch_bounds__(MoleculeTraits::threads)
             for (int c = 0; c < C; ++c) m[c] += A[c] * t;
             HIPNNTS_FLOPS(2 * C);
         }
-        if (f >= v.features) continue;
+        if (lane_id() >= sh.width || f >= v.features) continue;
         invariants<T, LMAX>(m, v.eps, a1, a2);
         T result = m[0];
         if (LMAX >= 1) result += v.lam1[f] * a1;
@@ -314,13 +319,14 @@ __device__ void write_pair_part(const MoleculeShared<T>& sh, int r, const T* d_f
 template <class T, int LMAX, bool DOUBLE>
 __global__ void __launch_bounds__(MoleculeTraits::threads)
     molecule_backward_kernel(InteractionView<T> v, MoleculeView mol, CotangentView<T> cot, MoleculeBackwardArgs<T> a) {
-    constexpr int C = n_components(LMAX), W = MoleculeTraits::tile_features, NU = MoleculeTraits::max_nu;
+    constexpr int C = n_components(LMAX), NU = MoleculeTraits::max_nu;
     HIPNNTS_DYNAMIC_SHARED(unsigned char, smem);
     MoleculeShared<T> sh = MoleculeShared<T>::for_block(smem, v, mol, true, DOUBLE);
     const MoleculeSpan s = stage_molecule(v, cot, mol, sh);
     const WarpScratch<T> ws = WarpScratch<T>::of(sh.scratch);
-    const int lane = lane_id(), f = s.f0 + lane, F = v.features, nu = v.nu;
-    const bool active = f < F, has_vy = DOUBLE && cot.v_Y != nullptr;
+    const int lane = lane_id(), f = s.f0 + lane, F = v.features, nu = v.nu, W = sh.width;
+    // (feature: this lane has a feature of the tile, zero rows beyond the last one; active: a real one)
+    const bool feature = lane < W, active = feature && f < F, has_vy = DOUBLE && cot.v_Y != nullptr;
     const index_t tile = blockIdx.y, tiles = gridDim.y;
     const gptr<T> factor_parts = a.coord_parts + tile * v.n_pairs * 3;
     const gptr<T> dist_parts = a.coord_parts + (tiles + tile) * v.n_pairs * 3;
@@ -338,10 +344,10 @@ __global__ void __launch_bounds__(MoleculeTraits::threads)
             if (DOUBLE) {
                 slot_factor_jvp<T, LMAX>(sh, r, bar_A);
                 for (int c = 0; c < C; ++c) bar_dm[c] += A[c] * bar_dt + bar_A[c] * t;
-                sh.rows2[r * W + lane] = bar_dt;
+                if (feature) sh.rows2[r * W + lane] = bar_dt;
             }
             HIPNNTS_FLOPS((DOUBLE ? 6 : 2) * C);
-            sh.rows[r * W + lane] = t;
+            if (feature) sh.rows[r * W + lane] = t;
         }
         if (active) {
             T a1, a2;
@@ -364,15 +370,16 @@ __global__ void __launch_bounds__(MoleculeTraits::threads)
             T A[C], bar_A[C], dt = T(0), bar_t = T(0), d_factors[C], bar_factors[C] = {};
             slot_factors<T, LMAX>(sh, r, A);
             if (DOUBLE) slot_factor_jvp<T, LMAX>(sh, r, bar_A);
-            const T t = sh.rows[r * W + lane], bar_dt = DOUBLE ? sh.rows2[r * W + lane] : T(0);
+            const T t = feature ? sh.rows[r * W + lane] : T(0);
+            const T bar_dt = DOUBLE && feature ? sh.rows2[r * W + lane] : T(0);
             for (int c = 0; c < C; ++c) {
                 dt += A[c] * dm[c];
                 if (DOUBLE) bar_t += bar_A[c] * dm[c] + A[c] * bar_m[c];
                 ws.sums[c * 32 + lane] = dm[c] * t;
             }
             HIPNNTS_FLOPS((DOUBLE ? 7 : 3) * C);
-            sh.rows[r * W + lane] = dt;
-            if (DOUBLE) sh.rows2[r * W + lane] = bar_t;
+            if (feature) sh.rows[r * W + lane] = dt;
+            if (DOUBLE && feature) sh.rows2[r * W + lane] = bar_t;
             __syncwarp();
             const T d_factor = ws.row_sum(C);  // lane c: the tile's part of d_factors[c]
             if (lane < C) ws.s[lane] = d_factor;
@@ -410,7 +417,7 @@ __global__ void __launch_bounds__(MoleculeTraits::threads)
             if (DOUBLE) ws.bar_ds[lane] = lane_bar_ds(sh, r, st, nu);
             __syncwarp();
             const sptr<T> dt_row = sh.rows + r * W, bar_t_row = DOUBLE ? sh.rows2 + r * W : sh.rows;
-            const T dt = dt_row[lane], bar_t = DOUBLE ? bar_t_row[lane] : T(0);
+            const T dt = feature ? dt_row[lane] : T(0), bar_t = DOUBLE && feature ? bar_t_row[lane] : T(0);
             HIPNNTS_UNROLL
             for (int n = 0; n < NU; ++n) {
                 if (n >= nu) continue;
