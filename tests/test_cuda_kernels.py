@@ -254,9 +254,9 @@ def test_emulated_every_level_at_the_spec9_batch(emulated_launchers):
 def test_emulated_molecule_kernels_at_the_spec9_shape(emulated_launchers):
     """32 of the SPEC section 9 batch's molecules (20 atoms, nu = 20, F = 128, lmax 2; the whole batch
     takes the emulator about 5 minutes on this path) in float32 on the molecule kernels (in float64
-    their derivative levels exceed an H100/H200 block, which the emulator applies, and the split
-    kernels run): every level, the launches those of the molecule path, within the float32 rule of
-    the float64 reference."""
+    the double backward exceeds an H100/H200 block, which the emulator applies, and the split kernels
+    run): every level, the launches those of the molecule path, within the float32 rule of the
+    float64 reference."""
     import dataclasses
 
     from hipnnts_kernels.benchmarks.traffic import SHAPES, problem
