@@ -135,7 +135,7 @@ TRAFFIC_FIELDS = ("blocks", "threads_per_block", "warps", "global_load_requests"
                   "shared_load_bytes", "shared_store_bytes", "global_load_sectors", "global_store_sectors",
                   "global_load_distinct_bytes", "global_store_distinct_bytes", "shared_load_wavefronts",
                   "shared_store_wavefronts", "shared_load_ideal_wavefronts", "shared_store_ideal_wavefronts", "flops",
-                  "global_row_requests", "global_row_worst_sectors")
+                  "global_row_requests", "global_row_worst_milli_sectors")
 
 
 def racecheck(lib: ctypes.CDLL, on: bool) -> None:

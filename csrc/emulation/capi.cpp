@@ -159,7 +159,7 @@ const char* hipnnts_emu_traffic_kernel(int i) { return hipnnts_emu::traffic::lau
 // blocks, threads_per_block, warps, global load / store requests, global load / store bytes,
 // shared load / store requests, shared load / store bytes, global load / store sectors, global load /
 // store distinct bytes, shared load / store wavefronts, shared load / store ideal wavefronts, flops,
-// global row requests, the most sectors of a row request
+// global row requests, the most sectors per 128 B requested of a row request (x 1000)
 constexpr int kTrafficFields = 22;
 
 int hipnnts_emu_traffic_fields() { return kTrafficFields; }
@@ -170,7 +170,7 @@ void hipnnts_emu_traffic_stats(int i, uint64_t* out) {
         s.blocks, s.threads_per_block, s.warps, s.requests[0][0], s.requests[0][1], s.bytes[0][0], s.bytes[0][1],
         s.requests[1][0], s.requests[1][1], s.bytes[1][0], s.bytes[1][1], s.sectors[0], s.sectors[1],
         s.distinct_bytes[0], s.distinct_bytes[1], s.wavefronts[0], s.wavefronts[1], s.ideal_wavefronts[0],
-        s.ideal_wavefronts[1], s.flops, s.row_requests, s.row_worst_sectors};
+        s.ideal_wavefronts[1], s.flops, s.row_requests, s.row_worst_milli_sectors};
     std::memcpy(out, fields, sizeof fields);
 }
 

@@ -8,8 +8,10 @@
 // one site is one warp-level request) and counted under Nsight Compute's names:
 //   - global: requests, bytes requested, 32-B sectors touched (l1tex__t_sectors_pipe_lsu_mem_global_op_ld/st),
 //     and the distinct sectors touched in the whole launch (a lower bound of dram__bytes_read/write);
-//   - global row requests: those whose lanes (16 or more) access consecutive elements in lane order,
-//     a feature row, and the most sectors one of them touches (4 for an aligned row of 32 floats);
+//   - global row requests: those whose lanes (16 or more) access consecutive elements of the
+//     launch's floating type (Recorder::row_bytes) in lane order, a feature row, and the most
+//     sectors one of them touches per 128 bytes requested (4 for an aligned row of 32 floats, 5 for
+//     one that straddles one more sector);
 //   - shared: requests, wavefronts (l1tex__data_pipe_lsu_wavefronts_mem_shared) and the
 //     conflict-free wavefronts the same request would need (their ratio: bank-conflict ways);
 //   - FLOPs counted where the kernels say (HIPNNTS_FLOPS).
@@ -41,7 +43,8 @@ struct Stats {
     uint64_t distinct_bytes[2] = {};  // global loads / stores, 32-B sectors touched at least once x 32
     uint64_t wavefronts[2] = {}, ideal_wavefronts[2] = {};  // shared loads / stores
     uint64_t flops = 0;
-    uint64_t row_requests = 0, row_worst_sectors = 0;  // global feature-row requests, loads and stores
+    uint64_t row_requests = 0;             // global feature-row requests, loads and stores
+    uint64_t row_worst_milli_sectors = 0;  // the most sectors per 128 B requested of one, x 1000
 };
 
 struct Event {
@@ -99,6 +102,7 @@ class Recorder {
   public:
     bool enabled = false;
     std::string kernel;  // the launch's name, set by the launcher before it launches
+    unsigned row_bytes = 0;  // the launch's floating type's size, likewise (feature rows are of it)
     Stats stats;
 
     void begin_launch(unsigned threads_per_block) {
@@ -166,11 +170,11 @@ class Recorder {
     std::vector<uint64_t> scratch_;
     std::unordered_set<uint64_t> sectors_[2];
 
-    // Whether the request is a feature row: 16 or more lanes, each at the element its lane's
-    // distance from the first lane puts it (events come in lane order).
+    // Whether the request is a feature row: 16 or more lanes, each at the element (of the floating
+    // type) its lane's distance from the first lane puts it (events come in lane order).
     bool is_row() const {
-        if (request_.size() < 16) return false;
         const Event& first = *request_.front();
+        if (request_.size() < 16 || first.bytes != row_bytes) return false;
         for (const Event* e : request_)
             if (e->bytes != first.bytes ||
                 e->address != first.address + uint64_t(e->lane - first.lane) * first.bytes)
@@ -196,7 +200,9 @@ class Recorder {
             sectors_[store].insert(scratch_.begin(), scratch_.end());
             if (is_row()) {
                 stats.row_requests += 1;
-                stats.row_worst_sectors = std::max<uint64_t>(stats.row_worst_sectors, scratch_.size());
+                const uint64_t bytes = uint64_t(request_.size()) * first.bytes;
+                stats.row_worst_milli_sectors =
+                    std::max<uint64_t>(stats.row_worst_milli_sectors, scratch_.size() * 128000 / bytes);
             }
             return;
         }

@@ -104,6 +104,7 @@ const char* check_launch(Kernel kernel, KernelKind kind, int lmax, int nu, int f
     hipnnts_emu::traffic::recorder.kernel = std::string(kernel_name(kind)) +
                                             (std::is_same<T, double>::value ? " f64" : " f32") +
                                             " lmax " + std::to_string(lmax);
+    hipnnts_emu::traffic::recorder.row_bytes = sizeof(T);
 #endif
     KernelLimits limits;
     if (const char* err = kernel_limits(kernel, limits)) return err;

@@ -14,8 +14,9 @@ every global and shared-memory access
   (``l1tex__average_t_sectors_per_request_pipe_lsu_mem_global_op_ld``; 4 is a coalesced row of
   floats, 32 the worst), and the same for stores;
 - the worst feature-row request: of the global requests whose lanes (16 or more) access
-  consecutive elements, the most sectors one touches (4 for an aligned row of 32 floats; Nsight
-  Compute gives it per instruction in its source view);
+  consecutive elements of the kernel's floating type, the most sectors one touches per 128 B it
+  asks for (4 for an aligned row of 32 floats, 5 for one that straddles one more sector, 6 for an
+  unaligned half row; Nsight Compute gives sectors per request per instruction in its source view);
 - L1/L2 traffic: 32-B sectors x 32 (``l1tex__t_bytes_pipe_lsu_mem_global``);
 - the DRAM lower bound: distinct sectors touched x 32 (``dram__bytes`` is at least this; caches can
   make it no smaller), against the compulsory bytes of :mod:`.costs` (every input read once, every
@@ -81,7 +82,7 @@ class Row:
     bank_conflict_ways: float
     flops: int
     row_requests: int = 0  #: global requests of a feature row (16+ lanes at consecutive elements)
-    row_worst_sectors: int = 0  #: the most sectors one of them touches (4: an aligned row of 32 floats)
+    row_worst_sectors: float = 0.0  #: the most sectors per 128 B requested of one (4: an aligned row)
     minimum_bytes: int | None = None  #: the pass's compulsory bytes (costs.py), on total rows
     model_us: float | None = None  #: dram_lower_bound at the H200 copy bandwidth
 
@@ -95,7 +96,7 @@ def _row(shape: str, path: str, op: str, passname: str, kernel: str, s: dict) ->
                s["global_load_sectors"] / max(load_requests, 1), s["global_store_sectors"] / max(store_requests, 1),
                s["global_load_bytes"] + s["global_store_bytes"],
                32 * (s["global_load_sectors"] + s["global_store_sectors"]), dram, shared, shared / max(shared_ideal, 1),
-               s["flops"], s["global_row_requests"], s["global_row_worst_sectors"],
+               s["flops"], s["global_row_requests"], s["global_row_worst_milli_sectors"] / 1000,
                model_us=dram / H200_COPY_BYTES_PER_S * 1e6)
 
 
@@ -203,7 +204,7 @@ def markdown(meta: dict, rows: list[Row]) -> str:
     for name, info in meta["shapes"].items():
         lines += [f"## `{name}`: {info['description']}", "",
                   f"{info['atoms_total']} atoms, {info['pairs_total']} pairs.", "",
-                  "| path | op | pass | kernel | sectors / ld req | sectors / st req | worst sectors / row req | "
+                  "| path | op | pass | kernel | sectors / ld req | sectors / st req | worst sectors / 128-B row | "
                   "L1/L2 traffic | DRAM lower bound | x minimum | bank-conflict ways | FLOPs | model µs |",
                   "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in rows:
@@ -214,7 +215,7 @@ def markdown(meta: dict, rows: list[Row]) -> str:
             cells = [r.path, r.op, r.passname, "**total**" if total else r.kernel,
                      "" if total else f"{r.sectors_per_load_request:.1f}",
                      "" if total or not r.global_store_requests else f"{r.sectors_per_store_request:.1f}",
-                     str(r.row_worst_sectors) if r.row_requests else "",
+                     f"{r.row_worst_sectors:.1f}" if r.row_requests else "",
                      _size(r.l2_bytes), _size(r.dram_lower_bound), ratio,
                      "" if total or not r.shared_wavefronts else f"{r.bank_conflict_ways:.1f}",
                      f"{r.flops:.3g}", f"{r.model_us:.1f}"]

@@ -80,6 +80,7 @@ void probe_neighbour(float* out, int blocks, int with_barrier) {
 
 void probe_copy(const float* in, float* out, int n, int stride) {
     hipnnts_emu::traffic::recorder.kernel = "copy stride " + std::to_string(stride);
+    hipnnts_emu::traffic::recorder.row_bytes = sizeof(float);
     HIPNNTS_LAUNCH(copy_kernel, dim3(unsigned(n / 64)), dim3(64), 0, nullptr, gptr<const float>(in), gptr<float>(out),
                    stride);
 }
