@@ -47,6 +47,35 @@ def _ptr(t: torch.Tensor | None) -> ctypes.c_void_p:
     return ctypes.c_void_p(t.data_ptr() if t.numel() else None)
 
 
+#: Bytes a GPU allocation is aligned to; the emulated launches see their tensors so aligned too, so
+#: that the traffic model counts the sectors a GPU would (torch's CPU tensors are 64-B aligned).
+ALIGNMENT = 256
+
+
+class _Aligned:
+    """Stand-ins for a launch's tensors at ALIGNMENT (copies of those that are not); the copies of
+    outputs are written back to the originals after the launch."""
+
+    def __init__(self):
+        self.copies: list[tuple[torch.Tensor, torch.Tensor, bool]] = []  # (original, copy, output); kept alive
+
+    def __call__(self, t, output: bool = False):
+        if not isinstance(t, torch.Tensor) or t.numel() == 0 or t.data_ptr() % ALIGNMENT == 0:
+            return t
+        nbytes = t.numel() * t.element_size()
+        raw = torch.empty(nbytes + ALIGNMENT, dtype=torch.uint8)
+        offset = -raw.data_ptr() % ALIGNMENT
+        copy = raw[offset:offset + nbytes].view(t.dtype).view(t.shape)
+        copy.copy_(t)
+        self.copies.append((t, copy, output))
+        return copy
+
+    def write_back(self) -> None:
+        for t, copy, output in self.copies:
+            if output:
+                t.copy_(copy)
+
+
 class EmulatedLaunchers:
     """The launch primitives of hipnnts_kernels.segment_kernels.Launchers, run by the host emulator."""
 
@@ -82,14 +111,19 @@ class EmulatedLaunchers:
         """``args``: the argument pack (with ``molecules``, followed by the molecule path's
         arguments), then tensors (or None), and last, for the derivative levels, the list of gradient
         tensors (passed as an array of pointers and its length)."""
+        aligned = _Aligned()
         n_inputs = self.N_INPUTS + (self.N_MOLECULES if molecules else 0)
-        inputs, rest = args[:n_inputs], args[n_inputs:]
+        inputs, rest = [aligned(a) for a in args[:n_inputs]], list(args[n_inputs:])
         tail = ()
-        if rest and isinstance(rest[-1], list):
+        if rest and isinstance(rest[-1], list):  # the derivative levels' outputs
             *rest, gradients = rest
+            gradients = [aligned(t, output=True) for t in gradients]
             tail = ((ctypes.c_void_p * len(gradients))(*(_ptr(t).value for t in gradients)),
                     ctypes.c_int(len(gradients)))
-        self._call(name, *self._inputs(*inputs), *(_ptr(t) for t in rest), *tail)
+        else:  # the forward's output, last
+            rest[-1] = aligned(rest[-1], output=True)
+        self._call(name, *self._inputs(*inputs), *(_ptr(aligned(t)) for t in rest), *tail)
+        aligned.write_back()
 
     def interaction_forward(self, *args):
         self._interaction("interaction_forward", args)
@@ -110,8 +144,11 @@ class EmulatedLaunchers:
         self._interaction("interaction_double_backward", args, molecules=True)
 
     def _family(self, name, a, b, atom, order, ptr, out, n_atoms, nu, features):
+        aligned = _Aligned()
+        a, b, atom, order, ptr, out_ = (*(aligned(t) for t in (a, b, atom, order, ptr)), aligned(out, output=True))
         self._call(name, ctypes.c_int(out.dtype == torch.float64), _ptr(a), _ptr(b), _ptr(atom), _ptr(order),
-                   _ptr(ptr), ctypes.c_int64(n_atoms), ctypes.c_int(nu), ctypes.c_int(features), _ptr(out))
+                   _ptr(ptr), ctypes.c_int64(n_atoms), ctypes.c_int(nu), ctypes.c_int(features), _ptr(out_))
+        aligned.write_back()
 
     def envsum(self, sens, feat, second, order, ptr, out):
         self._family("envsum", sens, feat, second, order, ptr, out, *out.shape)
@@ -124,9 +161,15 @@ class EmulatedLaunchers:
 
     def featsum_molecules(self, env, sens, second, order, ptr, molecule_ptr, out):
         n_atoms, nu, features = env.shape
+        n_molecules = molecule_ptr.shape[0] - 1
+        aligned = _Aligned()
+        env, sens, second, order, ptr, molecule_ptr = (aligned(t) for t in (env, sens, second, order, ptr,
+                                                                           molecule_ptr))
+        out_ = aligned(out, output=True)
         self._call("featsum_molecules", ctypes.c_int(out.dtype == torch.float64), _ptr(env), _ptr(sens), _ptr(second),
-                   _ptr(order), _ptr(ptr), _ptr(molecule_ptr), ctypes.c_int64(molecule_ptr.shape[0] - 1),
-                   ctypes.c_int(nu), ctypes.c_int(features), _ptr(out))
+                   _ptr(order), _ptr(ptr), _ptr(molecule_ptr), ctypes.c_int64(n_molecules),
+                   ctypes.c_int(nu), ctypes.c_int(features), _ptr(out_))
+        aligned.write_back()
 
 
 #: The totals of one recorded launch, in the order hipnnts_emu_traffic_stats writes them.

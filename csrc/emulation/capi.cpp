@@ -1,6 +1,7 @@
 // C entry points of the host-emulated CUDA kernels, for the CPU test suite and the traffic model
 // (loaded with ctypes by hipnnts_kernels/emulation.py). Floating arrays are float64 when
 // `is_double`, else float32. Workspaces are allocated here, as the torch ops allocate theirs.
+#include <cstdint>
 #include <cstring>
 #include <vector>
 
@@ -25,9 +26,24 @@ InteractionInputs<T> inputs(const void* Y, const void* coord, const index_t* ord
             cusp_reg, molecules};
 }
 
+// A buffer whose data() is 256-B aligned, as a GPU allocation is (so that the traffic model counts
+// the sectors a GPU would).
 template <class T>
-std::vector<T> workspace(hipnnts::Level level, index_t n_atoms, index_t n_pairs, int nu, int features, int lmax) {
-    return std::vector<T>(hipnnts::interaction_workspace(level, n_atoms, n_pairs, nu, features, lmax));
+class AlignedBuffer {
+  public:
+    explicit AlignedBuffer(size_t count) : storage_(count + 256 / sizeof(T)) {}
+    T* data() {
+        const uintptr_t p = reinterpret_cast<uintptr_t>(storage_.data());
+        return reinterpret_cast<T*>((p + 255) / 256 * 256);
+    }
+
+  private:
+    std::vector<T> storage_;
+};
+
+template <class T>
+AlignedBuffer<T> workspace(hipnnts::Level level, index_t n_atoms, index_t n_pairs, int nu, int features, int lmax) {
+    return AlignedBuffer<T>(hipnnts::interaction_workspace(level, n_atoms, n_pairs, nu, features, lmax));
 }
 
 }  // namespace
