@@ -176,11 +176,18 @@ def test_model_benchmark_does_not_time_a_model_that_disagrees_with_hippynn(monke
 
 
 # -- hipnnts bench traffic ---------------------------------------------------------------------
-def test_traffic_model_covers_every_launch_and_is_labelled_a_model(tmp_path):
+@pytest.fixture(scope="module")
+def tiny_traffic_report(tmp_path_factory):
+    """The folder of one `hipnnts bench traffic --preset tiny` run (about 12 s emulated), shared."""
     from hipnnts_kernels.cli import main
 
-    assert main(["bench", "traffic", "--preset", "tiny", "--out", str(tmp_path)]) == 0
-    result = json.loads((tmp_path / "traffic_model.json").read_text())
+    out = tmp_path_factory.mktemp("traffic")
+    assert main(["bench", "traffic", "--preset", "tiny", "--out", str(out)]) == 0
+    return out
+
+
+def test_traffic_model_covers_every_launch_and_is_labelled_a_model(tiny_traffic_report):
+    result = json.loads((tiny_traffic_report / "traffic_model.json").read_text())
     rows = result["rows"]
     kernels_seen = {(r["path"], r["passname"], r["kernel"].split()[0]) for r in rows if r["kernel"] != "total"}
     assert {("per-atom", "forward", "sender_contract"), ("per-atom", "forward", "receiver_forward"),
@@ -197,14 +204,13 @@ def test_traffic_model_covers_every_launch_and_is_labelled_a_model(tmp_path):
         else:
             assert 1 <= r["sectors_per_load_request"] <= 32
     assert result["meta"]["report_kind"].startswith("MODEL")
-    assert "**A model, not a measurement**" in (tmp_path / "traffic_model.md").read_text()
+    assert "**A model, not a measurement**" in (tiny_traffic_report / "traffic_model.md").read_text()
 
 
-def test_traffic_model_compares_with_an_earlier_report(tmp_path, capsys):
+def test_traffic_model_compares_with_an_earlier_report(tiny_traffic_report, tmp_path, capsys):
     from hipnnts_kernels.cli import main
 
-    assert main(["bench", "traffic", "--preset", "tiny", "--out", str(tmp_path / "before")]) == 0
-    before = tmp_path / "before" / "traffic_model.json"
+    before = tiny_traffic_report / "traffic_model.json"
     assert main(["bench", "traffic", "--preset", "tiny", "--out", str(tmp_path / "after"), "--compare",
                  str(before)]) == 0
     text = (tmp_path / "after" / "traffic_model.md").read_text()
