@@ -143,33 +143,28 @@ class EmulatedLaunchers:
     def interaction_double_backward_molecules(self, *args):
         self._interaction("interaction_double_backward", args, molecules=True)
 
-    def _family(self, name, a, b, atom, order, ptr, out, n_atoms, nu, features):
+    def _family(self, name, inputs, n_rows: int, nu: int, features: int, out):
+        """One envsum-family launch: the (aligned) input tensors, then the row count (atoms, or
+        molecules on the molecule path), nu and the features, and the output, written back."""
         aligned = _Aligned()
-        a, b, atom, order, ptr, out_ = (*(aligned(t) for t in (a, b, atom, order, ptr)), aligned(out, output=True))
-        self._call(name, ctypes.c_int(out.dtype == torch.float64), _ptr(a), _ptr(b), _ptr(atom), _ptr(order),
-                   _ptr(ptr), ctypes.c_int64(n_atoms), ctypes.c_int(nu), ctypes.c_int(features), _ptr(out_))
+        pointers = [_ptr(aligned(t)) for t in inputs]
+        out_ = aligned(out, output=True)
+        self._call(name, ctypes.c_int(out.dtype == torch.float64), *pointers, ctypes.c_int64(n_rows), ctypes.c_int(nu),
+                   ctypes.c_int(features), _ptr(out_))
         aligned.write_back()
 
     def envsum(self, sens, feat, second, order, ptr, out):
-        self._family("envsum", sens, feat, second, order, ptr, out, *out.shape)
+        self._family("envsum", (sens, feat, second, order, ptr), *out.shape, out)
 
     def sensesum(self, env, feat, second, order, ptr, out):
-        self._family("sensesum", env, feat, second, order, ptr, out, *env.shape)
+        self._family("sensesum", (env, feat, second, order, ptr), *env.shape, out)
 
     def featsum(self, env, sens, first, order, ptr, out):
-        self._family("featsum", env, sens, first, order, ptr, out, *env.shape)
+        self._family("featsum", (env, sens, first, order, ptr), *env.shape, out)
 
     def featsum_molecules(self, env, sens, second, order, ptr, molecule_ptr, out):
-        n_atoms, nu, features = env.shape
-        n_molecules = molecule_ptr.shape[0] - 1
-        aligned = _Aligned()
-        env, sens, second, order, ptr, molecule_ptr = (aligned(t) for t in (env, sens, second, order, ptr,
-                                                                           molecule_ptr))
-        out_ = aligned(out, output=True)
-        self._call("featsum_molecules", ctypes.c_int(out.dtype == torch.float64), _ptr(env), _ptr(sens), _ptr(second),
-                   _ptr(order), _ptr(ptr), _ptr(molecule_ptr), ctypes.c_int64(n_molecules),
-                   ctypes.c_int(nu), ctypes.c_int(features), _ptr(out_))
-        aligned.write_back()
+        self._family("featsum_molecules", (env, sens, second, order, ptr, molecule_ptr), molecule_ptr.shape[0] - 1,
+                     *env.shape[1:], out)
 
 
 #: The totals of one recorded launch, in the order hipnnts_emu_traffic_stats writes them.

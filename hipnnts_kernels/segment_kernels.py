@@ -77,10 +77,9 @@ class SegmentKernels:
         molecule_ptr, atoms, _ = index.molecules(pair_first, pair_second)
         return molecule_ptr if atoms <= self.molecule_max_atoms else None
 
-    def _molecule_args(self, pair_first, pair_second, n_atoms: int, method: str) -> tuple | None:
+    def _molecule_args(self, index, pair_first, pair_second, method: str) -> tuple | None:
         """The molecule path's arguments (molecule_ptr, receiver_rank, max_atoms, max_pairs) when it
-        applies to ``method``, else None."""
-        index = pair_index(pair_first, pair_second, n_atoms)
+        applies to ``method``, else None; ``index`` is the pairs' :func:`pair_index`."""
         molecule_ptr = self._molecules(index, pair_first, pair_second, method)
         if molecule_ptr is None:
             return None
@@ -89,23 +88,23 @@ class SegmentKernels:
 
     @staticmethod
     def _inputs(Y, pair_coord, pair_first, pair_second, mu, sigma, vecscales, quadscales, cutoff, cusp_reg, lmax):
-        """The interaction's argument pack (see :class:`Launchers`)."""
+        """The pairs' :func:`pair_index` and the interaction's argument pack (see :class:`Launchers`)."""
         index = pair_index(pair_first, pair_second, Y.shape[0])
         inputs = (Y.contiguous(), pair_coord.contiguous(), index.receiver_order, index.receiver_ptr,
                   index.sender_order, index.sender_ptr, mu.contiguous(), sigma.contiguous(),
                   None if vecscales is None else vecscales.contiguous(),
                   None if quadscales is None else quadscales.contiguous(), float(cutoff), float(cusp_reg), int(lmax))
-        return inputs
+        return index, inputs
 
     def interaction(self, Y, pair_coord, pair_first, pair_second, mu, sigma, vecscales, quadscales, cutoff, cusp_reg,
                     lmax) -> Tensor:
         if Y.numel() == 0:
             return reference.interaction(Y, pair_coord, pair_first, pair_second, mu, sigma, vecscales, quadscales,
                                          cutoff, cusp_reg, lmax)
-        inputs = self._inputs(Y, pair_coord, pair_first, pair_second, mu, sigma, vecscales, quadscales, cutoff,
+        index, inputs = self._inputs(Y, pair_coord, pair_first, pair_second, mu, sigma, vecscales, quadscales, cutoff,
                               cusp_reg, lmax)
         out = Y.new_empty(Y.shape[0], Y.shape[2])
-        molecules = self._molecule_args(pair_first, pair_second, Y.shape[0], "interaction_forward_molecules")
+        molecules = self._molecule_args(index, pair_first, pair_second, "interaction_forward_molecules")
         if molecules is not None:
             self.launch.interaction_forward_molecules(*inputs, *molecules, out)
         else:
@@ -117,10 +116,10 @@ class SegmentKernels:
         if Y.numel() == 0:
             return reference.interaction_backward(grad_out, Y, pair_coord, pair_first, pair_second, mu, sigma,
                                                   vecscales, quadscales, cutoff, cusp_reg, lmax)
-        inputs = self._inputs(Y, pair_coord, pair_first, pair_second, mu, sigma, vecscales, quadscales, cutoff,
+        index, inputs = self._inputs(Y, pair_coord, pair_first, pair_second, mu, sigma, vecscales, quadscales, cutoff,
                               cusp_reg, lmax)
         gradients = self._gradients(Y, pair_coord.shape[0], double=False)
-        molecules = self._molecule_args(pair_first, pair_second, Y.shape[0], "interaction_backward_molecules")
+        molecules = self._molecule_args(index, pair_first, pair_second, "interaction_backward_molecules")
         if molecules is not None:
             self.launch.interaction_backward_molecules(*inputs, *molecules, grad_out.contiguous(), gradients)
         else:
@@ -153,7 +152,7 @@ class SegmentKernels:
             return reference.interaction_double_backward(
                 grad_out, Y, pair_coord, pair_first, pair_second, mu, sigma, vecscales, quadscales, v_Y, v_coord, v_mu,
                 v_sigma, v_vecscales, v_quadscales, cutoff, cusp_reg, lmax)
-        inputs = self._inputs(Y, pair_coord, pair_first, pair_second, mu, sigma, vecscales, quadscales, cutoff,
+        index, inputs = self._inputs(Y, pair_coord, pair_first, pair_second, mu, sigma, vecscales, quadscales, cutoff,
                               cusp_reg, lmax)
         nu, n_pairs = Y.shape[1], pair_coord.shape[0]
         given = lambda t, *shape: Y.new_zeros(shape) if t is None else t.contiguous()  # noqa: E731
@@ -161,7 +160,7 @@ class SegmentKernels:
         cotangents = (optional(v_Y), given(v_coord, n_pairs, 3), given(v_mu, nu), given(v_sigma, nu),
                       optional(v_vecscales), optional(v_quadscales))
         gradients = self._gradients(Y, n_pairs, double=True)
-        molecules = self._molecule_args(pair_first, pair_second, Y.shape[0], "interaction_double_backward_molecules")
+        molecules = self._molecule_args(index, pair_first, pair_second, "interaction_double_backward_molecules")
         if molecules is not None:
             self.launch.interaction_double_backward_molecules(*inputs, *molecules, *cotangents, grad_out.contiguous(),
                                                               gradients)
