@@ -34,6 +34,13 @@ def register_backend(name: str, availability: Callable[[torch.device], str | Non
     _AVAILABILITY[name] = availability
 
 
+def unregister_backend(name: str) -> None:
+    """Remove a backend and its implementations (one registered for a benchmark run, say)."""
+    _AVAILABILITY.pop(name, None)
+    for key in [key for key in _IMPLEMENTATIONS if key[1] == name]:
+        del _IMPLEMENTATIONS[key]
+
+
 def register(op: str, backend: str) -> Callable[[Callable], Callable]:
     """Decorator: register ``fn`` as the ``backend`` implementation of ``op``."""
 

@@ -14,6 +14,7 @@ Units everywhere: kcal/mol, Å, kcal/mol/Å.
     hipnnts compare                        # accuracy vs speed of HIP-NN, HIP-NN-TS, TensorNet at equal time
     hipnnts bench traffic                  # memory-traffic model of the CUDA kernels, no GPU needed
     hipnnts bench profile                  # where the CPU time of a training step goes, by op and level
+    hipnnts bench headroom                 # the step with free interaction kernels, against hippynn
 """
 from __future__ import annotations
 
@@ -249,15 +250,17 @@ def build_parser() -> argparse.ArgumentParser:
     xtb.add_arguments(generate)
     generate.set_defaults(func=lambda args: xtb.run(args) or 0)
 
-    from .benchmarks import kernels, models, profile, traffic
+    from .benchmarks import headroom, kernels, models, profile, traffic
 
     bench = commands.add_parser("bench", help="kernel microbenchmarks and model comparisons (JSON, markdown, PNG)")
     bench_commands = bench.add_subparsers(dest="bench_command", required=True,
-                                          metavar="{kernels,models,traffic,profile}")
+                                          metavar="{kernels,models,traffic,profile,headroom}")
     for name, module, text in (("kernels", kernels, "every op x backend x size preset against the roofline"),
                                ("models", models, "HIP-NN and HIP-NN-TS against hippynn and TensorNet"),
                                ("traffic", traffic, "memory-traffic MODEL of the CUDA kernels (emulator, no GPU)"),
-                               ("profile", profile, "where the CPU time of a training step goes, by op and level")):
+                               ("profile", profile, "where the CPU time of a training step goes, by op and level"),
+                               ("headroom", headroom, "the step with free interaction kernels: what any kernel "
+                                                      "speedup can give")):
         command = bench_commands.add_parser(name, help=text, description=module.__doc__,
                                             formatter_class=argparse.RawDescriptionHelpFormatter)
         module.add_arguments(command)

@@ -242,3 +242,36 @@ def test_profile_reports_the_custom_ops_per_step(tmp_path, capsys):
     capsys.readouterr()
     assert main(["bench", "profile", "--repeats", "0", "--out", str(tmp_path / "x")]) == 2
     assert "--repeats" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+# -- hipnnts bench headroom --------------------------------------------------------------------
+def test_headroom_times_ours_free_kernels_and_hippynn_and_leaves_no_backend_behind(tmp_path):
+    from hipnnts_kernels.benchmarks import headroom
+    from hipnnts_kernels.cli import main
+
+    assert main(["bench", "headroom", "--size", "one", "--lmax", "0", "--backend", "reference", "--warmup", "0",
+                 "--repeats", "2", "--out", str(tmp_path)]) == 0
+    records = json.loads((tmp_path / "headroom_cpu.json").read_text())["records"]
+    assert [(r["family"], r["task"]) for r in records] == [(f, t) for t in models.TASKS
+                                                           for f in ("ours", "free", "hippynn")]
+    assert all(r["median_ms"] > 0 and not r["error"] for r in records)
+    assert "| 0 | one | training |" in (tmp_path / "headroom_cpu.md").read_text()
+    assert headroom.ZEROS not in backends.known_backends()
+
+
+def test_free_kernels_write_zeros_of_every_level_shape():
+    from hipnnts_kernels import ops
+    from hipnnts_kernels.benchmarks import headroom
+
+    Y = torch.randn(3, 2, 4, requires_grad=True)
+    coord = torch.randn(4, 3, requires_grad=True)
+    first, second = torch.tensor([0, 1, 2, 0]), torch.tensor([1, 0, 1, 2])
+    mu, sigma = torch.tensor([1.0, 2.0], requires_grad=True), torch.tensor([0.5, 0.5], requires_grad=True)
+    with headroom.zero_kernels() as name:
+        out = ops.interaction(Y, coord, first, second, mu, sigma, cutoff=5.0, lmax=0, backend=name)
+        grads = torch.autograd.grad(out.sum(), (Y, coord), create_graph=True)
+        second_order = torch.autograd.grad(grads[1].sum() + out.sum(), (Y, coord, mu, sigma), allow_unused=True)
+    assert out.shape == (3, 4) and not out.any()
+    assert [g.shape for g in grads] == [Y.shape, coord.shape] and not any(g.any() for g in grads)
+    assert [g.shape for g in second_order] == [Y.shape, coord.shape, mu.shape, sigma.shape]
+    with pytest.raises(ValueError, match="backend must be"):
+        ops.interaction(Y, coord, first, second, mu, sigma, cutoff=5.0, lmax=0, backend=headroom.ZEROS)
