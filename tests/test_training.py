@@ -367,3 +367,24 @@ def test_the_learning_curve_shows_one_epoch_the_baseline_and_the_best_epoch():
     assert "20" in ticks and "10" in ticks  # labelled ticks above 10 on the log axis
     one_epoch = learning_curve_figure([row]).axes[1]
     assert [float(t) for t in one_epoch.get_xticks() if 0.5 <= t <= 1.5] == [1.0]
+
+
+@pytest.mark.parametrize("kind", ["adam", "adamw"])
+def test_the_optimizer_is_torchs_fused_one_with_the_unfused_update(kind):
+    torch.manual_seed(0)
+    weights = [torch.randn(5, 3, dtype=torch.float64), torch.randn(7, dtype=torch.float64)]
+    runs = []
+    for fused in (True, False):
+        params = [torch.nn.Parameter(w.clone()) for w in weights]
+        optimizer = trainer_module.make_optimizer(params, kind, lr=1e-2, weight_decay=0.1)
+        if not fused:  # the reference: torch's for-loop implementation
+            optimizer = type(optimizer)(params, lr=1e-2, weight_decay=0.1, foreach=False)
+        assert optimizer.defaults["fused"] is (True if fused else None)
+        for step in range(5):
+            for p in params:
+                p.grad = torch.sin(p.detach() * (step + 1))
+            optimizer.step()
+        runs.append(params)
+    for a, b in zip(*runs):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+        assert not torch.equal(a, torch.nn.Parameter(weights[0] if a.dim() == 2 else weights[1]))

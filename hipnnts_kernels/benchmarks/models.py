@@ -21,7 +21,8 @@ Contenders:
 
 Tasks: energy + forces inference (eval mode, forces by autograd; µs per atom), and a full
 training step (forward, forces with ``create_graph=True``, MSE of energies + MSE of forces,
-backward through the double backward, one Adam step; ms per step and molecules per second).
+backward through the double backward, one Adam step (torch's fused Adam, every side); ms per step
+and molecules per second).
 Sizes: one molecule, 64 molecules and a batch of ≈28k atoms from the embedded GFN2-xTB set
 (ANI-like CHNO molecules), and 16 larger synthetic molecules of 120–160 atoms. Fairness
 (docs/benchmarks.md, Fairness) is stated in the report: see :func:`fairness_lines`.
@@ -43,6 +44,7 @@ from torch import Tensor, nn
 from .. import HipnnTS, backends, pairs_within_cutoff
 from ..checks import value_checks
 from ..synthetic import random_molecules
+from ..training.trainer import make_optimizer
 from . import report
 from .report import describe_error, num
 from .timing import device_name, environment, time_call
@@ -298,7 +300,7 @@ def inference_call(c: Contender, b: BenchBatch) -> Callable[[], object]:
 
 def training_step(c: Contender, b: BenchBatch) -> Callable[[], object]:
     params = [p for p in c.module.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=LEARNING_RATE)
+    optimizer = make_optimizer(params, "adam", LEARNING_RATE)
 
     def step():
         c.module.train()
@@ -441,8 +443,8 @@ def fairness_lines(meta: dict, results: Results) -> list[str]:
         "forward (`OptimizedDistance`; our wrapper runs it on detached positions and recomputes the found pairs' "
         f"vectors, so the backward skips the N x N search; same values). The HIP-NN list alone takes: {nl}.",
         "- Same tasks: energy + forces inference (eval mode, forces by autograd); a training step = forward, forces "
-        "with create_graph, MSE(E) + MSE(F), backward (double backward), Adam step. Targets are the xTB labels "
-        "(random for the synthetic large molecules).",
+        "with create_graph, MSE(E) + MSE(F), backward (double backward), Adam step (torch's fused Adam for every "
+        "side). Targets are the xTB labels (random for the synthetic large molecules).",
         f"- Warm-up excluded ({meta['warmup']} calls); {meta['timing']}; median of {meta['repeats']} calls, "
         "10th–90th percentiles in the JSON; first call (compilation) reported separately.",
         "- Peak memory: CUDA allocator peak during the timed calls (not measured on the CPU).",
