@@ -13,6 +13,7 @@ dtype, lmax and architecture at nu = 20. Run it to print the table of docs/kerne
 from __future__ import annotations
 
 import ctypes
+import functools
 import math
 import re
 import shutil
@@ -62,12 +63,15 @@ def max_threads(registers: int) -> int:
     return min(MAX_THREADS, 65536 // per_warp * 32)
 
 
-def compiled_resources(sm: int, workdir: Path) -> dict[tuple[str, str, int | None], Resources]:
-    """ptxas's registers and static shared memory per (kernel, dtype, lmax or None) for sm_``sm``."""
+@functools.cache
+def compiled_resources(sm: int) -> dict[tuple[str, str, int | None], Resources]:
+    """ptxas's registers and static shared memory per (kernel, dtype, lmax or None) for sm_``sm``
+    (one compile per process: about 25 s)."""
     nvcc = shutil.which("nvcc")
-    result = subprocess.run([nvcc, "-O3", "-std=c++17", f"-I{ROOT / 'csrc'}", f"-arch=sm_{sm}", "-Xptxas", "-v", "-c",
-                             str(ROOT / "csrc" / "kernels" / "launch.cu"), "-o", str(workdir / f"launch_{sm}.o")],
-                            capture_output=True, text=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        result = subprocess.run([nvcc, "-O3", "-std=c++17", f"-I{ROOT / 'csrc'}", f"-arch=sm_{sm}", "-Xptxas", "-v",
+                                 "-c", str(ROOT / "csrc" / "kernels" / "launch.cu"), "-o", str(Path(tmp) / "launch.o")],
+                                capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"nvcc failed for sm_{sm}:\n{result.stderr[-4000:]}")
     entries = re.split(r"Compiling entry function '", result.stdout + result.stderr)[1:]
@@ -125,7 +129,7 @@ def limits_table() -> str:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         lib = _emulator(workdir)
-        compiled = {sm: compiled_resources(sm, workdir) for sm in ARCHS}
+        compiled = {sm: compiled_resources(sm) for sm in ARCHS}
         rows = ["| kernel | lmax | registers sm_90 (f32 / f64) | widest F sm_90 (f32 / f64) | "
                 "widest F sm_80 (f32 / f64) |", "|---|---:|---:|---:|---:|"]
         for kernel in KINDS:

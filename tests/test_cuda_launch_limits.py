@@ -59,10 +59,10 @@ def test_the_documented_molecule_limits_match_the_launchers(library):
 
 
 @pytest.mark.skipif(not HAVE_NVCC, reason="needs nvcc and c++filt")
-def test_the_interaction_kernels_fit_128_registers_without_spills(tmp_path):
+def test_the_interaction_kernels_fit_128_registers_without_spills():
     """The issue-14 budget for the interaction's kernels (split and molecule) on sm_90, every lmax: at
     most 128 registers in float32, and no spills in either dtype."""
-    resources = compiled_resources(90, tmp_path)
+    resources = compiled_resources(90)
     interaction = {key: r for key, r in resources.items() if key[0] in SPLIT + MOLECULE}
     assert len(interaction) == 2 * (2 + 3 * 5) + 2 * 3 * 3
     assert {key: r for key, r in interaction.items()
