@@ -102,7 +102,7 @@ class SegmentKernels:
             return reference.interaction(Y, pair_coord, pair_first, pair_second, mu, sigma, vecscales, quadscales,
                                          cutoff, cusp_reg, lmax)
         index, inputs = self._inputs(Y, pair_coord, pair_first, pair_second, mu, sigma, vecscales, quadscales, cutoff,
-                              cusp_reg, lmax)
+                                     cusp_reg, lmax)
         out = Y.new_empty(Y.shape[0], Y.shape[2])
         molecules = self._molecule_args(index, pair_first, pair_second, "interaction_forward_molecules")
         if molecules is not None:
@@ -117,7 +117,7 @@ class SegmentKernels:
             return reference.interaction_backward(grad_out, Y, pair_coord, pair_first, pair_second, mu, sigma,
                                                   vecscales, quadscales, cutoff, cusp_reg, lmax)
         index, inputs = self._inputs(Y, pair_coord, pair_first, pair_second, mu, sigma, vecscales, quadscales, cutoff,
-                              cusp_reg, lmax)
+                                     cusp_reg, lmax)
         gradients = self._gradients(Y, pair_coord.shape[0], double=False)
         molecules = self._molecule_args(index, pair_first, pair_second, "interaction_backward_molecules")
         if molecules is not None:
@@ -153,7 +153,7 @@ class SegmentKernels:
                 grad_out, Y, pair_coord, pair_first, pair_second, mu, sigma, vecscales, quadscales, v_Y, v_coord, v_mu,
                 v_sigma, v_vecscales, v_quadscales, cutoff, cusp_reg, lmax)
         index, inputs = self._inputs(Y, pair_coord, pair_first, pair_second, mu, sigma, vecscales, quadscales, cutoff,
-                              cusp_reg, lmax)
+                                     cusp_reg, lmax)
         nu, n_pairs = Y.shape[1], pair_coord.shape[0]
         given = lambda t, *shape: Y.new_zeros(shape) if t is None else t.contiguous()  # noqa: E731
         optional = lambda t: None if t is None else t.contiguous()  # noqa: E731

@@ -243,6 +243,7 @@ def test_profile_reports_the_custom_ops_per_step(tmp_path, capsys):
     assert main(["bench", "profile", "--repeats", "0", "--out", str(tmp_path / "x")]) == 2
     assert "--repeats" in capsys.readouterr().err and not (tmp_path / "x").exists()
 
+
 # -- hipnnts bench headroom --------------------------------------------------------------------
 def test_headroom_times_ours_free_kernels_and_hippynn_and_leaves_no_backend_behind(tmp_path):
     from hipnnts_kernels.benchmarks import headroom
@@ -256,6 +257,11 @@ def test_headroom_times_ours_free_kernels_and_hippynn_and_leaves_no_backend_behi
     assert all(r["median_ms"] > 0 and not r["error"] for r in records)
     assert "| 0 | one | training |" in (tmp_path / "headroom_cpu.md").read_text()
     assert headroom.ZEROS not in backends.known_backends()
+    failed = [models.Record(f"x [{f}]", f, 0, "one", "training", 19, 1, median_ms=1.0,
+                            error="RuntimeError: boom" if f == "free" else None) for f in ("ours", "free", "hippynn")]
+    (row,) = [line for line in headroom.markdown(dict(environment={}, warmup=0, repeats=1), failed).splitlines()
+              if line.startswith("| 0 |")]
+    assert "x [free]: RuntimeError: boom" in row and row.count("|") == 10  # the table's 9 columns
 
 
 def test_free_kernels_write_zeros_of_every_level_shape():

@@ -385,6 +385,6 @@ def test_the_optimizer_is_torchs_fused_one_with_the_unfused_update(kind):
                 p.grad = torch.sin(p.detach() * (step + 1))
             optimizer.step()
         runs.append(params)
-    for a, b in zip(*runs):
-        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
-        assert not torch.equal(a, torch.nn.Parameter(weights[0] if a.dim() == 2 else weights[1]))
+    for fused, unfused, start in zip(*runs, weights):
+        torch.testing.assert_close(fused, unfused, rtol=1e-12, atol=1e-12)
+        assert not torch.equal(fused, start)

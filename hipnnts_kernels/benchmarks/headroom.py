@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import statistics
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
@@ -36,7 +35,7 @@ from ..checks import value_checks
 from . import report
 from .models import SIZES, TASKS, Contender, Record, _ours, inference_call, make_batch, our_contenders, training_step
 from .report import num
-from .timing import environment
+from .timing import environment, summarize
 
 #: The name under which :func:`zero_kernels` registers its kernels.
 ZEROS = "zeros"
@@ -101,11 +100,10 @@ def interleaved(fns: list[Callable[[], object]], warmup: int, repeats: int) -> l
 
 
 def _record(c: Contender, b, task: str, samples: list[float]) -> Record:
-    median_us = statistics.median(samples)
-    p10, *_, p90 = statistics.quantiles(samples, n=10, method="inclusive") if len(samples) > 1 else [median_us] * 2
-    return Record(c.name, c.family, c.lmax, b.name, task, b.atoms, b.n_molecules, median_ms=median_us / 1e3,
-                  p10_ms=p10 / 1e3, p90_ms=p90 / 1e3, us_per_atom=median_us / b.atoms,
-                  molecules_per_s=b.n_molecules / (median_us * 1e-6))
+    timing = summarize(samples, first_call_s=0.0, peak_mib=None)  # no separate first call: warm-up covers it
+    return Record(c.name, c.family, c.lmax, b.name, task, b.atoms, b.n_molecules, median_ms=timing.median_us / 1e3,
+                  p10_ms=timing.p10_us / 1e3, p90_ms=timing.p90_us / 1e3, us_per_atom=timing.median_us / b.atoms,
+                  molecules_per_s=b.n_molecules / (timing.median_us * 1e-6))
 
 
 def run(sizes, lmax_values, backend: str, warmup: int, repeats: int, dtype: torch.dtype = torch.float32) -> list:
@@ -144,7 +142,7 @@ def markdown(meta: dict, records: list[Record]) -> str:
         value = (lambda r: r.median_ms) if ours.task == "training" else (lambda r: r.us_per_atom)
         if any(r.error for r in (ours, free, hippynn)):
             errors = "; ".join(f"{r.contender}: {r.error}" for r in (ours, free, hippynn) if r.error)
-            lines.append(f"| {ours.lmax} | {ours.size} | {ours.task} | {errors} |||||")
+            lines.append(f"| {ours.lmax} | {ours.size} | {ours.task} | {errors} ||||||")
             continue
         a, f, h = value(ours), value(free), value(hippynn)
         lines.append(f"| {ours.lmax} | {ours.size} | {ours.task} | {num(a)} {unit} | {num(f)} {unit} | "
@@ -171,13 +169,3 @@ def run_from_arguments(args: argparse.Namespace) -> Path:
     records = run(args.size, args.lmax, args.backend, args.warmup, args.repeats)
     return report.write(args.out, "headroom_cpu", meta, {"records": [asdict(r) for r in records]},
                         markdown(meta, records))
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="hipnnts bench headroom", description=__doc__.split("\n\n")[0])
-    add_arguments(parser)
-    print(run_from_arguments(parser.parse_args(argv)))
-
-
-if __name__ == "__main__":
-    main()

@@ -64,12 +64,17 @@ def time_call(fn: Callable[[], object], device: torch.device, warmup: int = 5, r
             fn()
             samples.append(1e6 * (time.perf_counter() - start))
         peak = None
+    return summarize(samples, first, peak)
+
+
+def summarize(samples: list[float], first_call_s: float, peak_mib: float | None) -> Timing:
+    """The :class:`Timing` of timed calls of ``samples`` microseconds each."""
     if len(samples) > 1:
         deciles = statistics.quantiles(samples, n=20, method="inclusive")  # 5 % steps
         p10, q1, q3, p90 = deciles[1], deciles[4], deciles[14], deciles[17]
     else:
         p10 = q1 = q3 = p90 = samples[0]
-    return Timing(statistics.median(samples), q3 - q1, first, peak, p10, p90)
+    return Timing(statistics.median(samples), q3 - q1, first_call_s, peak_mib, p10, p90)
 
 
 def copy_bandwidth(device: torch.device, mib: int = 1024, repeats: int = 20) -> float:
